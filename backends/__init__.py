@@ -1,0 +1,1 @@
+"""Built-in backends, one package each; installed as edgec.backends."""

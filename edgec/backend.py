@@ -1,0 +1,53 @@
+"""The backend contract: legalize, lower to an artifact, run it on the host for validation."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar, Mapping
+
+import numpy as np
+
+from edgec import ir
+from edgec.compare import Tolerance
+
+Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass
+class Artifact:
+    """What a backend wrote: `main` is the file a device loads; `files` are all of them (relative)."""
+
+    backend: str
+    main: Path
+    files: list[Path]
+    info: dict = field(default_factory=dict)
+
+
+class Backend:
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    # Python modules the backend imports; missing ones make it unavailable, never break edgec.
+    requires: ClassVar[tuple[str, ...]] = ()
+    install_hint: ClassVar[str] = ""
+    # The artifact runs on the backend's own kernels (fused, re-blocked), so it is held to a
+    # float32-level budget against the IR rather than the 1e-5 of exact passes.
+    tolerance: ClassVar[Tolerance] = Tolerance(max_rel_err=1e-4)
+
+    def available(self) -> tuple[bool, str]:
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            return False, f"needs {', '.join(missing)}: {self.install_hint}"
+        return True, ""
+
+    def legalize_passes(self, target) -> str:
+        """Pipeline text appended after the user's pipeline so the graph suits this backend."""
+        return ""
+
+    def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
+        raise NotImplementedError
+
+    def runner(self, artifact: Artifact, out_dir: Path) -> Runner:
+        """A callable that runs the artifact on this host with the backend's own runtime."""
+        raise NotImplementedError

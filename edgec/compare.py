@@ -1,0 +1,188 @@
+"""Numeric comparison of two runs of a model: the metrics and verdict every check reports."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+Outputs = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Budgets a comparison must meet; None means the metric is reported but not judged.
+
+    max_rel_err is the largest absolute error divided by the largest reference magnitude of the
+    same output (an L-infinity relative error), which stays meaningful where elements are near
+    zero; max_abs_err bounds the absolute error directly (0 means bit-exact).
+    """
+
+    max_rel_err: float | None = None
+    max_abs_err: float | None = None
+    min_cosine: float | None = None
+    min_sqnr_db: float | None = None
+    min_top1_agreement: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        for key, value in asdict(self).items():
+            if value is not None:
+                op = "<=" if key.startswith("max") else ">="
+                parts.append(f"{key.removeprefix('max_').removeprefix('min_')} {op} {value:g}")
+        return ", ".join(parts) or "no budget"
+
+    def loosest(self, other: "Tolerance") -> "Tolerance":
+        def pick(a, b, larger):
+            if a is None or b is None:
+                return None if a is None and b is None else (a if b is None else b)
+            return max(a, b) if larger else min(a, b)
+
+        return Tolerance(
+            max_rel_err=pick(self.max_rel_err, other.max_rel_err, True),
+            max_abs_err=pick(self.max_abs_err, other.max_abs_err, True),
+            min_cosine=pick(self.min_cosine, other.min_cosine, False),
+            min_sqnr_db=pick(self.min_sqnr_db, other.min_sqnr_db, False),
+            min_top1_agreement=pick(self.min_top1_agreement, other.min_top1_agreement, False),
+        )
+
+
+# Exact passes may only reassociate floating point arithmetic (e.g. folding BatchNorm scales).
+EXACT = Tolerance(max_rel_err=1e-5)
+# Lossless passes must decode to the very same numbers.
+LOSSLESS = Tolerance(max_abs_err=0.0)
+# Lossy passes without a budget of their own: the output must still point the same way.
+LOSSY_DEFAULT = Tolerance(min_cosine=0.99, min_sqnr_db=15.0)
+
+
+@dataclass
+class Comparison:
+    """The verdict of one check. Truthy when ok; prints its numbers and the budget they met."""
+
+    ok: bool
+    max_abs_err: float
+    max_rel_err: float
+    cosine: float
+    sqnr_db: float
+    top1_agreement: float | None
+    against: str
+    tolerance: Tolerance
+    failures: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        if self.ok:
+            return (f"ok vs {self.against} (max_rel_err {self.max_rel_err:.2e}, "
+                    f"sqnr {_fmt_db(self.sqnr_db)}; budget {self.tolerance.describe()})")
+        return f"FAILED vs {self.against}: " + "; ".join(self.failures)
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "against": self.against,
+            "max_abs_err": self.max_abs_err,
+            "max_rel_err": self.max_rel_err,
+            "cosine": self.cosine,
+            # JSON has no infinity; null means the outputs were identical.
+            "sqnr_db": None if math.isinf(self.sqnr_db) else self.sqnr_db,
+            "top1_agreement": self.top1_agreement,
+            "tolerance": {k: v for k, v in asdict(self.tolerance).items() if v is not None},
+            "failures": list(self.failures),
+        }
+
+
+def _fmt_db(value: float) -> str:
+    return "inf dB" if math.isinf(value) else f"{value:.1f} dB"
+
+
+def compare(
+    reference: Sequence[Outputs],
+    candidate: Sequence[Outputs],
+    tolerance: Tolerance = EXACT,
+    against: str = "previous",
+) -> Comparison:
+    """Compare runs sample by sample; each output is judged on all samples together."""
+    if len(reference) != len(candidate):
+        raise ValueError("reference and candidate have different numbers of samples")
+    names = list(reference[0]) if reference else []
+    worst = dict(max_abs_err=0.0, max_rel_err=0.0, cosine=1.0, sqnr_db=math.inf)
+    top1: list[float] = []
+    failures: list[str] = []
+    for name in names:
+        ref = np.concatenate([np.asarray(r[name]).ravel() for r in reference]).astype(np.float64)
+        got = np.concatenate([np.asarray(c[name]).ravel() for c in candidate]).astype(np.float64)
+        if ref.shape != got.shape:
+            failures.append(f"output '{name}' has {got.size} elements, expected {ref.size}")
+            continue
+        metrics = _metrics(ref, got)
+        worst["max_abs_err"] = max(worst["max_abs_err"], metrics["max_abs_err"])
+        worst["max_rel_err"] = max(worst["max_rel_err"], metrics["max_rel_err"])
+        worst["cosine"] = min(worst["cosine"], metrics["cosine"])
+        worst["sqnr_db"] = min(worst["sqnr_db"], metrics["sqnr_db"])
+        agreement = _top1_agreement([r[name] for r in reference], [c[name] for c in candidate])
+        if agreement is not None:
+            top1.append(agreement)
+        failures += _judge(name, metrics, agreement, tolerance)
+    return Comparison(
+        ok=not failures,
+        top1_agreement=min(top1) if top1 else None,
+        against=against,
+        tolerance=tolerance,
+        failures=failures,
+        **worst,
+    )
+
+
+def _metrics(ref: np.ndarray, got: np.ndarray) -> dict:
+    both_nan = np.isnan(ref) & np.isnan(got)
+    ref = np.where(both_nan, 0.0, ref)
+    got = np.where(both_nan, 0.0, got)
+    err = np.abs(ref - got)
+    err = np.where(np.isnan(err), np.inf, err)  # NaN on one side only is an infinite error
+    if err.size == 0:
+        return dict(max_abs_err=0.0, max_rel_err=0.0, cosine=1.0, sqnr_db=math.inf)
+    max_abs = float(err.max())
+    scale = float(np.abs(ref[np.isfinite(ref)]).max(initial=0.0))
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+    finite = np.isfinite(ref) & np.isfinite(got)
+    r, g = ref[finite], got[finite]
+    norms = float(np.linalg.norm(r) * np.linalg.norm(g))
+    cosine = float(np.dot(r, g) / norms) if norms > 0 else (1.0 if not r.any() and not g.any() else 0.0)
+    noise = float(np.sum((r - g) ** 2)) if finite.all() else math.inf
+    signal = float(np.sum(r**2))
+    if noise == 0:
+        sqnr = math.inf
+    elif signal == 0 or math.isinf(noise):
+        sqnr = -math.inf
+    else:
+        sqnr = 10.0 * math.log10(signal / noise)
+    return dict(max_abs_err=max_abs, max_rel_err=max_rel, cosine=cosine, sqnr_db=sqnr)
+
+
+def _top1_agreement(reference: list, candidate: list) -> float | None:
+    """Share of rows whose argmax matches, for outputs shaped like class scores [N, C>1]."""
+    first = np.asarray(reference[0])
+    if first.ndim != 2 or first.shape[-1] < 2 or not np.issubdtype(first.dtype, np.floating):
+        return None
+    ref = np.concatenate([np.asarray(r).argmax(-1) for r in reference])
+    got = np.concatenate([np.asarray(c).argmax(-1) for c in candidate])
+    return float(np.mean(ref == got))
+
+
+def _judge(name: str, m: dict, top1: float | None, tol: Tolerance) -> list[str]:
+    failures = []
+    if tol.max_rel_err is not None and not m["max_rel_err"] <= tol.max_rel_err:
+        failures.append(f"output '{name}' max_rel_err {m['max_rel_err']:.3g} > {tol.max_rel_err:g}")
+    if tol.max_abs_err is not None and not m["max_abs_err"] <= tol.max_abs_err:
+        failures.append(f"output '{name}' max_abs_err {m['max_abs_err']:.3g} > {tol.max_abs_err:g}")
+    if tol.min_cosine is not None and not m["cosine"] >= tol.min_cosine:
+        failures.append(f"output '{name}' cosine {m['cosine']:.5f} < {tol.min_cosine:g}")
+    if tol.min_sqnr_db is not None and not m["sqnr_db"] >= tol.min_sqnr_db:
+        failures.append(f"output '{name}' sqnr {_fmt_db(m['sqnr_db'])} < {tol.min_sqnr_db:g} dB")
+    if tol.min_top1_agreement is not None and top1 is not None and not top1 >= tol.min_top1_agreement:
+        failures.append(f"output '{name}' top-1 agreement {top1:.4f} < {tol.min_top1_agreement:g}")
+    return failures

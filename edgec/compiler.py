@@ -1,0 +1,213 @@
+"""The build: load, run the pipeline with checks, lower with the target's backend, write the bundle."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import edgec
+from edgec import bundle, frontends, ir, pipeline_text, presets, samples as sampling
+from edgec.backend import Artifact, Backend
+from edgec.compare import Comparison, compare
+from edgec.errors import CheckFailed, EdgecError, PipelineError
+from edgec.instruments import DumpIR, EquivalenceCheck, ProgressDisplay, Timing
+from edgec.ir import iter_nodes
+from edgec.pass_infra import Pass, PassContext
+from edgec.pass_manager import PassManager
+from edgec.registry import Registry
+from edgec.report import build_report, render_markdown
+from edgec.targets import Target
+
+DEFAULT_OPT = "2"
+
+
+@dataclass
+class BuildResult:
+    output_dir: Path
+    report: dict
+    manifest: dict
+    model: ir.Model
+    artifact: Artifact
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.report["ok"])
+
+
+@dataclass
+class Plan:
+    """What will run, decided before any model is loaded (so --print-pipeline needs no model)."""
+
+    registry: Registry
+    target: Target
+    backend: Backend
+    passes: list[Pass]
+    notes: list[str]
+
+    @property
+    def pipeline(self) -> str:
+        return pipeline_text.format([p.spec(full=True) for p in self.passes])
+
+
+def plan(target: str | Target = "x86-64", opt: str | None = None, passes: str | None = None,
+         backend: str | None = None, plugins: Sequence[str] = (), registry: Registry | None = None) -> Plan:
+    if opt is not None and passes is not None:
+        raise PipelineError("give -O or --passes, not both")
+    registry = registry or Registry()
+    for plugin in plugins:
+        registry.load_plugin(plugin)
+    target_profile = target if isinstance(target, Target) else registry.target(target)
+    chosen, notes = choose_backend(registry, target_profile, backend)
+    text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT)
+    legalize = chosen.legalize_passes(target_profile)
+    full_text = ",".join(t for t in (text, legalize) if t)
+    return Plan(registry, target_profile, chosen, registry.build_pipeline(full_text), notes + registry.warnings)
+
+
+def choose_backend(registry: Registry, target: Target, requested: str | None) -> tuple[Backend, list[str]]:
+    """The requested backend, or the target's most preferred one that edgec has and can run."""
+    if requested:
+        backend = registry.backend(requested)
+        ok, why = backend.available()
+        if not ok:
+            raise EdgecError(f"backend '{requested}' {why}")
+        return backend, []
+    skipped = []
+    for name in target.backends:
+        if name in registry.backends:
+            backend = registry.backend(name)
+            ok, why = backend.available()
+            if ok:
+                notes = [f"backend '{name}' chosen; preferred before it: {', '.join(skipped)}"] if skipped else []
+                return backend, notes
+            skipped.append(f"{name} ({why})")
+        else:
+            skipped.append(f"{name} (not built into this edgec yet)")
+    backend = registry.backend("onnx")
+    return backend, [f"none of {target.name}'s backends is available ({'; '.join(skipped)}); wrote ONNX instead"]
+
+
+def compile(  # noqa: A001 - the public name mirrors the command
+    model: Any,
+    target: str | Target = "x86-64",
+    opt: str | None = None,
+    passes: str | None = None,
+    output_dir: str | Path | None = None,
+    *,
+    backend: str | None = None,
+    plugins: Sequence[str] = (),
+    dump_dir: str | Path | None = None,
+    keep_going: bool = False,
+    inputs: str | Path | Sequence[Mapping] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    input_dtypes: Mapping[str, str] | None = None,
+    example_inputs: Any = None,
+    num_samples: int = sampling.DEFAULT_COUNT,
+    seed: int = sampling.DEFAULT_SEED,
+    progress: bool = False,
+    registry: Registry | None = None,
+) -> BuildResult:
+    """Compile `model` for `target` and write the bundle to `output_dir` (default build/<model>-<target>/).
+
+    `model` is a path (.onnx, TorchScript .pt), "zoo:<name>", an onnx.ModelProto, an
+    edgec.ir.Model or a torch.nn.Module with `example_inputs`. Raises EdgecError on bad input and
+    CheckFailed when a numeric check fails (unless keep_going, which records it in the report).
+    """
+    start = time.perf_counter()
+    build = plan(target, opt, passes, backend, plugins, registry)
+    loaded = frontends.load(model, input_shapes, input_dtypes, example_inputs)
+    work = loaded.model
+    check_samples, sample_source = _samples(work, loaded.zoo, inputs, num_samples, seed)
+    out = Path(output_dir) if output_dir else default_output_dir(work.source, build.target.name)
+
+    before = {"size": ir.serialized_size(work), "params": ir.param_count(work.graph),
+              "nodes": sum(1 for _ in iter_nodes(work.graph))}
+    ctx = PassContext(target=build.target, samples=check_samples, warnings=list(build.notes),
+                      metadata=dict(work.metadata))
+    check = EquivalenceCheck(check_samples, keep_going=keep_going)
+    instruments = ([ProgressDisplay()] if progress else []) + ([DumpIR(dump_dir)] if dump_dir else []) + [check, Timing()]
+    records = PassManager(build.passes, instruments).run(work, ctx)
+    work.metadata.update({"edgec.version": edgec.__version__, "edgec.target": build.target.name,
+                          "edgec.backend": build.backend.name, "edgec.pipeline": build.pipeline})
+
+    with bundle.Staging(out) as stage:
+        artifact = build.backend.lower(work, build.target, stage.path)
+        backend_check = _check_backend(build.backend, artifact, stage.path, check_samples, check.previous)
+        if not backend_check and not keep_going:
+            raise CheckFailed(f"backend '{build.backend.name}' output differs from the IR: {backend_check}")
+        artifact_bytes = sum((stage.path / f).stat().st_size for f in artifact.files)
+        report = build_report(
+            version=edgec.__version__, source=work.source, target=build.target.name, backend=build.backend.name,
+            pipeline=build.pipeline, records=records, final_check=check.final, backend_check=backend_check,
+            size_before=before["size"], size_after=ir.serialized_size(work), artifact_bytes=artifact_bytes,
+            params_before=before["params"], params_after=ir.param_count(work.graph),
+            nodes_before=before["nodes"], nodes_after=sum(1 for _ in iter_nodes(work.graph)),
+            samples={"count": len(check_samples), "source": sample_source}, warnings=ctx.warnings,
+            seconds=time.perf_counter() - start,
+        )
+        bundle.write_json(stage.path / "report.json", report)
+        (stage.path / "report.md").write_text(render_markdown(report))
+        manifest = _manifest(work, build, artifact, stage.path, [Path("report.json"), Path("report.md")])
+        bundle.write_json(stage.path / "manifest.json", manifest)
+        stage.commit()
+    return BuildResult(out, report, manifest, work, artifact)
+
+
+def default_output_dir(source: str, target: str) -> Path:
+    stem = Path(source.removeprefix(frontends.ZOO_PREFIX)).stem or "model"
+    return Path("build") / f"{stem}-{target}"
+
+
+def _samples(model: ir.Model, zoo, inputs, count: int, seed: int) -> tuple[list[dict], str]:
+    if inputs is not None:
+        if isinstance(inputs, (str, Path)):
+            return sampling.load_samples(inputs, model), f"file {inputs}"
+        return sampling.samples_from_arrays(sampling.stack(list(inputs)), model, "inputs"), "given"
+    if zoo is not None and zoo.samples is not None:
+        found = zoo.samples(count)
+        if found:
+            return sampling.samples_from_arrays(sampling.stack(found), model, f"zoo:{zoo.name}"), f"zoo:{zoo.name}"
+    return sampling.random_samples(model, count, seed), f"random (seed {seed})"
+
+
+def _check_backend(backend: Backend, artifact: Artifact, stage: Path, samples: list[dict],
+                   expected: list[dict]) -> Comparison:
+    """The artifact run by the backend's own runtime must match the IR's outputs."""
+    try:
+        run = backend.runner(artifact, stage)
+        outputs = [run(feeds) for feeds in samples]
+    except Exception as exc:
+        raise EdgecError(f"backend '{backend.name}' could not run what it wrote: {exc}") from exc
+    return compare(expected, outputs, backend.tolerance, f"IR (backend {backend.name})")
+
+
+def _layout(tensor_name: str, model: ir.Model) -> str | None:
+    """Channels-first when an input feeds a convolution directly: ONNX's convention, recorded so
+    a device-side caller knows how to lay out its buffers."""
+    for node in iter_nodes(model.graph):
+        if node.op in ("Conv", "ConvTranspose") and node.inputs and node.inputs[0].name == tensor_name:
+            rank = len(node.inputs[0].shape or ())
+            return {3: "NCW", 4: "NCHW", 5: "NCDHW"}.get(rank)
+    return None
+
+
+def _manifest(model: ir.Model, build: Plan, artifact: Artifact, root: Path, extra: list[Path]) -> dict:
+    def spec(s: dict) -> dict:
+        return {**s, "layout": _layout(s["name"], model)}
+
+    return {
+        "format": bundle.MANIFEST_FORMAT,
+        "format_version": bundle.MANIFEST_VERSION,
+        "edgec_version": edgec.__version__,
+        "source": model.source,
+        "target": build.target.name,
+        "backend": build.backend.name,
+        "artifact": str(artifact.main),
+        "pipeline": build.pipeline,
+        "inputs": [spec(s) for s in model.input_specs()],
+        "outputs": [spec(s) for s in model.output_specs()],
+        "files": bundle.file_table(root, list(artifact.files) + extra),
+    }
+

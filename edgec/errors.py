@@ -1,0 +1,36 @@
+"""Error types that reach the user as one line and a distinct exit code."""
+
+
+class EdgecError(Exception):
+    """A problem with what the user gave us (model, target, pipeline, plugin): exit code 2."""
+
+    exit_code = 2
+
+
+class ModelLoadError(EdgecError):
+    """The file is missing or is not a model we can read."""
+
+
+class PipelineError(EdgecError):
+    """Pipeline text that does not parse, or names an unknown pass or option."""
+
+
+class PluginError(EdgecError):
+    """A plugin failed to import, or raised inside the pass it provides."""
+
+
+class PassError(EdgecError):
+    """A pass raised or broke its contract; the message names the pass and where it ran."""
+
+
+class CheckFailed(EdgecError):
+    """The numeric equivalence check refused a pass: the input was fine, the build is not.
+
+    Exit code 1 tells a CI job "the model regressed" apart from "the command was wrong" (2).
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, record=None):
+        super().__init__(message)
+        self.record = record

@@ -1,0 +1,128 @@
+"""Instruments around every pass: the equivalence check, timing, IR dumps and progress."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from edgec import ir, runner
+from edgec.compare import Comparison, Tolerance, compare
+from edgec.errors import CheckFailed, EdgecError, PassError
+from edgec.pass_infra import Numerics, Pass, PassContext
+from edgec.pass_manager import Instrument, PassRecord
+from edgec.progress import say
+
+
+class Timing(Instrument):
+    """Wall time of the pass alone; list it last so it wraps the pass and nothing else."""
+
+    def before_pass(self, pass_, record, model, ctx):
+        self._start = time.perf_counter()
+
+    def after_pass(self, pass_, record, model, ctx):
+        record.seconds = time.perf_counter() - self._start
+
+
+class EquivalenceCheck(Instrument):
+    """Runs the model in onnxruntime before the pipeline and after every modifying pass.
+
+    Exact and lossless passes are compared with the step before them, so a failure points at
+    the pass that caused it; lossy passes are compared with the original within their budget.
+    After the pipeline the result is compared once more with the original (`final`).
+    """
+
+    def __init__(self, samples: Sequence[dict], keep_going: bool = False,
+                 tolerances: dict[str, Tolerance] | None = None):
+        self.samples = list(samples)
+        self.keep_going = keep_going
+        self.tolerances = tolerances or {}  # per pass name, from the user
+        self.original: list[dict] = []
+        self.previous: list[dict] = []
+        self.final: Comparison | None = None
+        self.final_tolerance: Tolerance | None = None
+        self.failed: list[str] = []
+
+    def before_pipeline(self, model, ctx, passes):
+        try:
+            self.original = runner.run_model(model, self.samples)
+        except Exception as exc:
+            raise EdgecError(f"{model.source}: onnxruntime cannot run the model as given ({_short(exc)})") from exc
+        self.previous = self.original
+        self.final_tolerance = _final_tolerance(passes, self.tolerances)
+
+    def tolerance_for(self, pass_: Pass) -> Tolerance:
+        return self.tolerances.get(pass_.name) or pass_.check_tolerance()
+
+    def after_pass(self, pass_, record, model, ctx):
+        if not record.modified:
+            return
+        start = time.perf_counter()
+        try:
+            outputs = runner.run_model(model, self.samples)
+        except Exception as exc:
+            raise PassError(f"pass '{pass_.name}' produced a model onnxruntime cannot run: {_short(exc)}") from exc
+        lossy = pass_.numerics is Numerics.LOSSY
+        reference = self.original if lossy else self.previous
+        record.check = compare(reference, outputs, self.tolerance_for(pass_), "original" if lossy else "previous")
+        record.check_seconds = time.perf_counter() - start
+        self.previous = outputs
+        if not record.check:
+            self.failed.append(pass_.name)
+            if not self.keep_going:
+                raise CheckFailed(f"pass '{pass_.name}' failed its equivalence check: {record.check}", record)
+
+    def after_pipeline(self, model, ctx, records):
+        self.final = compare(self.original, self.previous, self.final_tolerance, "original")
+
+
+def _final_tolerance(passes: Sequence[Pass], overrides: dict[str, Tolerance]) -> Tolerance:
+    """Exact pipelines must end within the exact budget; lossy ones within their loosest budget."""
+    lossy = [overrides.get(p.name) or p.check_tolerance() for p in passes if p.numerics is Numerics.LOSSY]
+    if not lossy:
+        return Numerics.EXACT.default_tolerance()
+    budget = lossy[0]
+    for tolerance in lossy[1:]:
+        budget = budget.loosest(tolerance)
+    return budget
+
+
+class DumpIR(Instrument):
+    """Writes the IR before the pipeline and after each pass: 000_input.onnx, 003_fold-batchnorm.onnx."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def before_pipeline(self, model, ctx, passes):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ir.save(model, self.directory / "000_input.onnx")
+
+    def after_pass(self, pass_, record, model, ctx):
+        ir.save(model, self.directory / f"{record.index:03d}_{pass_.name}.onnx")
+
+
+class ProgressDisplay(Instrument):
+    """One line per pass on stderr: position, name, whether it changed the model, time, check."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream
+        self.total = 0
+
+    def before_pipeline(self, model, ctx, passes):
+        self.total = len(passes)
+        if self.total:
+            say(f"edgec: running {self.total} passes on {model.source}", stream=self.stream)
+
+    def after_pass(self, pass_: Pass, record: PassRecord, model: ir.Model, ctx: PassContext):
+        width = len(str(self.total))
+        status = "modified" if record.modified else "unchanged"
+        check = ""
+        if record.check is not None:
+            check = f"  check {'ok' if record.check else 'FAILED'} (max_rel_err {record.check.max_rel_err:.1e})"
+        say(f"  [{record.index:>{width}}/{self.total}] {pass_.name:<30} {status:<9} {record.seconds:7.3f}s{check}",
+            stream=self.stream)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

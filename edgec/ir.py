@@ -1,0 +1,360 @@
+"""The in-memory model: an onnx-graphsurgeon Graph plus the model-level facts ONNX keeps outside it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import shape_inference, version_converter
+from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get_onnx_tensor_shape
+
+from edgec.errors import EdgecError, ModelLoadError
+
+# Opset 13 is where Squeeze/Unsqueeze/Split take their axes as inputs and most ops reached their
+# current form, so passes only handle one spelling of each op. 21 is the newest opset that every
+# backend edgec lowers to (onnxruntime, OpenVINO, TVM's relax frontend) accepts.
+MIN_OPSET = 13
+MAX_OPSET = 21
+
+# Protobuf cannot serialize a message over 2 GiB; past this size weights go to a side file.
+PROTOBUF_LIMIT = 2**31 - 1
+EXTERNAL_DATA_SUFFIX = ".data"
+
+
+@dataclass
+class Model:
+    """A graph plus metadata_props. The opset, IR version and producer live on the graph."""
+
+    graph: gs.Graph
+    metadata: dict[str, str] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    @property
+    def opset(self) -> int:
+        return int(self.graph.opset)
+
+    def to_onnx(self, value_info: bool = False) -> onnx.ModelProto:
+        """The model as ONNX. Inferred shapes of intermediates are left out unless asked for:
+        runtimes trust value_info when they plan memory, and ONNX inference can get If outputs
+        wrong when the branches differ in rank (silero-vad), so only the interface keeps shapes."""
+        proto = gs.export_onnx(self.graph, do_type_check=False)
+        _hoist_shared_initializers(proto.graph)
+        if not value_info:
+            _drop_inferred_shapes(proto.graph, top=True)
+        # gs leaves the IR version unset for graphs built by hand; use the oldest one that
+        # still carries this opset, so older runtimes keep loading the file.
+        needed = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+        proto.ir_version = max(proto.ir_version if self.graph.ir_version else 0, needed)
+        del proto.metadata_props[:]
+        for key, value in sorted(self.metadata.items()):
+            proto.metadata_props.add(key=key, value=value)
+        return proto
+
+    def copy(self) -> "Model":
+        return Model(self.graph.copy(), dict(self.metadata), self.source)
+
+    def input_specs(self) -> list[dict]:
+        return [tensor_spec(t) for t in self.graph.inputs]
+
+    def output_specs(self) -> list[dict]:
+        return [tensor_spec(t) for t in self.graph.outputs]
+
+
+def tensor_spec(tensor: gs.Tensor) -> dict:
+    dtype = tensor.dtype
+    name = np.dtype(dtype).name if dtype is not None and not isinstance(dtype, int) else str(dtype)
+    shape = None if tensor.shape is None else [d if isinstance(d, int) else (d or "?") for d in tensor.shape]
+    return {"name": tensor.name, "dtype": name, "shape": shape}
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Model:
+    """Read an ONNX file (with its external data) into the IR, upgraded and shape-inferred."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    try:
+        # Weights are attached only after the proto-level work: the checker, the version
+        # converter and shape inference all serialize the model and would fail past 2 GiB.
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, but also RuntimeWarning-ish oddities
+        raise ModelLoadError(f"{path}: not an ONNX model ({_first_line(exc)})") from exc
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelLoadError(f"{path}: not an ONNX model (no graph in the file)")
+    return from_proto(proto, source=str(path), base_dir=path.parent, input_shapes=input_shapes)
+
+
+def from_proto(
+    proto: onnx.ModelProto,
+    source: str = "<memory>",
+    base_dir: str | os.PathLike | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Model:
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+    except Exception as exc:
+        raise ModelLoadError(f"{source}: not a valid ONNX model ({_first_line(exc)})") from exc
+    proto = _to_supported_opset(proto, source)
+    if input_shapes:
+        _set_input_shapes(proto, input_shapes, source)
+    proto = _infer(proto, strip=bool(input_shapes))
+    if base_dir is not None and _uses_external_data(proto):
+        try:
+            onnx.external_data_helper.load_external_data_for_model(proto, str(base_dir))
+        except OSError as exc:
+            raise ModelLoadError(f"{source}: external weight file missing ({exc})") from exc
+    graph = gs.import_onnx(proto)
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    return Model(graph, metadata, source)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def default_opset(proto: onnx.ModelProto) -> int | None:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return None
+
+
+def _to_supported_opset(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    opset = default_opset(proto)
+    if opset is None or MIN_OPSET <= opset <= MAX_OPSET:
+        return proto
+    goal = MIN_OPSET if opset < MIN_OPSET else MAX_OPSET
+    try:
+        converted = version_converter.convert_version(proto, goal)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{source}: opset {opset} is outside {MIN_OPSET}..{MAX_OPSET} and the ONNX version "
+            f"converter could not move it to {goal} ({_first_line(exc)})"
+        ) from exc
+    return converted
+
+
+def _set_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], source: str) -> None:
+    inputs = {vi.name: vi for vi in proto.graph.input}
+    for name, dims in shapes.items():
+        if name not in inputs:
+            raise EdgecError(f"--input-shape {name}: the model has no input of that name (inputs: {', '.join(inputs)})")
+        shape = inputs[name].type.tensor_type.shape
+        if len(shape.dim) and len(shape.dim) != len(dims):
+            raise EdgecError(
+                f"--input-shape {name}: rank {len(dims)} given, the model declares rank {len(shape.dim)}"
+            )
+        for dim, want in zip(shape.dim, dims):
+            if dim.HasField("dim_value") and dim.dim_value != want:
+                raise EdgecError(f"--input-shape {name}: dimension {dim.dim_value} is fixed in the model, {want} given")
+        del shape.dim[:]
+        for want in dims:
+            shape.dim.add(dim_value=int(want))
+
+
+def _uses_external_data(proto: onnx.ModelProto) -> bool:
+    return any(onnx.external_data_helper.uses_external_data(t) for t in _all_initializers(proto.graph))
+
+
+def _all_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_initializers(attr.g)
+            for sub in attr.graphs:
+                yield from _all_initializers(sub)
+
+
+def _infer(proto: onnx.ModelProto, strip: bool = False) -> onnx.ModelProto:
+    """Shape inference; `strip` drops stale value_info first (after a shape change)."""
+    if strip:
+        _strip_value_info(proto.graph)
+    try:
+        if proto.ByteSize() < PROTOBUF_LIMIT:
+            return shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
+            onnx.save(proto, src, save_as_external_data=True, location="in.onnx" + EXTERNAL_DATA_SUFFIX)
+            shape_inference.infer_shapes_path(src, dst, strict_mode=False, data_prop=True)
+            inferred = onnx.load(dst, load_external_data=False)
+            onnx.external_data_helper.load_external_data_for_model(inferred, tmp)
+            return inferred
+    except Exception:
+        # Inference is best effort: custom domains and some real-world graphs defeat it, and
+        # every pass that needs a shape checks that it has one.
+        return proto
+
+
+def _hoist_shared_initializers(graph: onnx.GraphProto) -> None:
+    """gs writes an initializer into every subgraph that reads it, so a weight used by both If
+    branches (or by a branch and its parent) is stored twice or more; silero-vad grew 40%.
+    Keep one copy, in the innermost graph that encloses every reader."""
+    subtrees = [sub for node in graph.node for attr in node.attribute
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs))]
+    for sub in subtrees:
+        _hoist_shared_initializers(sub)
+    own = {t.name for t in graph.initializer}
+    seen: dict[str, onnx.TensorProto] = {}
+    counts: dict[str, int] = {}
+    for sub in subtrees:
+        for tensor in {t.name: t for t in _subtree_initializers(sub)}.values():
+            counts[tensor.name] = counts.get(tensor.name, 0) + 1
+            seen.setdefault(tensor.name, tensor)
+    shared = {name for name, count in counts.items() if count > 1 or name in own}
+    if not shared:
+        return
+    graph.initializer.extend(onnx.TensorProto.FromString(seen[n].SerializeToString()) for n in sorted(shared - own))
+    for sub in subtrees:
+        _remove_initializers(sub, shared)
+
+
+def _subtree_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _subtree_initializers(sub)
+
+
+def _remove_initializers(graph: onnx.GraphProto, names: set[str]) -> None:
+    keep = [t for t in graph.initializer if t.name not in names]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                _remove_initializers(sub, names)
+
+
+def _drop_inferred_shapes(graph: onnx.GraphProto, top: bool) -> None:
+    del graph.value_info[:]
+    if not top:
+        for output in graph.output:  # keep the element type, which subgraph outputs must declare
+            if output.type.HasField("tensor_type"):
+                output.type.tensor_type.ClearField("shape")
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _drop_inferred_shapes(attr.g, top=False)
+            for sub in attr.graphs:
+                _drop_inferred_shapes(sub, top=False)
+
+
+def _strip_value_info(graph: onnx.GraphProto) -> None:
+    del graph.value_info[:]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _strip_value_info(attr.g)
+            for sub in attr.graphs:
+                _strip_value_info(sub)
+
+
+# --- shape refresh for passes ---------------------------------------------------------------
+
+
+def infer_shapes(model_or_graph: Model | gs.Graph) -> None:
+    """Re-run ONNX shape inference and write the results into the graph's tensors in place."""
+    graph = model_or_graph.graph if isinstance(model_or_graph, Model) else model_or_graph
+    proto = gs.export_onnx(graph, do_type_check=False)
+    inferred = _infer(proto, strip=True)
+    _copy_shapes(graph, inferred.graph)
+
+
+def _copy_shapes(graph: gs.Graph, proto_graph: onnx.GraphProto) -> None:
+    infos = {vi.name: vi for vi in list(proto_graph.value_info) + list(proto_graph.output)}
+    tensors = graph.tensors()
+    for name, info in infos.items():
+        tensor = tensors.get(name)
+        if isinstance(tensor, gs.Variable) and info.type.HasField("tensor_type"):
+            tensor.dtype = get_onnx_tensor_dtype(info)
+            tensor.shape = get_onnx_tensor_shape(info)
+    proto_nodes = list(proto_graph.node)
+    for node, proto_node in zip(graph.nodes, proto_nodes):
+        for attr in proto_node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH and isinstance(node.attrs.get(attr.name), gs.Graph):
+                _copy_shapes(node.attrs[attr.name], attr.g)
+
+
+# --- saving ---------------------------------------------------------------------------------
+
+
+def save(model: Model, path: str | os.PathLike, external_threshold: int = PROTOBUF_LIMIT) -> list[Path]:
+    """Write the model; weights go to `<name>.data` beside it when the file would pass the limit.
+
+    Returns every file written, so bundles can hash them.
+    """
+    path = Path(path)
+    proto = model.to_onnx()
+    if proto.ByteSize() < external_threshold:
+        onnx.save(proto, str(path))
+        return [path]
+    location = path.name + EXTERNAL_DATA_SUFFIX
+    data_path = path.with_name(location)
+    if data_path.exists():
+        data_path.unlink()  # external data is appended to, never truncated
+    onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=location, size_threshold=1024)
+    return [path, data_path]
+
+
+def serialized_size(model: Model) -> int:
+    return model.to_onnx().ByteSize()
+
+
+# --- graph walking --------------------------------------------------------------------------
+
+
+def iter_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
+    """The graph and every subgraph (If/Loop/Scan bodies), outermost first."""
+    yield graph
+    for node in graph.nodes:
+        for sub in node.subgraphs():
+            yield from iter_graphs(sub)
+
+
+def iter_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
+    for g in iter_graphs(graph):
+        yield from g.nodes
+
+
+def constants(graph: gs.Graph) -> dict[int, gs.Constant]:
+    """Every distinct Constant (initializer) used anywhere in the graph, keyed by identity."""
+    found: dict[int, gs.Constant] = {}
+    for g in iter_graphs(graph):
+        for tensor in g.tensors().values():
+            if isinstance(tensor, gs.Constant):
+                found[id(tensor)] = tensor
+    return found
+
+
+def param_count(graph: gs.Graph) -> int:
+    """Elements in floating-point initializers: the trainable weights, not shape constants."""
+    total = 0
+    for const in constants(graph).values():
+        dtype = const.dtype
+        if dtype is not None and not isinstance(dtype, int) and np.issubdtype(np.dtype(dtype), np.floating):
+            total += int(np.prod(const.shape, dtype=np.int64))
+        elif _is_quantized_weight(const):
+            total += int(np.prod(const.shape, dtype=np.int64))
+    return total
+
+
+def _is_quantized_weight(const: gs.Constant) -> bool:
+    # int8/uint8 initializers feeding DequantizeLinear are weights stored quantized.
+    return any(node.op == "DequantizeLinear" and node.inputs[0] is const for node in const.outputs)
+
+
+def param_bytes(graph: gs.Graph) -> int:
+    return sum(int(c.values.nbytes) for c in constants(graph).values())

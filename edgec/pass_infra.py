@@ -1,0 +1,227 @@
+"""The pass contract: declaration (name, summary, options, numerics) and the one place it is enforced."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from edgec import pipeline_text
+from edgec.compare import EXACT, LOSSLESS, LOSSY_DEFAULT, Tolerance
+from edgec.errors import EdgecError, PassError, PipelineError
+
+_KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+
+
+class Numerics(str, enum.Enum):
+    """What a pass promises about the numbers, which decides how it is checked."""
+
+    EXACT = "exact"  # same function; only floating point reassociation (compared to the previous step)
+    LOSSLESS = "lossless"  # decodes to identical numbers (compared bit for bit to the previous step)
+    LOSSY = "lossy"  # approximates (compared to the original model within a budget)
+
+    def default_tolerance(self) -> Tolerance:
+        return {Numerics.EXACT: EXACT, Numerics.LOSSLESS: LOSSLESS, Numerics.LOSSY: LOSSY_DEFAULT}[self]
+
+
+@dataclass
+class PassResult:
+    modified: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PassContext:
+    """What a pass may know besides the graph. Data (calibration, training) arrives here, never via globals."""
+
+    target: Any = None  # edgec.targets.Target
+    samples: list = field(default_factory=list)  # real or seeded inputs, as used by the checks
+    warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+class Pass:
+    """Base class of every pass. Subclasses declare options as annotated class attributes:
+
+        class PruneMagnitudePass(Pass):
+            name = "prune-magnitude"
+            summary = "Zero the smallest weights of each layer."
+            numerics = Numerics.LOSSY
+            sparsity: float = 0.5
+
+    and become dataclasses automatically, so `PruneMagnitudePass(sparsity=0.8)` works.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    numerics: ClassVar[Numerics] = Numerics.EXACT
+    # The budget a lossy pass is checked against; None takes the numerics kind's default.
+    tolerance: ClassVar[Tolerance | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not isinstance(cls.__dict__.get("name", None), str) or not _KEBAB.fullmatch(cls.name):
+            raise TypeError(f"{where}: a pass needs a kebab-case `name`, e.g. name = 'fold-constants'")
+        if not isinstance(getattr(cls, "summary", None), str) or not cls.summary.strip():
+            raise TypeError(f"{where}: a pass needs a one-line `summary`")
+        if not isinstance(cls.numerics, Numerics):
+            raise TypeError(f"{where}: `numerics` must be a Numerics member, not {cls.numerics!r}")
+        for option, annotation in cls.__dict__.get("__annotations__", {}).items():
+            if not option.startswith("_") and "ClassVar" not in str(annotation) and not hasattr(cls, option):
+                raise TypeError(f"{where}: option '{option}' needs a default value")
+        dataclasses.dataclass(cls)
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        raise NotImplementedError
+
+    # --- options ---------------------------------------------------------------------------
+
+    @classmethod
+    def option_fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+
+    @classmethod
+    def from_options(cls, options: dict[str, pipeline_text.Value]) -> "Pass":
+        fields = {f.name: f for f in cls.option_fields()}
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for key, raw in options.items():
+            if key not in fields:
+                valid = ", ".join(fields) or "none"
+                raise PipelineError(f"pass '{cls.name}' has no option '{key}' (options: {valid})")
+            values[key] = _convert(raw, hints[key], f"{cls.name}{{{key}}}")
+        return cls(**values)
+
+    def options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in self.option_fields()}
+
+    def spec(self, full: bool = True) -> pipeline_text.PassSpec:
+        """The pass as pipeline text; `full` prints every option, defaults included."""
+        items = []
+        for f in self.option_fields():
+            value = getattr(self, f.name)
+            if full or value != _default_of(f):
+                items.append((f.name, _to_text(value)))
+        return pipeline_text.PassSpec(self.name, tuple(items))
+
+    def check_tolerance(self) -> Tolerance:
+        return self.tolerance or self.numerics.default_tolerance()
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _to_text(value: Any) -> pipeline_text.Value:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(_to_text(v)) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return repr(value)
+    return "" if value is None else str(value)
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _convert(raw: pipeline_text.Value, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw == "" and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(raw, inner[0], where)
+    if origin in (list, tuple):
+        items = raw if isinstance(raw, tuple) else (raw,)  # a bare value is a one-element list
+        item_type = args[0] if args else str
+        converted = [_convert(item, item_type, where) for item in items]
+        return tuple(converted) if origin is tuple else converted
+    if isinstance(raw, tuple):
+        raise PipelineError(f"{where}: expected a single value, got a list")
+    if origin is typing.Literal:
+        if raw not in args:
+            raise PipelineError(f"{where}: '{raw}' is not one of {', '.join(map(str, args))}")
+        return raw
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(raw)
+        except ValueError:
+            raise PipelineError(f"{where}: '{raw}' is not one of {', '.join(m.value for m in hint)}") from None
+    if hint is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise PipelineError(f"{where}: '{raw}' is not a boolean (true/false)")
+    if hint in (int, float):
+        try:
+            return hint(raw)
+        except ValueError:
+            raise PipelineError(f"{where}: '{raw}' is not {'an integer' if hint is int else 'a number'}") from None
+    return raw
+
+
+# --- running one pass: the contract, enforced in one place ---------------------------------
+
+
+def apply_pass(pass_: Pass, graph: gs.Graph, ctx: PassContext, before: list[str] = ()) -> PassResult:
+    """Run a pass and hold it to its contract; any failure names the pass and what ran before it."""
+    where = f"pass '{pass_.name}'" + (f" (after {', '.join(before[-3:])})" if before else "")
+    try:
+        result = pass_.run(graph, ctx)
+    except EdgecError as exc:
+        raise PassError(f"{where}: {exc}") from exc
+    except Exception as exc:
+        raise PassError(f"{where} raised {type(exc).__name__}: {_first_line(exc)}") from exc
+    if not isinstance(result, PassResult):
+        raise PassError(f"{where} returned {type(result).__name__}, not PassResult")
+    result.stats = _plain(result.stats, f"{where} stats")
+    if result.modified:
+        _validate_graph(graph, where)
+    return result
+
+
+def _validate_graph(graph: gs.Graph, where: str) -> None:
+    try:
+        proto = gs.export_onnx(graph, do_type_check=False)
+        if proto.ByteSize() < 2**31 - 1:
+            onnx.checker.check_model(proto, full_check=False)
+    except Exception as exc:
+        raise PassError(f"{where} left an invalid graph: {_first_line(exc)}") from exc
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Stats go into report.json: numpy scalars become Python numbers, anything else must be plain."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v, where) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise PassError(f"{where}: {type(value).__name__} is not JSON-serializable")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

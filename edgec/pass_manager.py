@@ -1,0 +1,82 @@
+"""Runs a pipeline of passes over a model with instruments around every pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from edgec import ir, pipeline_text
+from edgec.compare import Comparison
+from edgec.pass_infra import Pass, PassContext, apply_pass
+
+
+@dataclass
+class PassRecord:
+    """One pass as it ran: what the report shows for it."""
+
+    index: int  # 1-based position in the pipeline
+    name: str
+    text: str  # the pass with every option, as pipeline text
+    numerics: str
+    modified: bool = False
+    seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    check: Comparison | None = None
+    check_seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "text": self.text,
+            "numerics": self.numerics,
+            "modified": self.modified,
+            "seconds": round(self.seconds, 6),
+            "stats": self.stats,
+            "check": self.check.to_json() if self.check is not None else None,
+            "check_seconds": round(self.check_seconds, 6),
+        }
+
+
+class Instrument:
+    """Hooks around passes. `before_*` run in list order, `after_*` in reverse, like a stack,
+    so an instrument listed last (timing) wraps the pass most tightly."""
+
+    def before_pipeline(self, model: ir.Model, ctx: PassContext, passes: Sequence[Pass]) -> None:
+        pass
+
+    def before_pass(self, pass_: Pass, record: PassRecord, model: ir.Model, ctx: PassContext) -> None:
+        pass
+
+    def after_pass(self, pass_: Pass, record: PassRecord, model: ir.Model, ctx: PassContext) -> None:
+        pass
+
+    def after_pipeline(self, model: ir.Model, ctx: PassContext, records: list[PassRecord]) -> None:
+        pass
+
+
+class PassManager:
+    def __init__(self, passes: Sequence[Pass], instruments: Sequence[Instrument] = ()):
+        self.passes = list(passes)
+        self.instruments = list(instruments)
+
+    @property
+    def pipeline_text(self) -> str:
+        return pipeline_text.format([p.spec(full=True) for p in self.passes])
+
+    def run(self, model: ir.Model, ctx: PassContext) -> list[PassRecord]:
+        for instrument in self.instruments:
+            instrument.before_pipeline(model, ctx, self.passes)
+        records: list[PassRecord] = []
+        for index, pass_ in enumerate(self.passes, start=1):
+            record = PassRecord(index, pass_.name, str(pass_.spec(full=True)), pass_.numerics.value)
+            for instrument in self.instruments:
+                instrument.before_pass(pass_, record, model, ctx)
+            result = apply_pass(pass_, model.graph, ctx, before=[r.name for r in records])
+            record.modified, record.stats = result.modified, result.stats
+            for instrument in reversed(self.instruments):
+                instrument.after_pass(pass_, record, model, ctx)
+            records.append(record)
+        for instrument in reversed(self.instruments):
+            instrument.after_pipeline(model, ctx, records)
+        return records

@@ -1,0 +1,113 @@
+"""report.json and report.md: what each pass did, what it cost, and what the checks measured."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from edgec.compare import Comparison
+from edgec.pass_manager import PassRecord
+
+
+def build_report(
+    *,
+    version: str,
+    source: str,
+    target: str,
+    backend: str,
+    pipeline: str,
+    records: list[PassRecord],
+    final_check: Comparison | None,
+    backend_check: Comparison | None,
+    size_before: int,
+    size_after: int,
+    artifact_bytes: int,
+    params_before: int,
+    params_after: int,
+    nodes_before: int,
+    nodes_after: int,
+    samples: dict,
+    warnings: list[str],
+    seconds: float,
+) -> dict[str, Any]:
+    checks = [r.check for r in records if r.check is not None] + [c for c in (final_check, backend_check) if c]
+    failed = [r.check for r in records if r.check is not None and not r.check]
+    ok = not failed and all(c is None or c.ok for c in (final_check, backend_check))
+    return {
+        "edgec_version": version,
+        "model": source,
+        "target": target,
+        "backend": backend,
+        "pipeline": pipeline,
+        "ok": ok,
+        "checks_run": len(checks),
+        "passes": [r.to_json() for r in records],
+        "final_check": final_check.to_json() if final_check else None,
+        "backend_check": backend_check.to_json() if backend_check else None,
+        "size_bytes": {"before": size_before, "after": size_after, "artifact": artifact_bytes},
+        "params": {"before": params_before, "after": params_after},
+        "nodes": {"before": nodes_before, "after": nodes_after},
+        "samples": samples,
+        "warnings": warnings,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _err(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return "0" if value == 0 else f"{value:.1e}"
+
+
+def _db(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.1f}"
+
+
+def _check_cell(check: dict | None) -> str:
+    if check is None:
+        return "not run (unchanged)"
+    verdict = "ok" if check["ok"] else "**FAILED**"
+    return f"{verdict} vs {check['against']}"
+
+
+def render_markdown(report: dict) -> str:
+    status = "all checks ok" if report["ok"] else "**checks FAILED**"
+    size, params, nodes = report["size_bytes"], report["params"], report["nodes"]
+    lines = [
+        f"# edgec build: {report['model']} for {report['target']}",
+        "",
+        f"- backend: `{report['backend']}`; {status} ({report['checks_run']} checks on "
+        f"{report['samples']['count']} {report['samples']['source']} samples)",
+        f"- pipeline: `{report['pipeline'] or '(empty)'}`",
+        f"- edgec {report['edgec_version']}, {report['seconds']:.2f} s",
+        "",
+        "| | before | after | ratio |",
+        "|---|---:|---:|---:|",
+        f"| model bytes | {size['before']:,} | {size['after']:,} | {size['after'] / max(size['before'], 1):.3f} |",
+        f"| parameters | {params['before']:,} | {params['after']:,} | {params['after'] / max(params['before'], 1):.3f} |",
+        f"| nodes | {nodes['before']:,} | {nodes['after']:,} | {nodes['after'] / max(nodes['before'], 1):.3f} |",
+        "",
+        "| # | pass | numerics | modified | seconds | check | max abs err | max rel err | cosine | SQNR dB | stats |",
+        "|---:|---|---|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for p in report["passes"]:
+        c = p["check"] or {}
+        stats = ", ".join(f"{k}={v}" for k, v in p["stats"].items() if v not in (0, None, [], {}))
+        cosine = f"{c['cosine']:.6f}" if c else "-"
+        sqnr = _db(c.get("sqnr_db")) if c else "-"
+        lines.append(
+            f"| {p['index']} | `{p['name']}` | {p['numerics']} | {'yes' if p['modified'] else 'no'} | "
+            f"{p['seconds']:.3f} | {_check_cell(p['check'])} | {_err(c.get('max_abs_err'))} | "
+            f"{_err(c.get('max_rel_err'))} | {cosine} | {sqnr} | {stats} |"
+        )
+    for label in ("final_check", "backend_check"):
+        c = report[label]
+        if c:
+            lines.append("")
+            lines.append(f"**{label.replace('_', ' ')}** ({'ok' if c['ok'] else 'FAILED'} vs {c['against']}): "
+                         f"max abs err {_err(c['max_abs_err'])}, max rel err {_err(c['max_rel_err'])}, "
+                         f"cosine {c['cosine']:.6f}, SQNR {_db(c['sqnr_db'])} dB"
+                         + (f"; {'; '.join(c['failures'])}" if c["failures"] else ""))
+    if report["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
+    return "\n".join(lines) + "\n"

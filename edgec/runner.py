@@ -1,0 +1,61 @@
+"""Running an IR model in onnxruntime, the reference runtime every check compares against."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+# edgec reports runtime failures itself, in one line; onnxruntime would also print them in red.
+ort.set_default_logger_severity(4)
+
+from edgec import ir
+
+Feeds = Mapping[str, np.ndarray]
+
+
+def session_options(optimize: bool = False, threads: int | None = None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # Checks run with graph optimizations off so they see the graph edgec wrote, not
+    # onnxruntime's rewrite of it; deployment-style runs turn them back on.
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def make_session(model: ir.Model | onnx.ModelProto | str | os.PathLike, optimize: bool = False,
+                 threads: int | None = None) -> ort.InferenceSession:
+    options = session_options(optimize, threads)
+    providers = ["CPUExecutionProvider"]
+    if isinstance(model, (str, os.PathLike)):
+        return ort.InferenceSession(str(model), options, providers=providers)
+    proto = model.to_onnx() if isinstance(model, ir.Model) else model
+    if proto.ByteSize() < ir.PROTOBUF_LIMIT:
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+    # Past 2 GiB the model can only reach onnxruntime as a file with its weights beside it.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save(proto, path, save_as_external_data=True, location="model.onnx.data")
+        return ort.InferenceSession(path, options, providers=providers)
+
+
+def run(session: ort.InferenceSession, samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:
+    names = [o.name for o in session.get_outputs()]
+    results = []
+    for feeds in samples:
+        wanted = {i.name: feeds[i.name] for i in session.get_inputs()}
+        results.append(dict(zip(names, session.run(names, wanted))))
+    return results
+
+
+def run_model(model: ir.Model, samples: Sequence[Feeds], optimize: bool = False) -> list[dict[str, np.ndarray]]:
+    return run(make_session(model, optimize=optimize), samples)

@@ -1,0 +1,1 @@
+"""Exact cleanup passes: each leaves the model computing the same function."""

@@ -1,0 +1,146 @@
+"""Fold inference-mode BatchNormalization into the Conv, ConvTranspose, Gemm or MatMul before it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from edgec.graph_utils import NameGen, absorb_into_producer, constant_value, only_consumer
+from edgec.ir import iter_graphs
+from edgec.pass_infra import Pass, PassContext, PassResult
+
+PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+class FoldBatchNormPass(Pass):
+    name = "fold-batchnorm"
+    summary = "Fold BatchNormalization into the Conv/ConvTranspose/Gemm/MatMul that feeds it."
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        names = NameGen(graph)
+        folded = {op: 0 for op in PRODUCERS}
+        for g in list(iter_graphs(graph)):
+            for bn in [n for n in g.nodes if n.op == "BatchNormalization"]:
+                producer = _foldable_producer(g, bn)
+                if producer is None:
+                    continue
+                x = bn.inputs[0]
+                scale, shift = _affine(bn)
+                if _FOLDERS[producer.op](g, producer, scale, shift, names):
+                    absorb_into_producer(g, bn, x)
+                    folded[producer.op] += 1
+        stats = {f"into_{op.lower()}": count for op, count in folded.items()}
+        return PassResult(sum(folded.values()) > 0, stats)
+
+
+def _foldable_producer(graph: gs.Graph, bn: gs.Node) -> gs.Node | None:
+    if bn.attrs.get("training_mode", 0) or any(o.outputs for o in bn.outputs[1:]):
+        return None
+    if any(constant_value(t) is None for t in bn.inputs[1:5]):
+        return None
+    x = bn.inputs[0]
+    if len(x.inputs) != 1 or only_consumer(graph, x) is not bn:
+        return None
+    producer = x.inputs[0]
+    if producer.op not in PRODUCERS or len(producer.outputs) != 1:
+        return None
+    return producer
+
+
+def _affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray]:
+    """BN(x) = x * scale + shift, per channel, computed in float64."""
+    gamma, beta, mean, var = (constant_value(t).astype(np.float64) for t in bn.inputs[1:5])
+    eps = float(bn.attrs.get("epsilon", 1e-5))
+    scale = gamma / np.sqrt(var + eps)
+    return scale, beta - mean * scale
+
+
+def _set_constant(node: gs.Node, index: int, values: np.ndarray, names: NameGen, base: str) -> None:
+    """Give `node` a new constant input; a constant shared with other nodes is never edited in place."""
+    current = node.inputs[index] if index < len(node.inputs) else None
+    if isinstance(current, gs.Constant) and len(current.outputs) == 1:
+        current.values = np.asarray(values, order="C")
+        return
+    tensor = gs.Constant(names(base), np.asarray(values, order="C"))
+    while len(node.inputs) <= index:
+        node.inputs.append(gs.Variable.empty())
+    node.inputs[index] = tensor
+
+
+def _bias(node: gs.Node, index: int, channels: int) -> np.ndarray:
+    if index < len(node.inputs) and not node.inputs[index].is_empty():
+        return constant_value(node.inputs[index]).astype(np.float64)
+    return np.zeros(channels)
+
+
+def _fold_conv(graph, conv, scale, shift, names) -> bool:
+    w = constant_value(conv.inputs[1])
+    if w is None or w.shape[0] != scale.size:
+        return False
+    if len(conv.inputs) > 2 and not conv.inputs[2].is_empty() and constant_value(conv.inputs[2]) is None:
+        return False
+    bias = _bias(conv, 2, w.shape[0])
+    new_w = w.astype(np.float64) * scale.reshape([-1] + [1] * (w.ndim - 1))
+    _set_constant(conv, 1, new_w.astype(w.dtype), names, f"{conv.name}_weight_bn")
+    _set_constant(conv, 2, (bias * scale + shift).astype(w.dtype), names, f"{conv.name}_bias_bn")
+    return True
+
+
+def _fold_conv_transpose(graph, conv, scale, shift, names) -> bool:
+    w = constant_value(conv.inputs[1])
+    groups = int(conv.attrs.get("group", 1))
+    if w is None or w.shape[1] * groups != scale.size:
+        return False
+    if len(conv.inputs) > 2 and not conv.inputs[2].is_empty() and constant_value(conv.inputs[2]) is None:
+        return False
+    bias = _bias(conv, 2, scale.size)
+    # Weight is [C_in, C_out/group, k...]; output channel g*(C_out/group)+j lives in group g, column j.
+    per_group = w.astype(np.float64).reshape((groups, w.shape[0] // groups) + w.shape[1:])
+    factor = scale.reshape((groups, 1, w.shape[1]) + (1,) * (w.ndim - 2))
+    new_w = (per_group * factor).reshape(w.shape)
+    _set_constant(conv, 1, new_w.astype(w.dtype), names, f"{conv.name}_weight_bn")
+    _set_constant(conv, 2, (bias * scale + shift).astype(w.dtype), names, f"{conv.name}_bias_bn")
+    return True
+
+
+def _fold_gemm(graph, gemm, scale, shift, names) -> bool:
+    b = constant_value(gemm.inputs[1])
+    trans_b = int(gemm.attrs.get("transB", 0))
+    if b is None or b.ndim != 2 or b.shape[0 if trans_b else 1] != scale.size:
+        return False
+    c = None
+    if len(gemm.inputs) > 2 and not gemm.inputs[2].is_empty():
+        c = constant_value(gemm.inputs[2])
+        if c is None:
+            return False
+    new_b = b.astype(np.float64) * (scale[:, None] if trans_b else scale[None, :])
+    beta = float(gemm.attrs.get("beta", 1.0))
+    new_c = (beta * c.astype(np.float64) if c is not None else 0.0) * scale + shift
+    _set_constant(gemm, 1, new_b.astype(b.dtype), names, f"{gemm.name}_B_bn")
+    _set_constant(gemm, 2, np.asarray(new_c, dtype=b.dtype), names, f"{gemm.name}_C_bn")
+    gemm.attrs["beta"] = 1.0
+    return True
+
+
+def _fold_matmul(graph, matmul, scale, shift, names) -> bool:
+    # Only [M, K] x [K, N]: BatchNorm's channel axis 1 is then MatMul's last axis.
+    a, b_tensor = matmul.inputs
+    b = constant_value(b_tensor)
+    if b is None or b.ndim != 2 or b.shape[1] != scale.size or a.shape is None or len(a.shape) != 2:
+        return False
+    _set_constant(matmul, 1, (b.astype(np.float64) * scale[None, :]).astype(b.dtype), names, f"{matmul.name}_B_bn")
+    out = matmul.outputs[0]
+    product = gs.Variable(names(f"{out.name}_scaled"), dtype=out.dtype, shape=out.shape)
+    matmul.outputs[0] = product
+    bias = gs.Constant(names(f"{matmul.name}_bias_bn"), shift.astype(b.dtype))
+    add = gs.Node("Add", names(f"{matmul.name}_bias_add"), inputs=[product, bias], outputs=[out])
+    graph.nodes.insert(next(i for i, n in enumerate(graph.nodes) if n is matmul) + 1, add)
+    return True
+
+
+_FOLDERS = {
+    "Conv": _fold_conv,
+    "ConvTranspose": _fold_conv_transpose,
+    "Gemm": _fold_gemm,
+    "MatMul": _fold_matmul,
+}

@@ -14,7 +14,8 @@ from edgec.targets import Target
 class Fit:
     target: str
     precision: str
-    unit: str | None  # the compute unit the estimate assumes; None if nothing runs the precision
+    unit: str | None  # kind of the compute unit the estimate assumes (cpu, gpu, ...); None if none fits
+    unit_name: str | None
     ram_needed: int
     ram_available: int
     flash_needed: int
@@ -43,8 +44,21 @@ def model_precision(costs: list[LayerCost], weight_dtypes: list[np.dtype]) -> st
     return "fp32"
 
 
-def estimate_latency(costs: list[LayerCost], target: Target, precision: str) -> tuple[float | None, str, str | None]:
-    """Sum over layers of max(compute time, memory time): (seconds, dominant bound, unit name)."""
+# Accelerators without fp32 (GPU engines, VPUs) run an fp32 model in half precision: TensorRT and
+# OpenVINO convert it. Integer units need a quantized model, so nothing falls back to int8.
+_FALLBACK = {"fp32": ("fp16", "bf16")}
+
+
+def runnable_precision(target: Target, precision: str) -> str | None:
+    for candidate in (precision, *_FALLBACK.get(precision, ())):
+        if target.best_unit(candidate) is not None:
+            return candidate
+    return None
+
+
+def estimate_latency(costs: list[LayerCost], target: Target, precision: str, byte_scale: float = 1.0):
+    """Sum over layers of max(compute time, memory time): (seconds, dominant bound, unit).
+    `byte_scale` shrinks the traffic when the device runs a narrower type than the file stores."""
     unit = target.best_unit(precision)
     if unit is None:
         return None, "n/a", None
@@ -53,11 +67,11 @@ def estimate_latency(costs: list[LayerCost], target: Target, precision: str) -> 
     compute_time = memory_time = total = 0.0
     for cost in costs:
         compute = 2.0 * cost.macs / ops_per_s
-        memory = (cost.weight_bytes + cost.input_bytes + cost.output_bytes) / bytes_per_s
+        memory = byte_scale * (cost.weight_bytes + cost.input_bytes + cost.output_bytes) / bytes_per_s
         total += max(compute, memory)
         compute_time += compute if compute >= memory else 0.0
         memory_time += memory if memory > compute else 0.0
-    return total, ("compute" if compute_time >= memory_time else "memory"), unit.name
+    return total, ("compute" if compute_time >= memory_time else "memory"), unit
 
 
 def fit(costs: list[LayerCost], target: Target, precision: str, peak_activation_bytes: int,
@@ -66,11 +80,16 @@ def fit(costs: list[LayerCost], target: Target, precision: str, peak_activation_
     ram_needed = peak_activation_bytes + (0 if target.weights_in_flash else weight_bytes)
     ram_available = target.ram_bytes + target.external_ram_bytes
     fits_flash = None if target.flash_bytes is None else file_bytes <= target.flash_bytes
-    seconds, bound, unit = estimate_latency(costs, target, precision)
-    note = ""
-    if unit is None:
-        note = f"no {precision} compute unit (runs: {', '.join(sorted({p for u in target.compute for p in u.peak_gops}))})"
-    elif ram_needed > target.ram_bytes and ram_needed <= ram_available:
-        note = "needs external RAM (PSRAM)"
-    return Fit(target.name, precision, unit, ram_needed, ram_available, file_bytes, target.flash_bytes,
-               ram_needed <= ram_available, fits_flash, None if seconds is None else seconds * 1e3, bound, note)
+    runs_as = runnable_precision(target, precision)
+    scale = 0.5 if runs_as in ("fp16", "bf16") and precision == "fp32" else 1.0
+    seconds, bound, unit = estimate_latency(costs, target, runs_as, scale) if runs_as else (None, "n/a", None)
+    notes = []
+    if runs_as is None:
+        notes.append(f"no {precision} compute unit (runs: {', '.join(sorted({p for u in target.compute for p in u.peak_gops}))})")
+    elif runs_as != precision:
+        notes.append(f"runs as {runs_as}")
+    if target.ram_bytes < ram_needed <= ram_available:
+        notes.append("needs external RAM (PSRAM)")
+    return Fit(target.name, runs_as or precision, unit.unit if unit else None, unit.name if unit else None,
+               ram_needed, ram_available, file_bytes, target.flash_bytes, ram_needed <= ram_available, fits_flash,
+               None if seconds is None else seconds * 1e3, bound, "; ".join(notes))

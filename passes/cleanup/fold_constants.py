@@ -35,11 +35,11 @@ class FoldConstantsPass(Pass):
 
     def _foldable(self, node: gs.Node) -> bool:
         return (
-            node.domain in ("", "ai.onnx")
+            node.domain in (None, "", "ai.onnx")
             and node.op not in NONDETERMINISTIC
             and node.op not in self.keep_ops
             and node.op != "Constant"
-            and not node.subgraphs()
+            and next(node.subgraphs(), None) is None
             and bool(node.outputs)
         )
 

@@ -8,6 +8,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from edgec.graph_utils import is_graph_output, replace_uses
+from edgec.ir import iter_graphs
 from edgec.pass_infra import Pass, PassContext, PassResult
 
 
@@ -18,34 +19,24 @@ class MergeDuplicateInitializersPass(Pass):
     min_bytes: int = 0
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        stats = {"merged": 0, "bytes_saved": 0}
-        _merge(graph, {}, stats, self.min_bytes)
-        return PassResult(stats["merged"] > 0, stats)
-
-
-def _merge(graph: gs.Graph, visible: dict[tuple, list[gs.Constant]], stats: dict, min_bytes: int) -> None:
-    """Merge within `graph`, keeping the outermost copy: a subgraph sees its parents' constants,
-    but sibling subgraphs (the two branches of an If) cannot see each other's."""
-    visible = {key: list(group) for key, group in visible.items()}
-    for node in list(graph.nodes):
-        for tensor in list(node.inputs):
-            if not isinstance(tensor, gs.Constant) or is_graph_output(graph, tensor):
-                continue
-            values = tensor.values
-            if values.nbytes < min_bytes:
-                continue
-            key = _fingerprint(values)
-            group = visible.setdefault(key, [])
-            keeper = next((c for c in group if c is tensor or _identical(c.values, values)), None)
-            if keeper is None:
-                group.append(tensor)
-            elif keeper is not tensor:
-                replace_uses(graph, tensor, keeper)
-                stats["merged"] += 1
-                stats["bytes_saved"] += int(values.nbytes)
-    for node in graph.nodes:
-        for sub in node.subgraphs():
-            _merge(sub, visible, stats, min_bytes)
+        # One table for the whole model: a constant shared by two If branches is written once,
+        # in the innermost graph enclosing both (see ir.Model.to_onnx).
+        keepers: dict[tuple, gs.Constant] = {}
+        merged = saved = 0
+        for g in iter_graphs(graph):
+            for node in list(g.nodes):
+                for tensor in list(node.inputs):
+                    if not isinstance(tensor, gs.Constant) or is_graph_output(g, tensor):
+                        continue
+                    values = tensor.values
+                    if values.nbytes < self.min_bytes:
+                        continue
+                    keeper = keepers.setdefault(_fingerprint(values), tensor)
+                    if keeper is not tensor and _identical(keeper.values, values):
+                        replace_uses(g, tensor, keeper)
+                        merged += 1
+                        saved += int(values.nbytes)
+        return PassResult(merged > 0, {"merged": merged, "bytes_saved": saved})
 
 
 def _fingerprint(values: np.ndarray) -> tuple:

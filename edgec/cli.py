@@ -121,6 +121,7 @@ def cmd_inspect(argv: Sequence[str]) -> int:
 
 
 def cmd_passes(argv: Sequence[str]) -> int:
+    from edgec import pipeline_text
     from edgec.registry import Registry
 
     p = _Parser(prog="edgec passes", description="List passes with their summaries and options.")
@@ -139,7 +140,7 @@ def cmd_passes(argv: Sequence[str]) -> int:
             rows.append({"name": name, "summary": f"UNAVAILABLE: {entry.error}", "numerics": "-", "options": {}, "origin": entry.origin})
             continue
         cls = registry.pass_class(name)
-        options = {f.name: str(cls().spec().option_dict().get(f.name, "")) for f in cls.option_fields()}
+        options = {key: pipeline_text.format_value(value) for key, value in cls().spec().options}
         rows.append({"name": name, "summary": cls.summary, "numerics": cls.numerics.value, "options": options,
                      "origin": entry.origin})
     if args.json:

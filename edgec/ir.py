@@ -98,19 +98,20 @@ def from_proto(
     base_dir: str | os.PathLike | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Model:
+    external = _uses_external_data(proto)
+    if external:
+        _check_external_files(proto, base_dir, source)
     try:
-        onnx.checker.check_model(proto, full_check=False)
+        # The checker resolves external data relative to the model file, so give it the path.
+        onnx.checker.check_model(source if external else proto, full_check=False)
     except Exception as exc:
         raise ModelLoadError(f"{source}: not a valid ONNX model ({_first_line(exc)})") from exc
     proto = _to_supported_opset(proto, source)
     if input_shapes:
         _set_input_shapes(proto, input_shapes, source)
     proto = _infer(proto, strip=bool(input_shapes))
-    if base_dir is not None and _uses_external_data(proto):
-        try:
-            onnx.external_data_helper.load_external_data_for_model(proto, str(base_dir))
-        except OSError as exc:
-            raise ModelLoadError(f"{source}: external weight file missing ({exc})") from exc
+    if external:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(base_dir))
     graph = gs.import_onnx(proto)
     metadata = {p.key: p.value for p in proto.metadata_props}
     return Model(graph, metadata, source)
@@ -163,6 +164,16 @@ def _set_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]
 
 def _uses_external_data(proto: onnx.ModelProto) -> bool:
     return any(onnx.external_data_helper.uses_external_data(t) for t in _all_initializers(proto.graph))
+
+
+def _check_external_files(proto: onnx.ModelProto, base_dir, source: str) -> None:
+    if base_dir is None:
+        raise ModelLoadError(f"{source}: the model keeps weights in external files; load it from its path")
+    for tensor in _all_initializers(proto.graph):
+        if onnx.external_data_helper.uses_external_data(tensor):
+            info = onnx.external_data_helper.ExternalDataInfo(tensor)
+            if not (Path(base_dir) / info.location).is_file():
+                raise ModelLoadError(f"{source}: external weight file missing: {info.location}")
 
 
 def _all_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -145,6 +145,7 @@ class _Parser:
     def scalar(self) -> str:
         if self.peek() != '"':
             return self.match(_BARE, "a value")
+        start = self.pos
         self.pos += 1
         out = []
         while self.pos < len(self.text):
@@ -158,4 +159,4 @@ class _Parser:
             else:
                 out.append(char)
                 self.pos += 1
-        raise self.fail('a closing \'"\'')
+        raise PipelineError(f"malformed pipeline text at column {start + 1}: quoted value never closed in {self.text!r}")

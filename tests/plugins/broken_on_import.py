@@ -1,0 +1,3 @@
+"""A plugin with a bug at import time."""
+
+raise RuntimeError("this plugin cannot find its config")

@@ -1,0 +1,116 @@
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgec import ir, runner
+from edgec.errors import EdgecError, ModelLoadError
+from tests.helpers import GraphBuilder, assert_equivalent, run
+
+
+def test_save_load_round_trip_keeps_outputs_and_metadata(tmp_path):
+    b = GraphBuilder()
+    x = b.input("x", ["batch", 3])
+    b.output(b.op("MatMul", [x, b.weight(3, 2)]))
+    model = b.model()
+    model.metadata["edgec.pipeline"] = "fold-constants"
+    ir.save(model, tmp_path / "m.onnx")
+    loaded = ir.load(tmp_path / "m.onnx")
+    assert loaded.metadata == {"edgec.pipeline": "fold-constants"}
+    assert loaded.input_specs() == [{"name": "x", "dtype": "float32", "shape": ["batch", 3]}]
+    assert loaded.output_specs()[0]["shape"] == ["batch", 2]  # from shape inference
+    assert_equivalent(model, loaded)
+
+
+def test_old_opset_is_upgraded_into_the_supported_range(tmp_path):
+    # Opset 11 Squeeze takes axes as an attribute; opset 13 takes them as an input.
+    node = helper.make_node("Squeeze", ["x"], ["y"], axes=[1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [2, 1, 3])],
+                              [helper.make_tensor_value_info("y", 1, [2, 3])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    onnx.save(proto, tmp_path / "old.onnx")
+    model = ir.load(tmp_path / "old.onnx")
+    assert model.opset == ir.MIN_OPSET
+    squeeze = next(n for n in model.graph.nodes if n.op == "Squeeze")
+    assert len(squeeze.inputs) == 2 and "axes" not in squeeze.attrs
+    x = np.arange(6, dtype=np.float32).reshape(2, 1, 3)
+    np.testing.assert_array_equal(run(model, {"x": x})[0], x.reshape(2, 3))
+
+
+def test_input_shapes_fix_dynamic_dims_and_reject_contradictions():
+    b = GraphBuilder()
+    x = b.input("x", ["N", 3])
+    b.output(b.op("Relu", [x]))
+    model = ir.from_proto(b.proto(), input_shapes={"x": [4, 3]})
+    assert model.graph.inputs[0].shape == [4, 3] and model.graph.outputs[0].shape == [4, 3]
+    with pytest.raises(EdgecError, match="dimension 3 is fixed in the model, 5 given"):
+        ir.from_proto(b.proto(), input_shapes={"x": [4, 5]})
+    with pytest.raises(EdgecError, match=r"no input of that name \(inputs: x\)"):
+        ir.from_proto(b.proto(), input_shapes={"y": [4, 3]})
+    with pytest.raises(EdgecError, match="rank 3 given, the model declares rank 2"):
+        ir.from_proto(b.proto(), input_shapes={"x": [4, 3, 1]})
+
+
+def test_external_data_past_the_size_limit(tmp_path):
+    """Models over 2 GiB keep their weights beside the .onnx file; the threshold is lowered
+    here so the same code path runs on a 400 KB model."""
+    b = GraphBuilder()
+    x = b.input("x", [1, 256])
+    b.output(b.op("MatMul", [x, b.weight(256, 400)]))
+    model = b.model()
+    files = ir.save(model, tmp_path / "big.onnx", external_threshold=100_000)
+    assert [f.name for f in files] == ["big.onnx", "big.onnx.data"]
+    assert (tmp_path / "big.onnx").stat().st_size < 10_000
+    assert (tmp_path / "big.onnx.data").stat().st_size == 256 * 400 * 4
+    loaded = ir.load(tmp_path / "big.onnx")
+    assert_equivalent(model, loaded, rtol=0.0)
+    session = runner.make_session(tmp_path / "big.onnx")
+    assert session.run(None, {"x": np.ones((1, 256), np.float32)})[0].shape == (1, 400)
+
+
+def test_missing_external_data_is_a_clear_error(tmp_path):
+    b = GraphBuilder()
+    x = b.input("x", [1, 64])
+    b.output(b.op("MatMul", [x, b.weight(64, 64)]))
+    ir.save(b.model(), tmp_path / "m.onnx", external_threshold=1000)
+    (tmp_path / "m.onnx.data").unlink()
+    with pytest.raises(ModelLoadError, match="external weight file missing"):
+        ir.load(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"hello, this is a text file\n", "not an ONNX model"),
+    (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not an ONNX model"),
+    (b"", "not an ONNX model"),
+])
+def test_files_that_are_not_models(tmp_path, content, message):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=message):
+        ir.load(path)
+
+
+def test_truncated_protobuf(tmp_path):
+    b = GraphBuilder()
+    x = b.input("x", [1, 64])
+    b.output(b.op("MatMul", [x, b.weight(64, 64)]))
+    data = b.proto().SerializeToString()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="not an ONNX model|not a valid ONNX model"):
+        ir.load(path)
+
+
+def test_subgraph_weights_are_stored_once():
+    """onnx-graphsurgeon copies an outer initializer into each subgraph that reads it."""
+    w = numpy_helper.from_array(np.arange(1000, dtype=np.float32), "w")
+    branch = lambda name: helper.make_graph(  # noqa: E731
+        [helper.make_node("Add", ["x", "w"], [f"{name}_y"])], name, [],
+        [helper.make_tensor_value_info(f"{name}_y", 1, [1000])])
+    node = helper.make_node("If", ["c"], ["y"], then_branch=branch("a"), else_branch=branch("b"))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("c", 9, []),
+                                            helper.make_tensor_value_info("x", 1, [1000])],
+                              [helper.make_tensor_value_info("y", 1, [1000])], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = ir.from_proto(proto)
+    assert model.to_onnx().ByteSize() < proto.ByteSize() + 200

@@ -129,6 +129,8 @@ def compile(  # noqa: A001 - the public name mirrors the command
     check = EquivalenceCheck(check_samples, keep_going=keep_going)
     instruments = ([ProgressDisplay()] if progress else []) + ([DumpIR(dump_dir)] if dump_dir else []) + [check, Timing()]
     records = PassManager(build.passes, instruments).run(work, ctx)
+    after = {"size": ir.serialized_size(work), "params": ir.param_count(work.graph),
+             "nodes": sum(1 for _ in iter_nodes(work.graph))}
     work.metadata.update({"edgec.version": edgec.__version__, "edgec.target": build.target.name,
                           "edgec.backend": build.backend.name, "edgec.pipeline": build.pipeline})
 
@@ -141,9 +143,9 @@ def compile(  # noqa: A001 - the public name mirrors the command
         report = build_report(
             version=edgec.__version__, source=work.source, target=build.target.name, backend=build.backend.name,
             pipeline=build.pipeline, records=records, final_check=check.final, backend_check=backend_check,
-            size_before=before["size"], size_after=ir.serialized_size(work), artifact_bytes=artifact_bytes,
-            params_before=before["params"], params_after=ir.param_count(work.graph),
-            nodes_before=before["nodes"], nodes_after=sum(1 for _ in iter_nodes(work.graph)),
+            size_before=before["size"], size_after=after["size"], artifact_bytes=artifact_bytes,
+            params_before=before["params"], params_after=after["params"],
+            nodes_before=before["nodes"], nodes_after=after["nodes"],
             samples={"count": len(check_samples), "source": sample_source}, warnings=ctx.warnings,
             seconds=time.perf_counter() - start,
         )

@@ -166,6 +166,15 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
     return any(onnx.external_data_helper.uses_external_data(t) for t in _all_initializers(proto.graph))
 
 
+def _subgraph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """The direct subgraphs (If branches, Loop/Scan bodies) of a GraphProto's nodes."""
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield attr.g
+            yield from attr.graphs
+
+
 def _check_external_files(proto: onnx.ModelProto, base_dir, source: str) -> None:
     if base_dir is None:
         raise ModelLoadError(f"{source}: the model keeps weights in external files; load it from its path")
@@ -178,12 +187,8 @@ def _check_external_files(proto: onnx.ModelProto, base_dir, source: str) -> None
 
 def _all_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_initializers(attr.g)
-            for sub in attr.graphs:
-                yield from _all_initializers(sub)
+    for sub in _subgraph_protos(graph):
+        yield from _all_initializers(sub)
 
 
 def _infer(proto: onnx.ModelProto, strip: bool = False) -> onnx.ModelProto:
@@ -210,15 +215,14 @@ def _hoist_shared_initializers(graph: onnx.GraphProto) -> None:
     """gs writes an initializer into every subgraph that reads it, so a weight used by both If
     branches (or by a branch and its parent) is stored twice or more; silero-vad grew 40%.
     Keep one copy, in the innermost graph that encloses every reader."""
-    subtrees = [sub for node in graph.node for attr in node.attribute
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs))]
+    subtrees = list(_subgraph_protos(graph))
     for sub in subtrees:
         _hoist_shared_initializers(sub)
     own = {t.name for t in graph.initializer}
     seen: dict[str, onnx.TensorProto] = {}
     counts: dict[str, int] = {}
     for sub in subtrees:
-        for tensor in {t.name: t for t in _subtree_initializers(sub)}.values():
+        for tensor in {t.name: t for t in _all_initializers(sub)}.values():
             counts[tensor.name] = counts.get(tensor.name, 0) + 1
             seen.setdefault(tensor.name, tensor)
     shared = {name for name, count in counts.items() if count > 1 or name in own}
@@ -229,23 +233,13 @@ def _hoist_shared_initializers(graph: onnx.GraphProto) -> None:
         _remove_initializers(sub, shared)
 
 
-def _subtree_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                yield from _subtree_initializers(sub)
-
-
 def _remove_initializers(graph: onnx.GraphProto, names: set[str]) -> None:
     keep = [t for t in graph.initializer if t.name not in names]
     if len(keep) != len(graph.initializer):
         del graph.initializer[:]
         graph.initializer.extend(keep)
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                _remove_initializers(sub, names)
+    for sub in _subgraph_protos(graph):
+        _remove_initializers(sub, names)
 
 
 def _drop_inferred_shapes(graph: onnx.GraphProto, top: bool) -> None:
@@ -254,22 +248,14 @@ def _drop_inferred_shapes(graph: onnx.GraphProto, top: bool) -> None:
         for output in graph.output:  # keep the element type, which subgraph outputs must declare
             if output.type.HasField("tensor_type"):
                 output.type.tensor_type.ClearField("shape")
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                _drop_inferred_shapes(attr.g, top=False)
-            for sub in attr.graphs:
-                _drop_inferred_shapes(sub, top=False)
+    for sub in _subgraph_protos(graph):
+        _drop_inferred_shapes(sub, top=False)
 
 
 def _strip_value_info(graph: onnx.GraphProto) -> None:
     del graph.value_info[:]
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                _strip_value_info(attr.g)
-            for sub in attr.graphs:
-                _strip_value_info(sub)
+    for sub in _subgraph_protos(graph):
+        _strip_value_info(sub)
 
 
 # --- shape refresh for passes ---------------------------------------------------------------
@@ -350,16 +336,24 @@ def constants(graph: gs.Graph) -> dict[int, gs.Constant]:
     return found
 
 
+def weights(graph: gs.Graph) -> list[np.ndarray]:
+    """Every constant array: initializers, and the values of Constant nodes (which some exporters,
+    e.g. silero-vad's, use for all weights)."""
+    arrays = [c.values for c in constants(graph).values()]
+    for node in iter_nodes(graph):
+        value = node.attrs.get("value") if node.op == "Constant" else None
+        if isinstance(value, gs.Constant):
+            arrays.append(value.values)
+    return arrays
+
+
 def param_count(graph: gs.Graph) -> int:
-    """Elements in floating-point initializers: the trainable weights, not shape constants."""
-    total = 0
-    for const in constants(graph).values():
-        dtype = const.dtype
-        if dtype is not None and not isinstance(dtype, int) and np.issubdtype(np.dtype(dtype), np.floating):
-            total += int(np.prod(const.shape, dtype=np.int64))
-        elif _is_quantized_weight(const):
-            total += int(np.prod(const.shape, dtype=np.int64))
-    return total
+    """Elements in floating-point constants (the trainable weights, not shape constants), plus
+    integer weights stored quantized (read by DequantizeLinear)."""
+    total = sum(int(a.size) for a in weights(graph) if np.issubdtype(a.dtype, np.floating))
+    quantized = [c for c in constants(graph).values() if not np.issubdtype(c.values.dtype, np.floating)
+                 and _is_quantized_weight(c)]
+    return total + sum(int(c.values.size) for c in quantized)
 
 
 def _is_quantized_weight(const: gs.Constant) -> bool:
@@ -368,4 +362,4 @@ def _is_quantized_weight(const: gs.Constant) -> bool:
 
 
 def param_bytes(graph: gs.Graph) -> int:
-    return sum(int(c.values.nbytes) for c in constants(graph).values())
+    return sum(int(a.nbytes) for a in weights(graph))

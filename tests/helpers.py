@@ -68,6 +68,9 @@ def run(model: ir.Model | onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     proto = model.to_onnx() if isinstance(model, ir.Model) else model
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    # Same kernels for both sides: pre-packed constant weights take another GEMM path, which
+    # alone moves an LSTM's output by ~1e-5 (see edgec.runner).
+    options.add_session_config_entry("session.disable_prepacking", "1")
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
 

@@ -1,0 +1,39 @@
+# edgec: `make demo` installs and compiles the bundled LeNet-5; `make test` installs and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgec-installed
+
+.PHONY: demo test test-slow install system-deps models clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch==2.13.0 is pinned in the extras: it resolves to a local CPU build, never the CUDA one.
+	$(BIN)/pip install --quiet -e '.[torch,zoo,test]'
+	touch $(STAMP)
+
+install: $(STAMP) system-deps
+
+system-deps:
+	./scripts/install-system-deps
+
+demo: install
+	$(BIN)/edgec inspect zoo:lenet5 --target raspberry-pi-4
+	$(BIN)/edgec zoo:lenet5 --target raspberry-pi-4 -O2 -o build/demo
+	@echo
+	@cat build/demo/report.md
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# Suites too slow for every run: re-training the reference models to check determinism.
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+# Re-train the reference models (about 15 minutes on 2 cores) and rewrite models/models.json.
+models: install
+	$(BIN)/python -m edgec.models.train
+
+clean:
+	rm -rf build .pytest_cache .hypothesis

@@ -1,4 +1,4 @@
-# edgec: `make demo` installs and compiles the bundled LeNet-5; `make test` installs and runs the tests.
+# edgec: `make demo` installs and compiles the bundled MobileNetV2-style CNN; `make test` installs and runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,8 +19,8 @@ system-deps:
 	./scripts/install-system-deps
 
 demo: install
-	$(BIN)/edgec inspect zoo:lenet5 --target raspberry-pi-4
-	$(BIN)/edgec zoo:lenet5 --target raspberry-pi-4 -O2 -o build/demo
+	$(BIN)/edgec inspect zoo:mobilenetv2-fmnist --target raspberry-pi-4 --target arduino-nano-33-ble
+	$(BIN)/edgec zoo:mobilenetv2-fmnist --target raspberry-pi-4 -O2 -o build/demo
 	@echo
 	@cat build/demo/report.md
 

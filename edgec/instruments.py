@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Sequence, TextIO
@@ -102,25 +103,38 @@ class DumpIR(Instrument):
 
 
 class ProgressDisplay(Instrument):
-    """One line per pass on stderr: position, name, whether it changed the model, time, check."""
+    """One line per pass on stderr: position, name, whether it changed the model, time, check.
+    On a terminal the pass being run is shown while it runs, then replaced by its result."""
 
     def __init__(self, stream: TextIO | None = None):
-        self.stream = stream
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.total = 0
 
     def before_pipeline(self, model, ctx, passes):
         self.total = len(passes)
         if self.total:
-            say(f"edgec: running {self.total} passes on {model.source}", stream=self.stream)
+            say(f"edgec: running {self.total} passes on {model.source} "
+                f"(checked on {len(ctx.samples)} samples)", stream=self.stream)
+
+    def _prefix(self, record: PassRecord, name: str) -> str:
+        width = len(str(self.total))
+        return f"  [{record.index:>{width}}/{self.total}] {name:<30}"
+
+    def before_pass(self, pass_, record, model, ctx):
+        if self.tty:
+            self.stream.write(self._prefix(record, pass_.name) + " running...")
+            self.stream.flush()
 
     def after_pass(self, pass_: Pass, record: PassRecord, model: ir.Model, ctx: PassContext):
-        width = len(str(self.total))
         status = "modified" if record.modified else "unchanged"
         check = ""
         if record.check is not None:
             check = f"  check {'ok' if record.check else 'FAILED'} (max_rel_err {record.check.max_rel_err:.1e})"
-        say(f"  [{record.index:>{width}}/{self.total}] {pass_.name:<30} {status:<9} {record.seconds:7.3f}s{check}",
-            stream=self.stream)
+        line = f"{self._prefix(record, pass_.name)} {status:<9} {record.seconds:7.3f}s{check}"
+        if self.tty:
+            self.stream.write("\r\033[K")
+        say(line, stream=self.stream)
 
 
 def _short(exc: BaseException) -> str:

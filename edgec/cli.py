@@ -95,23 +95,40 @@ def cmd_build(args) -> int:
     return 0 if result.ok else 1
 
 
+def _subcommand(prog: str, description: str) -> argparse.ArgumentParser:
+    """The flags every subcommand shares: --json, --plugin, and the common ones."""
+    p = _Parser(prog=f"edgec {prog}", description=description)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE")
+    _common(p)
+    return p
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]):
+    args = parser.parse_args(argv)
+    _configure(args)
+    return args
+
+
+def _registry(plugins: Sequence[str]):
+    from edgec.registry import Registry
+
+    registry = Registry()
+    for plugin in plugins:
+        registry.load_plugin(plugin)
+    return registry
+
+
 def cmd_inspect(argv: Sequence[str]) -> int:
     from edgec import frontends
     from edgec.analysis import format_text, inspect_model
-    from edgec.registry import Registry
 
-    p = _Parser(prog="edgec inspect", description="Interface, parameters, MACs, peak memory and target fit of a model.")
+    p = _subcommand("inspect", "Interface, parameters, MACs, peak memory and target fit of a model.")
     p.add_argument("model")
     p.add_argument("--target", "-t", action="append", help="only these targets in the fit table (repeatable)")
-    p.add_argument("--json", action="store_true")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224[:dtype]")
-    p.add_argument("--plugin", action="append", default=[])
-    _common(p)
-    args = p.parse_args(argv)
-    _configure(args)
-    registry = Registry()
-    for plugin in args.plugin:
-        registry.load_plugin(plugin)
+    args = _parse(p, argv)
+    registry = _registry(args.plugin)
     targets = [registry.target(t) for t in (args.target or sorted(registry.targets))]
     shapes, dtypes = _input_shapes(args.input_shape)
     model = frontends.load(args.model, shapes or None, dtypes or None).model
@@ -122,17 +139,9 @@ def cmd_inspect(argv: Sequence[str]) -> int:
 
 def cmd_passes(argv: Sequence[str]) -> int:
     from edgec import pipeline_text
-    from edgec.registry import Registry
 
-    p = _Parser(prog="edgec passes", description="List passes with their summaries and options.")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--plugin", action="append", default=[])
-    _common(p)
-    args = p.parse_args(argv)
-    _configure(args)
-    registry = Registry()
-    for plugin in args.plugin:
-        registry.load_plugin(plugin)
+    args = _parse(_subcommand("passes", "List passes with their summaries and options."), argv)
+    registry = _registry(args.plugin)
     rows = []
     for name in sorted(registry.passes):
         entry = registry.passes[name]
@@ -156,17 +165,9 @@ def cmd_passes(argv: Sequence[str]) -> int:
 
 def cmd_targets(argv: Sequence[str]) -> int:
     from edgec.analysis import human_bytes
-    from edgec.registry import Registry
 
-    p = _Parser(prog="edgec targets", description="List device profiles.")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--plugin", action="append", default=[])
-    _common(p)
-    args = p.parse_args(argv)
-    _configure(args)
-    registry = Registry()
-    for plugin in args.plugin:
-        registry.load_plugin(plugin)
+    args = _parse(_subcommand("targets", "List device profiles."), argv)
+    registry = _registry(args.plugin)
     found = [registry.target(name) for name in sorted(registry.targets)]
     if args.json:
         print(json.dumps([t.to_json() for t in found], indent=2))
@@ -185,11 +186,7 @@ def cmd_targets(argv: Sequence[str]) -> int:
 def cmd_models(argv: Sequence[str]) -> int:
     from edgec.models import registry
 
-    p = _Parser(prog="edgec models", description="Models edgec can compile by name (zoo:NAME) without a download.")
-    p.add_argument("--json", action="store_true")
-    _common(p)
-    args = p.parse_args(argv)
-    _configure(args)
+    args = _parse(_subcommand("models", "Models edgec can compile by name (zoo:NAME) without a download."), argv)
     rows = [{"name": m.name, "summary": m.summary, "task": m.task, "available": m.available(),
              "install": m.requirement} for m in registry.ZOO.values()]
     if args.json:

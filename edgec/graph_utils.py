@@ -85,8 +85,24 @@ def absorb_into_producer(graph: gs.Graph, node: gs.Node, x: gs.Tensor) -> None:
     graph.outputs = [x if t is y else t for t in graph.outputs]
 
 
-def make_constant(name: str, values: np.ndarray) -> gs.Constant:
-    return gs.Constant(name, np.asarray(values, order="C"))
+def set_constant_input(node: gs.Node, index: int, values: np.ndarray, names: "NameGen", base: str) -> None:
+    """Give `node` new constant data at input `index` (appending empty inputs as needed).
+    A constant that only this node reads is updated in place; a shared one is never touched."""
+    while len(node.inputs) <= index:
+        node.inputs.append(gs.Variable.empty())
+    current = node.inputs[index]
+    if isinstance(current, gs.Constant) and len(current.outputs) == 1:
+        current.values = np.asarray(values, order="C")
+    else:
+        node.inputs[index] = gs.Constant(names(base), np.asarray(values, order="C"))
+
+
+def optional_constant(node: gs.Node, index: int) -> np.ndarray | None | bool:
+    """The constant at optional input `index`: None when absent, False when present but computed."""
+    if index >= len(node.inputs) or node.inputs[index].is_empty():
+        return None
+    value = constant_value(node.inputs[index])
+    return False if value is None else value
 
 
 class NameGen:

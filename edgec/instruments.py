@@ -18,6 +18,9 @@ from edgec.progress import say
 class Timing(Instrument):
     """Wall time of the pass alone; list it last so it wraps the pass and nothing else."""
 
+    def __init__(self):
+        self._start = 0.0
+
     def before_pass(self, pass_, record, model, ctx):
         self._start = time.perf_counter()
 
@@ -48,7 +51,8 @@ class EquivalenceCheck(Instrument):
         try:
             self.original = runner.run_model(model, self.samples)
         except Exception as exc:
-            raise EdgecError(f"{model.source}: onnxruntime cannot run the model as given ({_short(exc)})") from exc
+            raise EdgecError(f"{model.source}: onnxruntime cannot run the model on the check inputs ({_short(exc)}); "
+                             "give real inputs with --inputs FILE.npz or fix shapes with --input-shape") from exc
         self.previous = self.original
         self.final_tolerance = _final_tolerance(passes, self.tolerances)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from edgec.graph_utils import NameGen, absorb_into_producer, constant_value, only_consumer
+from edgec.graph_utils import (NameGen, absorb_into_producer, constant_value, only_consumer, optional_constant,
+                                set_constant_input)
 from edgec.ir import iter_graphs
 from edgec.pass_infra import Pass, PassContext, PassResult
 
@@ -55,35 +56,23 @@ def _affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray]:
     return scale, beta - mean * scale
 
 
-def _set_constant(node: gs.Node, index: int, values: np.ndarray, names: NameGen, base: str) -> None:
-    """Give `node` a new constant input; a constant shared with other nodes is never edited in place."""
-    current = node.inputs[index] if index < len(node.inputs) else None
-    if isinstance(current, gs.Constant) and len(current.outputs) == 1:
-        current.values = np.asarray(values, order="C")
-        return
-    tensor = gs.Constant(names(base), np.asarray(values, order="C"))
-    while len(node.inputs) <= index:
-        node.inputs.append(gs.Variable.empty())
-    node.inputs[index] = tensor
-
-
-def _bias(node: gs.Node, index: int, channels: int) -> np.ndarray:
-    if index < len(node.inputs) and not node.inputs[index].is_empty():
-        return constant_value(node.inputs[index]).astype(np.float64)
-    return np.zeros(channels)
+def _conv_with(conv: gs.Node, new_w: np.ndarray, dtype, scale, shift, names: NameGen) -> bool:
+    """Give a Conv/ConvTranspose the scaled weights and the bias BN implies (b * scale + shift)."""
+    bias = optional_constant(conv, 2)
+    if bias is False:
+        return False  # a computed bias cannot absorb the shift
+    bias = np.zeros(scale.size) if bias is None else bias.astype(np.float64)
+    set_constant_input(conv, 1, new_w.astype(dtype), names, f"{conv.name}_weight_bn")
+    set_constant_input(conv, 2, (bias * scale + shift).astype(dtype), names, f"{conv.name}_bias_bn")
+    return True
 
 
 def _fold_conv(graph, conv, scale, shift, names) -> bool:
     w = constant_value(conv.inputs[1])
     if w is None or w.shape[0] != scale.size:
         return False
-    if len(conv.inputs) > 2 and not conv.inputs[2].is_empty() and constant_value(conv.inputs[2]) is None:
-        return False
-    bias = _bias(conv, 2, w.shape[0])
     new_w = w.astype(np.float64) * scale.reshape([-1] + [1] * (w.ndim - 1))
-    _set_constant(conv, 1, new_w.astype(w.dtype), names, f"{conv.name}_weight_bn")
-    _set_constant(conv, 2, (bias * scale + shift).astype(w.dtype), names, f"{conv.name}_bias_bn")
-    return True
+    return _conv_with(conv, new_w, w.dtype, scale, shift, names)
 
 
 def _fold_conv_transpose(graph, conv, scale, shift, names) -> bool:
@@ -91,16 +80,10 @@ def _fold_conv_transpose(graph, conv, scale, shift, names) -> bool:
     groups = int(conv.attrs.get("group", 1))
     if w is None or w.shape[1] * groups != scale.size:
         return False
-    if len(conv.inputs) > 2 and not conv.inputs[2].is_empty() and constant_value(conv.inputs[2]) is None:
-        return False
-    bias = _bias(conv, 2, scale.size)
     # Weight is [C_in, C_out/group, k...]; output channel g*(C_out/group)+j lives in group g, column j.
     per_group = w.astype(np.float64).reshape((groups, w.shape[0] // groups) + w.shape[1:])
     factor = scale.reshape((groups, 1, w.shape[1]) + (1,) * (w.ndim - 2))
-    new_w = (per_group * factor).reshape(w.shape)
-    _set_constant(conv, 1, new_w.astype(w.dtype), names, f"{conv.name}_weight_bn")
-    _set_constant(conv, 2, (bias * scale + shift).astype(w.dtype), names, f"{conv.name}_bias_bn")
-    return True
+    return _conv_with(conv, (per_group * factor).reshape(w.shape), w.dtype, scale, shift, names)
 
 
 def _fold_gemm(graph, gemm, scale, shift, names) -> bool:
@@ -108,16 +91,14 @@ def _fold_gemm(graph, gemm, scale, shift, names) -> bool:
     trans_b = int(gemm.attrs.get("transB", 0))
     if b is None or b.ndim != 2 or b.shape[0 if trans_b else 1] != scale.size:
         return False
-    c = None
-    if len(gemm.inputs) > 2 and not gemm.inputs[2].is_empty():
-        c = constant_value(gemm.inputs[2])
-        if c is None:
-            return False
+    c = optional_constant(gemm, 2)
+    if c is False:
+        return False
     new_b = b.astype(np.float64) * (scale[:, None] if trans_b else scale[None, :])
     beta = float(gemm.attrs.get("beta", 1.0))
     new_c = (beta * c.astype(np.float64) if c is not None else 0.0) * scale + shift
-    _set_constant(gemm, 1, new_b.astype(b.dtype), names, f"{gemm.name}_B_bn")
-    _set_constant(gemm, 2, np.asarray(new_c, dtype=b.dtype), names, f"{gemm.name}_C_bn")
+    set_constant_input(gemm, 1, new_b.astype(b.dtype), names, f"{gemm.name}_B_bn")
+    set_constant_input(gemm, 2, np.asarray(new_c, dtype=b.dtype), names, f"{gemm.name}_C_bn")
     gemm.attrs["beta"] = 1.0
     return True
 
@@ -128,7 +109,7 @@ def _fold_matmul(graph, matmul, scale, shift, names) -> bool:
     b = constant_value(b_tensor)
     if b is None or b.ndim != 2 or b.shape[1] != scale.size or a.shape is None or len(a.shape) != 2:
         return False
-    _set_constant(matmul, 1, (b.astype(np.float64) * scale[None, :]).astype(b.dtype), names, f"{matmul.name}_B_bn")
+    set_constant_input(matmul, 1, (b.astype(np.float64) * scale[None, :]).astype(b.dtype), names, f"{matmul.name}_B_bn")
     out = matmul.outputs[0]
     product = gs.Variable(names(f"{out.name}_scaled"), dtype=out.dtype, shape=out.shape)
     matmul.outputs[0] = product

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from edgec.graph_utils import NameGen, absorb_into_producer, constant_value, only_consumer
+from edgec.graph_utils import (NameGen, absorb_into_producer, constant_value, only_consumer, optional_constant,
+                                set_constant_input)
 from edgec.ir import iter_graphs
 from edgec.pass_infra import Pass, PassContext, PassResult
 
@@ -60,41 +61,23 @@ def _row_bias_fits(bias: np.ndarray, rows, cols: int) -> bool:
     return shape[1] in (1, cols) and (shape[0] == 1 or (isinstance(rows, int) and shape[0] == rows))
 
 
-def _set_input(node: gs.Node, index: int, values: np.ndarray, names: NameGen, base: str) -> None:
-    while len(node.inputs) <= index:
-        node.inputs.append(gs.Variable.empty())
-    current = node.inputs[index]
-    if isinstance(current, gs.Constant) and len(current.outputs) == 1:
-        current.values = np.asarray(values, order="C")
-    else:
-        node.inputs[index] = gs.Constant(names(base), np.asarray(values, order="C"))
-
-
-def _existing(node: gs.Node, index: int) -> np.ndarray | None | bool:
-    """The constant at input `index`, None if absent, False if present but computed."""
-    if index >= len(node.inputs) or node.inputs[index].is_empty():
-        return None
-    value = constant_value(node.inputs[index])
-    return False if value is None else value
-
-
 def _fuse_conv(conv: gs.Node, bias: np.ndarray, names: NameGen) -> str | None:
     w = constant_value(conv.inputs[1])
     if w is None:
         return None
     channels = w.shape[0] if conv.op == "Conv" else w.shape[1] * int(conv.attrs.get("group", 1))
     per_channel = _channel_bias(bias, w.ndim, channels)
-    old = _existing(conv, 2)
+    old = optional_constant(conv, 2)
     if per_channel is None or old is False or bias.dtype != w.dtype:
         return None
     total = per_channel + (0.0 if old is None else old.astype(np.float64))
-    _set_input(conv, 2, total.astype(w.dtype), names, f"{conv.name}_bias")
+    set_constant_input(conv, 2, total.astype(w.dtype), names, f"{conv.name}_bias")
     return "conv"
 
 
 def _fuse_gemm(gemm: gs.Node, bias: np.ndarray, names: NameGen) -> str | None:
     b = constant_value(gemm.inputs[1])
-    old = _existing(gemm, 2)
+    old = optional_constant(gemm, 2)
     if b is None or old is False or bias.dtype != b.dtype:
         return None
     trans_a, trans_b = int(gemm.attrs.get("transA", 0)), int(gemm.attrs.get("transB", 0))
@@ -104,7 +87,7 @@ def _fuse_gemm(gemm: gs.Node, bias: np.ndarray, names: NameGen) -> str | None:
         return None
     beta = float(gemm.attrs.get("beta", 1.0))
     total = bias.astype(np.float64) + (0.0 if old is None else beta * old.astype(np.float64))
-    _set_input(gemm, 2, np.asarray(total, dtype=b.dtype), names, f"{gemm.name}_C")
+    set_constant_input(gemm, 2, np.asarray(total, dtype=b.dtype), names, f"{gemm.name}_C")
     gemm.attrs["beta"] = 1.0
     return "gemm"
 

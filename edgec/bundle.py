@@ -26,8 +26,9 @@ class Staging:
 
     def __enter__(self) -> "Staging":
         self.destination.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.", suffix=".staging",
-                                          dir=self.destination.parent))
+        self.path = Path(
+            tempfile.mkdtemp(prefix=f".{self.destination.name}.", suffix=".staging", dir=self.destination.parent)
+        )
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -46,8 +46,11 @@ def _input_shapes(values: Sequence[str]) -> tuple[dict[str, list[int]], dict[str
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="edgec", description="Compile a trained model for an edge device, checking the numbers after every pass.",
-                epilog="Other commands: edgec inspect MODEL | edgec passes | edgec targets | edgec models")
+    p = _Parser(
+        prog="edgec",
+        description="Compile a trained model for an edge device, checking the numbers after every pass.",
+        epilog="Other commands: edgec inspect MODEL | edgec passes | edgec targets | edgec models",
+    )
     p.add_argument("model", help="an .onnx file, a TorchScript .pt file, or zoo:NAME (see `edgec models`)")
     p.add_argument("--target", "-t", required=True, help="device profile (see `edgec targets`)")
     group = p.add_mutually_exclusive_group()
@@ -57,9 +60,22 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="override the target's preferred backend")
     p.add_argument("--print-pipeline", action="store_true", help="print the expanded pipeline and exit")
     p.add_argument("--dump-dir", type=Path, help="write the IR after every pass here (000_input.onnx, 001_...)")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE", help="load passes/backends/targets from a plugin (repeatable)")
-    p.add_argument("--keep-going", action="store_true", help="record failed checks in the report instead of stopping (exit code 1)")
-    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224[:dtype]", help="fix an input's shape (required for TorchScript)")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py|MODULE",
+        help="load passes/backends/targets from a plugin (repeatable)",
+    )
+    p.add_argument(
+        "--keep-going", action="store_true", help="record failed checks in the report instead of stopping (exit code 1)"
+    )
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME=1x3x224x224[:dtype]",
+        help="fix an input's shape (required for TorchScript)",
+    )
     p.add_argument("--inputs", type=Path, metavar="FILE.npz", help="real inputs for the checks, keyed by input name")
     p.add_argument("--samples", type=int, default=2, help="number of seeded random check inputs (default 2)")
     p.add_argument("--seed", type=int, default=0)
@@ -81,17 +97,31 @@ def cmd_build(args) -> int:
         print(compiler.plan(args.target, args.opt, args.passes, args.backend, args.plugin).pipeline)
         return 0
     result = compiler.compile(
-        args.model, args.target, args.opt, args.passes, args.output, backend=args.backend, plugins=args.plugin,
-        dump_dir=args.dump_dir, keep_going=args.keep_going, inputs=args.inputs, input_shapes=shapes or None,
-        input_dtypes=dtypes or None, num_samples=args.samples, seed=args.seed, progress=not args.quiet,
+        args.model,
+        args.target,
+        args.opt,
+        args.passes,
+        args.output,
+        backend=args.backend,
+        plugins=args.plugin,
+        dump_dir=args.dump_dir,
+        keep_going=args.keep_going,
+        inputs=args.inputs,
+        input_shapes=shapes or None,
+        input_dtypes=dtypes or None,
+        num_samples=args.samples,
+        seed=args.seed,
+        progress=not args.quiet,
     )
     report = result.report
     for warning in report["warnings"]:
         print(f"edgec: warning: {warning}", file=sys.stderr)
     size = report["size_bytes"]
     status = "all checks ok" if result.ok else "CHECKS FAILED (see report.md)"
-    print(f"{result.output_dir}/: {result.artifact.main} ({size['artifact']:,} bytes, {size['before']:,} before), "
-          f"{len(report['passes'])} passes, {status}")
+    print(
+        f"{result.output_dir}/: {result.artifact.main} ({size['artifact']:,} bytes, {size['before']:,} before), "
+        f"{len(report['passes'])} passes, {status}"
+    )
     return 0 if result.ok else 1
 
 
@@ -146,12 +176,27 @@ def cmd_passes(argv: Sequence[str]) -> int:
     for name in sorted(registry.passes):
         entry = registry.passes[name]
         if entry.error:
-            rows.append({"name": name, "summary": f"UNAVAILABLE: {entry.error}", "numerics": "-", "options": {}, "origin": entry.origin})
+            rows.append(
+                {
+                    "name": name,
+                    "summary": f"UNAVAILABLE: {entry.error}",
+                    "numerics": "-",
+                    "options": {},
+                    "origin": entry.origin,
+                }
+            )
             continue
         cls = registry.pass_class(name)
         options = {key: pipeline_text.format_value(value) for key, value in cls().spec().options}
-        rows.append({"name": name, "summary": cls.summary, "numerics": cls.numerics.value, "options": options,
-                     "origin": entry.origin})
+        rows.append(
+            {
+                "name": name,
+                "summary": cls.summary,
+                "numerics": cls.numerics.value,
+                "options": options,
+                "origin": entry.origin,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -175,8 +220,10 @@ def cmd_targets(argv: Sequence[str]) -> int:
     for t in found:
         peaks = "; ".join(f"{u.unit} " + " ".join(f"{k} {v:g}" for k, v in u.peak_gops.items()) for u in t.compute)
         print(f"{t.name:<22} {t.description}")
-        print(f"{'':<22} RAM {human_bytes(t.ram_bytes)}, flash {human_bytes(t.flash_bytes) if t.flash_bytes else 'none (host-loaded)'}, "
-              f"{t.memory_bandwidth_gbps:g} GB/s; peak GOPS: {peaks}")
+        flash = human_bytes(t.flash_bytes) if t.flash_bytes else "none (host-loaded)"
+        print(
+            f"{'':<22} RAM {human_bytes(t.ram_bytes)}, flash {flash}, {t.memory_bandwidth_gbps:g} GB/s; peak GOPS: {peaks}"
+        )
         print(f"{'':<22} backends {', '.join(t.backends)}; int8 scheme {t.quant_scheme}")
         for note in t.notes:
             print(f"{'':<22} note: {note}")
@@ -187,8 +234,10 @@ def cmd_models(argv: Sequence[str]) -> int:
     from edgec.models import registry
 
     args = _parse(_subcommand("models", "Models edgec can compile by name (zoo:NAME) without a download."), argv)
-    rows = [{"name": m.name, "summary": m.summary, "task": m.task, "available": m.available(),
-             "install": m.requirement} for m in registry.ZOO.values()]
+    rows = [
+        {"name": m.name, "summary": m.summary, "task": m.task, "available": m.available(), "install": m.requirement}
+        for m in registry.ZOO.values()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -225,8 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug in edgec: still one line unless --debug
         if debug:
             traceback.print_exc()
-        print(f"edgec: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"edgec: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -76,8 +76,10 @@ class Comparison:
 
     def __str__(self) -> str:
         if self.ok:
-            return (f"ok vs {self.against} (max_rel_err {self.max_rel_err:.2e}, "
-                    f"sqnr {_fmt_db(self.sqnr_db)}; budget {self.tolerance.describe()})")
+            return (
+                f"ok vs {self.against} (max_rel_err {self.max_rel_err:.2e}, "
+                f"sqnr {_fmt_db(self.sqnr_db)}; budget {self.tolerance.describe()})"
+            )
         return f"FAILED vs {self.against}: " + "; ".join(self.failures)
 
     def to_json(self) -> dict:

@@ -51,8 +51,14 @@ class Plan:
         return pipeline_text.format([p.spec(full=True) for p in self.passes])
 
 
-def plan(target: str | Target = "x86-64", opt: str | None = None, passes: str | None = None,
-         backend: str | None = None, plugins: Sequence[str] = (), registry: Registry | None = None) -> Plan:
+def plan(
+    target: str | Target = "x86-64",
+    opt: str | None = None,
+    passes: str | None = None,
+    backend: str | None = None,
+    plugins: Sequence[str] = (),
+    registry: Registry | None = None,
+) -> Plan:
     if opt is not None and passes is not None:
         raise PipelineError("give -O or --passes, not both")
     registry = registry or Registry()
@@ -122,17 +128,32 @@ def compile(  # noqa: A001 - the public name mirrors the command
     check_samples, sample_source = _samples(work, loaded.zoo, inputs, num_samples, seed)
     out = Path(output_dir) if output_dir else default_output_dir(work.source, build.target.name)
 
-    before = {"size": ir.serialized_size(work), "params": ir.param_count(work.graph),
-              "nodes": sum(1 for _ in iter_nodes(work.graph))}
-    ctx = PassContext(target=build.target, samples=check_samples, warnings=list(build.notes),
-                      metadata=dict(work.metadata))
+    before = {
+        "size": ir.serialized_size(work),
+        "params": ir.param_count(work.graph),
+        "nodes": sum(1 for _ in iter_nodes(work.graph)),
+    }
+    ctx = PassContext(
+        target=build.target, samples=check_samples, warnings=list(build.notes), metadata=dict(work.metadata)
+    )
     check = EquivalenceCheck(check_samples, keep_going=keep_going)
-    instruments = ([ProgressDisplay()] if progress else []) + ([DumpIR(dump_dir)] if dump_dir else []) + [check, Timing()]
+    instruments = (
+        ([ProgressDisplay()] if progress else []) + ([DumpIR(dump_dir)] if dump_dir else []) + [check, Timing()]
+    )
     records = PassManager(build.passes, instruments).run(work, ctx)
-    after = {"size": ir.serialized_size(work), "params": ir.param_count(work.graph),
-             "nodes": sum(1 for _ in iter_nodes(work.graph))}
-    work.metadata.update({"edgec.version": edgec.__version__, "edgec.target": build.target.name,
-                          "edgec.backend": build.backend.name, "edgec.pipeline": build.pipeline})
+    after = {
+        "size": ir.serialized_size(work),
+        "params": ir.param_count(work.graph),
+        "nodes": sum(1 for _ in iter_nodes(work.graph)),
+    }
+    work.metadata.update(
+        {
+            "edgec.version": edgec.__version__,
+            "edgec.target": build.target.name,
+            "edgec.backend": build.backend.name,
+            "edgec.pipeline": build.pipeline,
+        }
+    )
 
     with bundle.Staging(out) as stage:
         artifact = build.backend.lower(work, build.target, stage.path)
@@ -141,12 +162,23 @@ def compile(  # noqa: A001 - the public name mirrors the command
             raise CheckFailed(f"backend '{build.backend.name}' output differs from the IR: {backend_check}")
         artifact_bytes = sum((stage.path / f).stat().st_size for f in artifact.files)
         report = build_report(
-            version=edgec.__version__, source=work.source, target=build.target.name, backend=build.backend.name,
-            pipeline=build.pipeline, records=records, final_check=check.final, backend_check=backend_check,
-            size_before=before["size"], size_after=after["size"], artifact_bytes=artifact_bytes,
-            params_before=before["params"], params_after=after["params"],
-            nodes_before=before["nodes"], nodes_after=after["nodes"],
-            samples={"count": len(check_samples), "source": sample_source}, warnings=ctx.warnings,
+            version=edgec.__version__,
+            source=work.source,
+            target=build.target.name,
+            backend=build.backend.name,
+            pipeline=build.pipeline,
+            records=records,
+            final_check=check.final,
+            backend_check=backend_check,
+            size_before=before["size"],
+            size_after=after["size"],
+            artifact_bytes=artifact_bytes,
+            params_before=before["params"],
+            params_after=after["params"],
+            nodes_before=before["nodes"],
+            nodes_after=after["nodes"],
+            samples={"count": len(check_samples), "source": sample_source},
+            warnings=ctx.warnings,
             seconds=time.perf_counter() - start,
         )
         bundle.write_json(stage.path / "report.json", report)
@@ -174,8 +206,9 @@ def _samples(model: ir.Model, zoo, inputs, count: int, seed: int) -> tuple[list[
     return sampling.random_samples(model, count, seed), f"random (seed {seed})"
 
 
-def _check_backend(backend: Backend, artifact: Artifact, stage: Path, samples: list[dict],
-                   expected: list[dict]) -> Comparison:
+def _check_backend(
+    backend: Backend, artifact: Artifact, stage: Path, samples: list[dict], expected: list[dict]
+) -> Comparison:
     """The artifact run by the backend's own runtime must match the IR's outputs."""
     try:
         run = backend.runner(artifact, stage)
@@ -212,4 +245,3 @@ def _manifest(model: ir.Model, build: Plan, artifact: Artifact, root: Path, extr
         "outputs": [spec(s) for s in model.output_specs()],
         "files": bundle.file_table(root, list(artifact.files) + extra),
     }
-

@@ -36,8 +36,9 @@ class EquivalenceCheck(Instrument):
     After the pipeline the result is compared once more with the original (`final`).
     """
 
-    def __init__(self, samples: Sequence[dict], keep_going: bool = False,
-                 tolerances: dict[str, Tolerance] | None = None):
+    def __init__(
+        self, samples: Sequence[dict], keep_going: bool = False, tolerances: dict[str, Tolerance] | None = None
+    ):
         self.samples = list(samples)
         self.keep_going = keep_going
         self.tolerances = tolerances or {}  # per pass name, from the user
@@ -51,8 +52,10 @@ class EquivalenceCheck(Instrument):
         try:
             self.original = runner.run_model(model, self.samples)
         except Exception as exc:
-            raise EdgecError(f"{model.source}: onnxruntime cannot run the model on the check inputs ({_short(exc)}); "
-                             "give real inputs with --inputs FILE.npz or fix shapes with --input-shape") from exc
+            raise EdgecError(
+                f"{model.source}: onnxruntime cannot run the model on the check inputs ({_short(exc)}); "
+                "give real inputs with --inputs FILE.npz or fix shapes with --input-shape"
+            ) from exc
         self.previous = self.original
         self.final_tolerance = _final_tolerance(passes, self.tolerances)
 
@@ -118,8 +121,10 @@ class ProgressDisplay(Instrument):
     def before_pipeline(self, model, ctx, passes):
         self.total = len(passes)
         if self.total:
-            say(f"edgec: running {self.total} passes on {model.source} "
-                f"(checked on {len(ctx.samples)} samples)", stream=self.stream)
+            say(
+                f"edgec: running {self.total} passes on {model.source} (checked on {len(ctx.samples)} samples)",
+                stream=self.stream,
+            )
 
     def _prefix(self, record: PassRecord, name: str) -> str:
         width = len(str(self.total))

@@ -151,9 +151,7 @@ def _set_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]
             raise EdgecError(f"--input-shape {name}: the model has no input of that name (inputs: {', '.join(inputs)})")
         shape = inputs[name].type.tensor_type.shape
         if len(shape.dim) and len(shape.dim) != len(dims):
-            raise EdgecError(
-                f"--input-shape {name}: rank {len(dims)} given, the model declares rank {len(shape.dim)}"
-            )
+            raise EdgecError(f"--input-shape {name}: rank {len(dims)} given, the model declares rank {len(shape.dim)}")
         for dim, want in zip(shape.dim, dims):
             if dim.HasField("dim_value") and dim.dim_value != want:
                 raise EdgecError(f"--input-shape {name}: dimension {dim.dim_value} is fixed in the model, {want} given")
@@ -301,8 +299,14 @@ def save(model: Model, path: str | os.PathLike, external_threshold: int = PROTOB
     data_path = path.with_name(location)
     if data_path.exists():
         data_path.unlink()  # external data is appended to, never truncated
-    onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=location, size_threshold=1024)
+    onnx.save(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=1024,
+    )
     return [path, data_path]
 
 
@@ -351,8 +355,11 @@ def param_count(graph: gs.Graph) -> int:
     """Elements in floating-point constants (the trainable weights, not shape constants), plus
     integer weights stored quantized (read by DequantizeLinear)."""
     total = sum(int(a.size) for a in weights(graph) if np.issubdtype(a.dtype, np.floating))
-    quantized = [c for c in constants(graph).values() if not np.issubdtype(c.values.dtype, np.floating)
-                 and _is_quantized_weight(c)]
+    quantized = [
+        c
+        for c in constants(graph).values()
+        if not np.issubdtype(c.values.dtype, np.floating) and _is_quantized_weight(c)
+    ]
     return total + sum(int(c.values.size) for c in quantized)
 
 

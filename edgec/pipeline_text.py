@@ -159,4 +159,6 @@ class _Parser:
             else:
                 out.append(char)
                 self.pos += 1
-        raise PipelineError(f"malformed pipeline text at column {start + 1}: quoted value never closed in {self.text!r}")
+        raise PipelineError(
+            f"malformed pipeline text at column {start + 1}: quoted value never closed in {self.text!r}"
+        )

@@ -13,17 +13,19 @@ PRESETS = {
     "1": f"{_CLEANUP},topological-sort",
     # Full exact optimization: shapes folded, BatchNorm and biases fused, layout ops cancelled,
     # weights deduplicated; a second folding round picks up what the fusions exposed.
-    "2": ",".join([
-        _CLEANUP,
-        "simplify-shapes",
-        "fold-batchnorm",
-        "fuse-bias-add",
-        "cancel-transpose-reshape",
-        "merge-duplicate-initializers",
-        "fold-constants",
-        "eliminate-dead-code",
-        "topological-sort",
-    ]),
+    "2": ",".join(
+        [
+            _CLEANUP,
+            "simplify-shapes",
+            "fold-batchnorm",
+            "fuse-bias-add",
+            "cancel-transpose-reshape",
+            "merge-duplicate-initializers",
+            "fold-constants",
+            "eliminate-dead-code",
+            "topological-sort",
+        ]
+    ),
 }
 
 

@@ -10,8 +10,14 @@ from typing import TextIO
 class Progress:
     """`with Progress(total, "training") as p: p.update(note="loss 0.31")`."""
 
-    def __init__(self, total: int | None, label: str, stream: TextIO | None = None, enabled: bool = True,
-                 min_interval: float = 0.2):
+    def __init__(
+        self,
+        total: int | None,
+        label: str,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        min_interval: float = 0.2,
+    ):
         self.total, self.label, self.count = total, label, 0
         self.stream = stream or sys.stderr
         self.enabled = enabled

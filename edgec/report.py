@@ -83,9 +83,10 @@ def render_markdown(report: dict) -> str:
         "",
         "| | before | after | ratio |",
         "|---|---:|---:|---:|",
-        f"| model bytes | {size['before']:,} | {size['after']:,} | {size['after'] / max(size['before'], 1):.3f} |",
-        f"| parameters | {params['before']:,} | {params['after']:,} | {params['after'] / max(params['before'], 1):.3f} |",
-        f"| nodes | {nodes['before']:,} | {nodes['after']:,} | {nodes['after'] / max(nodes['before'], 1):.3f} |",
+        *(
+            f"| {label} | {pair['before']:,} | {pair['after']:,} | {pair['after'] / max(pair['before'], 1):.3f} |"
+            for label, pair in (("model bytes", size), ("parameters", params), ("nodes", nodes))
+        ),
         "",
         "| # | pass | numerics | modified | seconds | check | max abs err | max rel err | cosine | SQNR dB | stats |",
         "|---:|---|---|---|---:|---|---:|---:|---:|---:|---|",
@@ -104,10 +105,12 @@ def render_markdown(report: dict) -> str:
         c = report[label]
         if c:
             lines.append("")
-            lines.append(f"**{label.replace('_', ' ')}** ({'ok' if c['ok'] else 'FAILED'} vs {c['against']}): "
-                         f"max abs err {_err(c['max_abs_err'])}, max rel err {_err(c['max_rel_err'])}, "
-                         f"cosine {c['cosine']:.6f}, SQNR {_db(c['sqnr_db'])} dB"
-                         + (f"; {'; '.join(c['failures'])}" if c["failures"] else ""))
+            lines.append(
+                f"**{label.replace('_', ' ')}** ({'ok' if c['ok'] else 'FAILED'} vs {c['against']}): "
+                f"max abs err {_err(c['max_abs_err'])}, max rel err {_err(c['max_rel_err'])}, "
+                f"cosine {c['cosine']:.6f}, SQNR {_db(c['sqnr_db'])} dB"
+                + (f"; {'; '.join(c['failures'])}" if c["failures"] else "")
+            )
     if report["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"

@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from edgec import ir
+
 # edgec reports runtime failures itself, in one line; onnxruntime would also print them in red.
 ort.set_default_logger_severity(4)
-
-from edgec import ir
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -37,8 +37,9 @@ def session_options(optimize: bool = False, threads: int | None = None) -> ort.S
     return options
 
 
-def make_session(model: ir.Model | onnx.ModelProto | str | os.PathLike, optimize: bool = False,
-                 threads: int | None = None) -> ort.InferenceSession:
+def make_session(
+    model: ir.Model | onnx.ModelProto | str | os.PathLike, optimize: bool = False, threads: int | None = None
+) -> ort.InferenceSession:
     options = session_options(optimize, threads)
     providers = ["CPUExecutionProvider"]
     if isinstance(model, (str, os.PathLike)):

@@ -41,8 +41,10 @@ def random_samples(model: ir.Model, count: int = DEFAULT_COUNT, seed: int = DEFA
             elif np.issubdtype(dtype, np.integer):
                 feeds[tensor.name] = rng.integers(0, 8, shape).astype(dtype)
             else:
-                raise EdgecError(f"input '{tensor.name}' has dtype {dtype}, which random samples cannot fill; "
-                                 "give real inputs with --inputs FILE.npz")
+                raise EdgecError(
+                    f"input '{tensor.name}' has dtype {dtype}, which random samples cannot fill; "
+                    "give real inputs with --inputs FILE.npz"
+                )
         samples.append(feeds)
     return samples
 
@@ -89,8 +91,10 @@ def _check_sample(sample: np.ndarray, tensor: gs.Variable, source: str) -> None:
     if tensor.shape is not None:
         for axis, (want, got) in enumerate(zip(tensor.shape, sample.shape)):
             if isinstance(want, int) and want >= 0 and want != got:
-                raise EdgecError(f"{source}: '{tensor.name}' has shape {list(sample.shape)}, "
-                                 f"the model wants {list(tensor.shape)} (axis {axis})")
+                raise EdgecError(
+                    f"{source}: '{tensor.name}' has shape {list(sample.shape)}, "
+                    f"the model wants {list(tensor.shape)} (axis {axis})"
+                )
     if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
         raise EdgecError(f"{source}: '{tensor.name}' contains NaN or Inf")
 

@@ -38,7 +38,7 @@ def read_idx(path: Path) -> np.ndarray:
     zero, type_code, rank = struct.unpack(">HBB", data[:4])
     if zero != 0 or type_code not in _DTYPES:
         raise EdgecError(f"{path}: not an IDX file")
-    dims = struct.unpack(f">{rank}I", data[4:4 + 4 * rank])
+    dims = struct.unpack(f">{rank}I", data[4 : 4 + 4 * rank])
     array = np.frombuffer(data, dtype=_DTYPES[type_code], offset=4 + 4 * rank)
     if array.size != int(np.prod(dims)):
         raise EdgecError(f"{path}: truncated ({array.size} values for shape {dims})")
@@ -50,8 +50,10 @@ def load(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     if split not in _FILES:
         raise ValueError(f"split must be one of {', '.join(_FILES)}")
     if not available():
-        raise EdgecError(f"Fashion-MNIST not found in {data_dir()}: apt-get install dataset-fashion-mnist "
-                         "(or set EDGEC_FASHION_MNIST)")
+        raise EdgecError(
+            f"Fashion-MNIST not found in {data_dir()}: apt-get install dataset-fashion-mnist "
+            "(or set EDGEC_FASHION_MNIST)"
+        )
     images, labels = (read_idx(data_dir() / name) for name in _FILES[split])
     return images, labels
 

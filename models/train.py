@@ -32,12 +32,21 @@ def build(name: str):
 
     if name == "lenet300":
         # LeNet-300-100 as in Deep Compression (Han et al. 2016): 266,610 parameters.
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
-                             nn.Linear(100, 10))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)
+        )
     if name == "lenet5":
         # Caffe's LeNet-5, the one Deep Compression used: 431,080 parameters.
-        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
-                             nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10))
+        return nn.Sequential(
+            nn.Conv2d(1, 20, 5),
+            nn.MaxPool2d(2),
+            nn.Conv2d(20, 50, 5),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(800, 500),
+            nn.ReLU(),
+            nn.Linear(500, 10),
+        )
     if name == "mobilenetv2-fmnist":
         return MobileNetV2Small()
     raise ValueError(f"unknown model {name}")
@@ -115,7 +124,7 @@ def train(name: str, epochs: int, lr: float, show_progress: bool = True):
             model.train()
             order = torch.randperm(len(x), generator=order_rng)
             for start in range(0, len(x), BATCH):
-                idx = order[start:start + BATCH]
+                idx = order[start : start + BATCH]
                 optimizer.zero_grad()
                 loss = loss_fn(model(x[idx]), y[idx])
                 loss.backward()
@@ -132,8 +141,12 @@ def test_accuracy_onnx(path: Path) -> float:
     images, labels = fashion_mnist.load("test")
     session = runner.make_session(path)
     name = session.get_inputs()[0].name
-    logits = np.concatenate([session.run(None, {name: fashion_mnist.normalize(images[i:i + 1000])})[0]
-                             for i in range(0, len(images), 1000)])
+    logits = np.concatenate(
+        [
+            session.run(None, {name: fashion_mnist.normalize(images[i : i + 1000])})[0]
+            for i in range(0, len(images), 1000)
+        ]
+    )
     return float(np.mean(logits.argmax(1) == labels))
 
 
@@ -146,8 +159,12 @@ def export(model, path: Path) -> None:
     # A plain export (no exporter-side folding), as users get it: edgec's passes do the cleanup.
     example = torch.zeros(1, 1, 28, 28)
     exported = from_module(model, (example,), input_names=["input"], output_names=["logits"], dynamic_batch=True)
-    exported.metadata.update({"edgec.trained_by": "models/train.py", "edgec.normalize":
-                              f"x/255, (x - {fashion_mnist.MEAN}) / {fashion_mnist.STD}"})
+    exported.metadata.update(
+        {
+            "edgec.trained_by": "models/train.py",
+            "edgec.normalize": f"x/255, (x - {fashion_mnist.MEAN}) / {fashion_mnist.STD}",
+        }
+    )
     ir.save(exported, path)
 
 

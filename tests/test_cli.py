@@ -10,7 +10,7 @@ import pytest
 
 from edgec.cli import main
 from edgec.models import registry
-from tests.helpers import GraphBuilder, linf_rel, run
+from tests.helpers import linf_rel, run
 
 PLUGINS = Path(__file__).parent / "plugins"
 LENET5 = str(registry.get("lenet5").path())
@@ -60,8 +60,10 @@ def test_default_output_dir_is_build_model_target(tmp_path, monkeypatch, capsys)
 def test_print_pipeline_is_the_reproducible_text(capsys):
     assert main(["m.onnx", "--target", "jetson-nano", "-O1", "--print-pipeline"]) == 0
     text = capsys.readouterr().out.strip()
-    assert text == ("remove-identity,fold-constants{max_growth_bytes=1048576,keep_ops=[DequantizeLinear]},"
-                    "eliminate-dead-code,topological-sort")
+    assert text == (
+        "remove-identity,fold-constants{max_growth_bytes=1048576,keep_ops=[DequantizeLinear]},"
+        "eliminate-dead-code,topological-sort"
+    )
     assert main(["m.onnx", "--target", "jetson-nano", "--passes", text, "--print-pipeline"]) == 0
     assert capsys.readouterr().out.strip() == text
 
@@ -85,8 +87,12 @@ def test_dump_dir_numbers_each_pass(tmp_path, capsys):
     dump = tmp_path / "dump"
     assert main([LENET5, "-t", "x86-64", "-O1", "-o", str(tmp_path / "o"), "--dump-dir", str(dump), "-q"]) == 0
     assert sorted(p.name for p in dump.iterdir()) == [
-        "000_input.onnx", "001_remove-identity.onnx", "002_fold-constants.onnx",
-        "003_eliminate-dead-code.onnx", "004_topological-sort.onnx"]
+        "000_input.onnx",
+        "001_remove-identity.onnx",
+        "002_fold-constants.onnx",
+        "003_eliminate-dead-code.onnx",
+        "004_topological-sort.onnx",
+    ]
 
 
 def test_failed_lossy_check_stops_the_build_or_is_recorded_with_keep_going(tmp_path, capsys):
@@ -95,8 +101,21 @@ def test_failed_lossy_check_stops_the_build_or_is_recorded_with_keep_going(tmp_p
     assert main([LENET5, "-t", "x86-64", "--plugin", plugin, "--passes", "scramble-weights", "-o", str(out), "-q"]) == 1
     assert "pass 'scramble-weights' failed its equivalence check" in _error_line(capsys)
     assert not out.exists()
-    code = main([LENET5, "-t", "x86-64", "--plugin", plugin, "--passes", "scramble-weights", "-o", str(out),
-                 "--keep-going", "-q"])
+    code = main(
+        [
+            LENET5,
+            "-t",
+            "x86-64",
+            "--plugin",
+            plugin,
+            "--passes",
+            "scramble-weights",
+            "-o",
+            str(out),
+            "--keep-going",
+            "-q",
+        ]
+    )
     assert code == 1
     report = json.loads((out / "report.json").read_text())
     assert not report["ok"] and not report["passes"][0]["check"]["ok"]
@@ -141,26 +160,33 @@ def test_files_that_are_not_models(tmp_path, capsys, kind):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["missing.onnx", "-t", "x86-64"], "missing.onnx: no such file"),
-    (["lenet5.onnx", "-t", "x86-64"], "did you mean zoo:lenet5?"),
-    ([LENET5, "-t", "toaster"], "unknown target 'toaster' (targets: android-arm64,"),
-    ([LENET5, "-t", "x86-64", "--passes", "fold-everything"], "unknown pass 'fold-everything' (passes:"),
-    ([LENET5, "-t", "x86-64", "--passes", "fold-constants{speed=11}"], "has no option 'speed'"),
-    ([LENET5, "-t", "x86-64", "--passes", "fold-constants{max_growth_bytes=lots}"], "'lots' is not an integer"),
-    ([LENET5, "-t", "x86-64", "--passes", "fold-constants{"], "malformed pipeline text at column 16"),
-    ([LENET5, "-t", "x86-64", "-O", "7"], "unknown optimization level '7'"),
-    ([LENET5, "-t", "x86-64", "--backend", "coreml"], "unknown backend 'coreml'"),
-    ([LENET5, "-t", "x86-64", "--input-shape", "input=1xfoo"], "expected NAME=DIMxDIMx"),
-    ([LENET5, "-t", "x86-64", "--inputs", "nope.npz"], "nope.npz: no such file"),
-    ([LENET5], "the following arguments are required: --target"),
-    ([LENET5, "-t", "x86-64", "--plugin", str(PLUGINS / "broken_on_import.py")],
-     "failed to import: RuntimeError: this plugin cannot find its config"),
-    ([LENET5, "-t", "x86-64", "--plugin", "no_such_plugin_module"], "plugin no_such_plugin_module: no module"),
-    ([LENET5, "-t", "x86-64", "--plugin", str(PLUGINS / "raises_in_pass.py"), "--passes", "explode"],
-     "pass 'explode' raised KeyError: 'weights'"),
-    (["zoo:nonexistent", "-t", "x86-64"], "unknown model 'zoo:nonexistent'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["missing.onnx", "-t", "x86-64"], "missing.onnx: no such file"),
+        (["lenet5.onnx", "-t", "x86-64"], "did you mean zoo:lenet5?"),
+        ([LENET5, "-t", "toaster"], "unknown target 'toaster' (targets: android-arm64,"),
+        ([LENET5, "-t", "x86-64", "--passes", "fold-everything"], "unknown pass 'fold-everything' (passes:"),
+        ([LENET5, "-t", "x86-64", "--passes", "fold-constants{speed=11}"], "has no option 'speed'"),
+        ([LENET5, "-t", "x86-64", "--passes", "fold-constants{max_growth_bytes=lots}"], "'lots' is not an integer"),
+        ([LENET5, "-t", "x86-64", "--passes", "fold-constants{"], "malformed pipeline text at column 16"),
+        ([LENET5, "-t", "x86-64", "-O", "7"], "unknown optimization level '7'"),
+        ([LENET5, "-t", "x86-64", "--backend", "coreml"], "unknown backend 'coreml'"),
+        ([LENET5, "-t", "x86-64", "--input-shape", "input=1xfoo"], "expected NAME=DIMxDIMx"),
+        ([LENET5, "-t", "x86-64", "--inputs", "nope.npz"], "nope.npz: no such file"),
+        ([LENET5], "the following arguments are required: --target"),
+        (
+            [LENET5, "-t", "x86-64", "--plugin", str(PLUGINS / "broken_on_import.py")],
+            "failed to import: RuntimeError: this plugin cannot find its config",
+        ),
+        ([LENET5, "-t", "x86-64", "--plugin", "no_such_plugin_module"], "plugin no_such_plugin_module: no module"),
+        (
+            [LENET5, "-t", "x86-64", "--plugin", str(PLUGINS / "raises_in_pass.py"), "--passes", "explode"],
+            "pass 'explode' raised KeyError: 'weights'",
+        ),
+        (["zoo:nonexistent", "-t", "x86-64"], "unknown model 'zoo:nonexistent'"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
     assert main(argv + ["-o", str(out)]) == 2
@@ -201,12 +227,14 @@ def test_the_console_script_prints_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     bad = tmp_path / "bad.onnx"
     bad.write_text("garbage")
-    proc = subprocess.run([sys.executable, "-m", "edgec", str(bad), "-t", "x86-64"], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgec", str(bad), "-t", "x86-64"], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("edgec: error:")
-    debug = subprocess.run([sys.executable, "-m", "edgec", str(bad), "-t", "x86-64", "--debug"],
-                           capture_output=True, text=True, env=env)
+    debug = subprocess.run(
+        [sys.executable, "-m", "edgec", str(bad), "-t", "x86-64", "--debug"], capture_output=True, text=True, env=env
+    )
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 
 

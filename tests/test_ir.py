@@ -25,8 +25,9 @@ def test_save_load_round_trip_keeps_outputs_and_metadata(tmp_path):
 def test_old_opset_is_upgraded_into_the_supported_range(tmp_path):
     # Opset 11 Squeeze takes axes as an attribute; opset 13 takes them as an input.
     node = helper.make_node("Squeeze", ["x"], ["y"], axes=[1])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [2, 1, 3])],
-                              [helper.make_tensor_value_info("y", 1, [2, 3])])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", 1, [2, 1, 3])], [helper.make_tensor_value_info("y", 1, [2, 3])]
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     onnx.save(proto, tmp_path / "old.onnx")
     model = ir.load(tmp_path / "old.onnx")
@@ -78,11 +79,14 @@ def test_missing_external_data_is_a_clear_error(tmp_path):
         ir.load(tmp_path / "m.onnx")
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"hello, this is a text file\n", "not an ONNX model"),
-    (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not an ONNX model"),
-    (b"", "not an ONNX model"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"hello, this is a text file\n", "not an ONNX model"),
+        (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not an ONNX model"),
+        (b"", "not an ONNX model"),
+    ],
+)
 def test_files_that_are_not_models(tmp_path, content, message):
     path = tmp_path / "bad.onnx"
     path.write_bytes(content)
@@ -105,12 +109,19 @@ def test_subgraph_weights_are_stored_once():
     """onnx-graphsurgeon copies an outer initializer into each subgraph that reads it."""
     w = numpy_helper.from_array(np.arange(1000, dtype=np.float32), "w")
     branch = lambda name: helper.make_graph(  # noqa: E731
-        [helper.make_node("Add", ["x", "w"], [f"{name}_y"])], name, [],
-        [helper.make_tensor_value_info(f"{name}_y", 1, [1000])])
+        [helper.make_node("Add", ["x", "w"], [f"{name}_y"])],
+        name,
+        [],
+        [helper.make_tensor_value_info(f"{name}_y", 1, [1000])],
+    )
     node = helper.make_node("If", ["c"], ["y"], then_branch=branch("a"), else_branch=branch("b"))
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("c", 9, []),
-                                            helper.make_tensor_value_info("x", 1, [1000])],
-                              [helper.make_tensor_value_info("y", 1, [1000])], [w])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("c", 9, []), helper.make_tensor_value_info("x", 1, [1000])],
+        [helper.make_tensor_value_info("y", 1, [1000])],
+        [w],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model = ir.from_proto(proto)
     assert model.to_onnx().ByteSize() < proto.ByteSize() + 200

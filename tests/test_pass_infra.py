@@ -35,20 +35,23 @@ def test_options_convert_from_pipeline_text():
 def test_spec_prints_every_option_and_round_trips():
     p = ExamplePass(bits=4, skip=("conv1",))
     text = str(p.spec(full=True))
-    assert text == "example-pass{ratio=0.5,bits=4,enabled=true,scope=layer,skip=[conv1],label=\"\"}"
+    assert text == 'example-pass{ratio=0.5,bits=4,enabled=true,scope=layer,skip=[conv1],label=""}'
     again = ExamplePass.from_options(pipeline_text.parse(text)[0].option_dict())
     assert again == p
     assert str(p.spec(full=False)) == "example-pass{bits=4,skip=[conv1]}"
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"nope": "1"}, "has no option 'nope' (options: ratio, bits, enabled, scope, skip, label)"),
-    ({"bits": "eight"}, "'eight' is not an integer"),
-    ({"ratio": "x"}, "'x' is not a number"),
-    ({"enabled": "maybe"}, "'maybe' is not a boolean"),
-    ({"scope": "model"}, "'model' is not one of layer, global"),
-    ({"bits": ("1", "2")}, "expected a single value"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"nope": "1"}, "has no option 'nope' (options: ratio, bits, enabled, scope, skip, label)"),
+        ({"bits": "eight"}, "'eight' is not an integer"),
+        ({"ratio": "x"}, "'x' is not a number"),
+        ({"enabled": "maybe"}, "'maybe' is not a boolean"),
+        ({"scope": "model"}, "'model' is not one of layer, global"),
+        ({"bits": ("1", "2")}, "expected a single value"),
+    ],
+)
 def test_bad_options_name_the_pass_and_the_valid_choices(options, message):
     with pytest.raises(PipelineError, match="example-pass") as err:
         ExamplePass.from_options(options)
@@ -66,13 +69,16 @@ def test_tolerance_comes_from_the_pass_or_its_numerics():
     assert Plain().check_tolerance() == LOSSY_DEFAULT
 
 
-@pytest.mark.parametrize("body,message", [
-    ("summary = 'x'", "kebab-case `name`"),
-    ("name = 'Bad_Name'\n    summary = 'x'", "kebab-case `name`"),
-    ("name = 'no-summary'", "one-line `summary`"),
-    ("name = 'bad-numerics'\n    summary = 'x'\n    numerics = 'lossy'", "Numerics member"),
-    ("name = 'no-default'\n    summary = 'x'\n    bits: int", "needs a default"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("summary = 'x'", "kebab-case `name`"),
+        ("name = 'Bad_Name'\n    summary = 'x'", "kebab-case `name`"),
+        ("name = 'no-summary'", "one-line `summary`"),
+        ("name = 'bad-numerics'\n    summary = 'x'\n    numerics = 'lossy'", "Numerics member"),
+        ("name = 'no-default'\n    summary = 'x'\n    bits: int", "needs a default"),
+    ],
+)
 def test_declaration_mistakes_fail_at_class_creation(body, message):
     with pytest.raises(TypeError, match=message):
         exec(f"class P(Pass):\n    {body}\n", {"Pass": Pass, "Numerics": Numerics})

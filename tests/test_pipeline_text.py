@@ -45,10 +45,21 @@ def test_empty_text_is_an_empty_pipeline():
     assert pipeline_text.parse("") == [] and pipeline_text.parse("   ") == []
 
 
-@pytest.mark.parametrize("text,column", [
-    ("a,,b", 3), ("a{", 3), ("a{x}", 4), ("a{x=}", 5), ("a{x=1", 6), ("a b", 3), ("a{x=1,x=2}", None),
-    ('a{x="open}', 5), ("a{x=[1,2}", 9), (",a", 1),
-])
+@pytest.mark.parametrize(
+    "text,column",
+    [
+        ("a,,b", 3),
+        ("a{", 3),
+        ("a{x}", 4),
+        ("a{x=}", 5),
+        ("a{x=1", 6),
+        ("a b", 3),
+        ("a{x=1,x=2}", None),
+        ('a{x="open}', 5),
+        ("a{x=[1,2}", 9),
+        (",a", 1),
+    ],
+)
 def test_malformed_text_names_the_column(text, column):
     with pytest.raises(PipelineError) as err:
         pipeline_text.parse(text)

@@ -18,6 +18,7 @@ class _EntryPoint:
 def _fake_entry_points(found):
     def entry_points(group):
         return [ep for g, ep in found if g == group]
+
     return entry_points
 
 
@@ -25,8 +26,11 @@ def test_a_broken_installed_plugin_warns_and_explains_itself_when_used(monkeypat
     def broken():
         raise ImportError("No module named 'vendor_sdk'")
 
-    monkeypatch.setattr(metadata, "entry_points", _fake_entry_points(
-        [("edgec.passes", _EntryPoint("vendor-fuse", "vendor_pkg.passes:Fuse", broken))]))
+    monkeypatch.setattr(
+        metadata,
+        "entry_points",
+        _fake_entry_points([("edgec.passes", _EntryPoint("vendor-fuse", "vendor_pkg.passes:Fuse", broken))]),
+    )
     registry = Registry()  # must not raise
     assert any("vendor_pkg.passes:Fuse" in w and "vendor_sdk" in w for w in registry.warnings)
     assert registry.build_pipeline("fold-constants")  # everything else still works
@@ -41,10 +45,16 @@ def test_installed_targets_and_passes_register(monkeypatch):
     board = replace(base, name="my-board", description="a custom board")
     from tests.plugins.round_weights import RoundWeightsPass
 
-    monkeypatch.setattr(metadata, "entry_points", _fake_entry_points([
-        ("edgec.targets", _EntryPoint("boards", "pkg:boards", lambda: (lambda: [board]))),
-        ("edgec.passes", _EntryPoint("round-weights", "pkg:Round", lambda: RoundWeightsPass)),
-    ]))
+    monkeypatch.setattr(
+        metadata,
+        "entry_points",
+        _fake_entry_points(
+            [
+                ("edgec.targets", _EntryPoint("boards", "pkg:boards", lambda: lambda: [board])),
+                ("edgec.passes", _EntryPoint("round-weights", "pkg:Round", lambda: RoundWeightsPass)),
+            ]
+        ),
+    )
     registry = Registry()
     assert registry.target("my-board").description == "a custom board"
     assert registry.build_pipeline("round-weights{decimals=1}")[0].decimals == 1
@@ -58,7 +68,8 @@ def test_a_plugin_may_not_silently_replace_a_builtin(tmp_path):
         "    name = 'fold-constants'\n"
         "    summary = 'pretends to fold'\n"
         "    def run(self, graph, ctx):\n"
-        "        return PassResult(False)\n")
+        "        return PassResult(False)\n"
+    )
     with pytest.raises(PluginError, match="pass 'fold-constants' is already defined by edgec"):
         Registry(entry_points=False).load_plugin(str(plugin))
 

@@ -6,8 +6,18 @@ import pytest
 from edgec import targets
 from edgec.errors import EdgecError
 
-REQUIRED = ["jetson-nano", "jetson-orin-nano", "raspberry-pi-4", "raspberry-pi-5", "coral-edgetpu", "intel-ncs2",
-            "x86-64", "android-arm64", "esp32-s3", "arduino-nano-33-ble"]
+REQUIRED = [
+    "jetson-nano",
+    "jetson-orin-nano",
+    "raspberry-pi-4",
+    "raspberry-pi-5",
+    "coral-edgetpu",
+    "intel-ncs2",
+    "x86-64",
+    "android-arm64",
+    "esp32-s3",
+    "arduino-nano-33-ble",
+]
 
 
 def test_every_required_device_has_a_complete_profile():
@@ -54,15 +64,25 @@ def test_host_profile_is_refined_from_this_machine():
     assert host.compute[0].peak_gops["int8"] >= 2 * host.compute[0].peak_gops["fp32"]
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"ram": "lots"}, "is not like '4 GiB'"),
-    ({"bogus": 1}, "unknown field"),
-    ({"quant_scheme": "magic"}, "quant_scheme must be one of"),
-    ({"precisions": {"onnx": ["fp8"]}}, "unknown precision"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"ram": "lots"}, "is not like '4 GiB'"),
+        ({"bogus": 1}, "unknown field"),
+        ({"quant_scheme": "magic"}, "quant_scheme must be one of"),
+        ({"precisions": {"onnx": ["fp8"]}}, "unknown precision"),
+    ],
+)
 def test_malformed_profiles_are_rejected_with_the_field(change, message):
-    base = {"description": "d", "cpu": {"triple": "t", "model": "m", "cores": 1, "freq_ghz": 1.0},
-            "ram": "1 MiB", "memory_bandwidth_gbps": 1.0, "compute": [{"unit": "cpu", "name": "c", "peak_gops": {"fp32": 1}}],
-            "backends": ["onnx"], "precisions": {"onnx": ["fp32"]}, "quant_scheme": "onnx"}
+    base = {
+        "description": "d",
+        "cpu": {"triple": "t", "model": "m", "cores": 1, "freq_ghz": 1.0},
+        "ram": "1 MiB",
+        "memory_bandwidth_gbps": 1.0,
+        "compute": [{"unit": "cpu", "name": "c", "peak_gops": {"fp32": 1}}],
+        "backends": ["onnx"],
+        "precisions": {"onnx": ["fp32"]},
+        "quant_scheme": "onnx",
+    }
     with pytest.raises(EdgecError, match=message):
         targets.from_dict("custom", {**base, **change})

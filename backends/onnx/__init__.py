@@ -16,8 +16,9 @@ class OnnxBackend(Backend):
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         files = ir.save(model, out_dir / "model.onnx")
-        return Artifact(self.name, Path("model.onnx"), [f.relative_to(out_dir) for f in files],
-                        info={"opset": model.opset})
+        return Artifact(
+            self.name, Path("model.onnx"), [f.relative_to(out_dir) for f in files], info={"opset": model.opset}
+        )
 
     def runner(self, artifact: Artifact, out_dir: Path) -> Runner:
         # Full graph optimizations, as a deployed onnxruntime session would run the file.

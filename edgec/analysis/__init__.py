@@ -65,29 +65,63 @@ def human_count(n: int) -> str:
 
 def format_text(info: dict) -> str:
     """The human-readable form of inspect_model's result: tables, not paragraphs."""
-    lines = [f"model     {info['model']}  (opset {info['opset']}{', ' + info['producer'] if info['producer'] else ''})",
-             f"precision {info['precision']}", ""]
-    lines.append(_table(["", "name", "dtype", "shape"],
-                        [["input", s["name"], s["dtype"], _shape(s["shape"])] for s in info["inputs"]]
-                        + [["output", s["name"], s["dtype"], _shape(s["shape"])] for s in info["outputs"]]))
-    lines += ["", f"parameters {info['params']['count']:,} ({human_bytes(info['params']['bytes'])}); "
-                  f"file {human_bytes(info['file_bytes'])}",
-              f"MACs       {info['macs']['total']:,} ({human_count(info['macs']['total'])}) per inference",
-              f"peak activation memory {human_bytes(info['peak_activation_memory']['bytes'])} "
-              f"(at {info['peak_activation_memory']['node']})", ""]
+    lines = [
+        f"model     {info['model']}  (opset {info['opset']}{', ' + info['producer'] if info['producer'] else ''})",
+        f"precision {info['precision']}",
+        "",
+    ]
+    lines.append(
+        _table(
+            ["", "name", "dtype", "shape"],
+            [["input", s["name"], s["dtype"], _shape(s["shape"])] for s in info["inputs"]]
+            + [["output", s["name"], s["dtype"], _shape(s["shape"])] for s in info["outputs"]],
+        )
+    )
+    lines += [
+        "",
+        f"parameters {info['params']['count']:,} ({human_bytes(info['params']['bytes'])}); "
+        f"file {human_bytes(info['file_bytes'])}",
+        f"MACs       {info['macs']['total']:,} ({human_count(info['macs']['total'])}) per inference",
+        f"peak activation memory {human_bytes(info['peak_activation_memory']['bytes'])} "
+        f"(at {info['peak_activation_memory']['node']})",
+        "",
+    ]
     total = max(info["macs"]["total"], 1)
-    rows = [[(layer["scope"].replace("|", "/") + layer["name"])[-48:], layer["op"], f"{layer['macs']:,}",
-             f"{100 * layer['macs'] / total:.1f}%", f"{layer['params']:,}", _shape(layer["output_shape"])]
-            for layer in info["macs"]["layers"]]
+    rows = [
+        [
+            (layer["scope"].replace("|", "/") + layer["name"])[-48:],
+            layer["op"],
+            f"{layer['macs']:,}",
+            f"{100 * layer['macs'] / total:.1f}%",
+            f"{layer['params']:,}",
+            _shape(layer["output_shape"]),
+        ]
+        for layer in info["macs"]["layers"]
+    ]
     lines += [_table(["layer", "op", "MACs", "share", "params", "output"], rows), ""]
     lines += [_table(["op", "count"], [[op, str(n)] for op, n in info["ops"].items()]), ""]
     fit_rows = []
     for f in info["fit"]:
         latency = "-" if f["latency_ms"] is None else f"{f['latency_ms']:.3g} ms ({f['bound']})"
-        flash = "streamed" if f["flash_available"] is None else f"{human_bytes(f['flash_needed'])}/{human_bytes(f['flash_available'])}"
-        fit_rows.append([f["target"], "yes" if f["fits"] else "NO", f"{human_bytes(f['ram_needed'])}/{human_bytes(f['ram_available'])}",
-                         flash, latency, f["unit"] or "-", f["note"]])
-    lines.append(_table(["target", "fits", "RAM need/have", "flash need/have", "est. latency", "unit", "note"], fit_rows))
+        flash = (
+            "streamed"
+            if f["flash_available"] is None
+            else f"{human_bytes(f['flash_needed'])}/{human_bytes(f['flash_available'])}"
+        )
+        fit_rows.append(
+            [
+                f["target"],
+                "yes" if f["fits"] else "NO",
+                f"{human_bytes(f['ram_needed'])}/{human_bytes(f['ram_available'])}",
+                flash,
+                latency,
+                f["unit"] or "-",
+                f["note"],
+            ]
+        )
+    lines.append(
+        _table(["target", "fits", "RAM need/have", "flash need/have", "est. latency", "unit", "note"], fit_rows)
+    )
     lines += [f"note: {n}" for n in info["notes"]]
     return "\n".join(lines)
 

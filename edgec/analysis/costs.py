@@ -79,7 +79,11 @@ def _params(node: gs.Node) -> tuple[int, int]:
     count = nbytes = 0
     for tensor in node.inputs:
         value = constant_value(tensor) if isinstance(tensor, gs.Constant) else None
-        if value is not None and value.size > 1 and (np.issubdtype(value.dtype, np.floating) or node.op == "DequantizeLinear"):
+        if (
+            value is not None
+            and value.size > 1
+            and (np.issubdtype(value.dtype, np.floating) or node.op == "DequantizeLinear")
+        ):
             count += value.size
             nbytes += value.nbytes
     return count, nbytes
@@ -98,17 +102,23 @@ def _collect(graph: gs.Graph, scope: str, costs: list[LayerCost]) -> None:
         name = node.name or f"{node.op}_{index}"
         params, weight_bytes = _params(node)
         out = node.outputs[0] if node.outputs else None
-        costs.append(LayerCost(
-            name=name,
-            op=node.op,
-            macs=node_macs(node),
-            params=params,
-            weight_bytes=weight_bytes,
-            input_bytes=sum(tensor_bytes(t) for t in node.inputs if not isinstance(t, gs.Constant) and not t.is_empty()),
-            output_bytes=sum(tensor_bytes(t) for t in node.outputs if not t.is_empty()),
-            output_shape=None if out is None or out.shape is None else [d if isinstance(d, int) else str(d) for d in out.shape],
-            scope=scope,
-        ))
+        costs.append(
+            LayerCost(
+                name=name,
+                op=node.op,
+                macs=node_macs(node),
+                params=params,
+                weight_bytes=weight_bytes,
+                input_bytes=sum(
+                    tensor_bytes(t) for t in node.inputs if not isinstance(t, gs.Constant) and not t.is_empty()
+                ),
+                output_bytes=sum(tensor_bytes(t) for t in node.outputs if not t.is_empty()),
+                output_shape=None
+                if out is None or out.shape is None
+                else [d if isinstance(d, int) else str(d) for d in out.shape],
+                scope=scope,
+            )
+        )
         for attr, sub in node.attrs.items():
             if isinstance(sub, gs.Graph):
                 _collect(sub, f"{scope}{name}|{attr}|", costs)

@@ -74,8 +74,14 @@ def estimate_latency(costs: list[LayerCost], target: Target, precision: str, byt
     return total, ("compute" if compute_time >= memory_time else "memory"), unit
 
 
-def fit(costs: list[LayerCost], target: Target, precision: str, peak_activation_bytes: int,
-        weight_bytes: int, file_bytes: int) -> Fit:
+def fit(
+    costs: list[LayerCost],
+    target: Target,
+    precision: str,
+    peak_activation_bytes: int,
+    weight_bytes: int,
+    file_bytes: int,
+) -> Fit:
     # Microcontrollers execute weights from flash; Linux-class devices load them into RAM.
     ram_needed = peak_activation_bytes + (0 if target.weights_in_flash else weight_bytes)
     ram_available = target.ram_bytes + target.external_ram_bytes
@@ -85,11 +91,25 @@ def fit(costs: list[LayerCost], target: Target, precision: str, peak_activation_
     seconds, bound, unit = estimate_latency(costs, target, runs_as, scale) if runs_as else (None, "n/a", None)
     notes = []
     if runs_as is None:
-        notes.append(f"no {precision} compute unit (runs: {', '.join(sorted({p for u in target.compute for p in u.peak_gops}))})")
+        notes.append(
+            f"no {precision} compute unit (runs: {', '.join(sorted({p for u in target.compute for p in u.peak_gops}))})"
+        )
     elif runs_as != precision:
         notes.append(f"runs as {runs_as}")
     if target.ram_bytes < ram_needed <= ram_available:
         notes.append("needs external RAM (PSRAM)")
-    return Fit(target.name, runs_as or precision, unit.unit if unit else None, unit.name if unit else None,
-               ram_needed, ram_available, file_bytes, target.flash_bytes, ram_needed <= ram_available, fits_flash,
-               None if seconds is None else seconds * 1e3, bound, "; ".join(notes))
+    return Fit(
+        target.name,
+        runs_as or precision,
+        unit.unit if unit else None,
+        unit.name if unit else None,
+        ram_needed,
+        ram_available,
+        file_bytes,
+        target.flash_bytes,
+        ram_needed <= ram_available,
+        fits_flash,
+        None if seconds is None else seconds * 1e3,
+        bound,
+        "; ".join(notes),
+    )

@@ -41,9 +41,11 @@ def load(
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if text.startswith(ZOO_PREFIX):
-            return _load_zoo(text[len(ZOO_PREFIX):], input_shapes)
+            return _load_zoo(text[len(ZOO_PREFIX) :], input_shapes)
         return Loaded(load_path(Path(text), input_shapes, input_dtypes))
-    raise ModelLoadError(f"cannot compile a {type(source).__name__}: give a path, a zoo: name, an ONNX proto or a torch module")
+    raise ModelLoadError(
+        f"cannot compile a {type(source).__name__}: give a path, a zoo: name, an ONNX proto or a torch module"
+    )
 
 
 def load_path(path: Path, input_shapes=None, input_dtypes=None) -> ir.Model:
@@ -82,5 +84,6 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _is_torch_module(obj: Any) -> bool:
-    return any(c.__module__.startswith("torch.") and c.__name__ in ("Module", "ScriptModule")
-               for c in type(obj).__mro__)
+    return any(
+        c.__module__.startswith("torch.") and c.__name__ in ("Module", "ScriptModule") for c in type(obj).__mro__
+    )

@@ -49,8 +49,9 @@ def from_module(
     elif isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
-    input_names = list(input_names or [f"input{i}" if len(example_inputs) > 1 else "input"
-                                       for i in range(len(example_inputs))])
+    input_names = list(
+        input_names or [f"input{i}" if len(example_inputs) > 1 else "input" for i in range(len(example_inputs))]
+    )
     module.eval()
     dynamic_axes = None
     if dynamic_batch:
@@ -62,18 +63,27 @@ def from_module(
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                module, example_inputs, buffer, input_names=input_names, output_names=output_names,
-                opset_version=EXPORT_OPSET, dynamo=(exporter == "dynamo"), dynamic_axes=dynamic_axes,
+                module,
+                example_inputs,
+                buffer,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=EXPORT_OPSET,
+                dynamo=(exporter == "dynamo"),
+                dynamic_axes=dynamic_axes,
                 do_constant_folding=fold_in_exporter,
             )
         except Exception as exc:
-            raise ModelLoadError(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+            raise ModelLoadError(
+                f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            ) from exc
     proto = onnx.load_from_string(buffer.getvalue())
     return ir.from_proto(proto, source=type(module).__name__)
 
 
-def load_torchscript(path: str | os.PathLike, input_shapes: Mapping[str, Sequence[int]],
-                     input_dtypes: Mapping[str, str] | None = None) -> ir.Model:
+def load_torchscript(
+    path: str | os.PathLike, input_shapes: Mapping[str, Sequence[int]], input_dtypes: Mapping[str, str] | None = None
+) -> ir.Model:
     """A TorchScript archive (torch.jit.save) exported with one shape per forward() argument."""
     torch = _torch()
     path = Path(path)

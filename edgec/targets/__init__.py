@@ -59,8 +59,13 @@ class Target:
         return {
             "name": self.name,
             "description": self.description,
-            "cpu": {"triple": self.cpu.triple, "model": self.cpu.model, "cores": self.cpu.cores,
-                    "freq_ghz": self.cpu.freq_ghz, "features": list(self.cpu.features)},
+            "cpu": {
+                "triple": self.cpu.triple,
+                "model": self.cpu.model,
+                "cores": self.cpu.cores,
+                "freq_ghz": self.cpu.freq_ghz,
+                "features": list(self.cpu.features),
+            },
             "ram_bytes": self.ram_bytes,
             "external_ram_bytes": self.external_ram_bytes,
             "flash_bytes": self.flash_bytes,
@@ -86,8 +91,21 @@ def parse_size(text: str | int, where: str) -> int:
 def from_dict(name: str, data: Mapping[str, Any], where: str = "target") -> Target:
     """Build a Target from one profile table, rejecting unknown keys and precisions."""
     where = f"{where} '{name}'"
-    known = {"description", "cpu", "ram", "external_ram", "flash", "weights_in_flash", "memory_bandwidth_gbps",
-             "compute", "backends", "precisions", "quant_scheme", "notes", "detect_host"}
+    known = {
+        "description",
+        "cpu",
+        "ram",
+        "external_ram",
+        "flash",
+        "weights_in_flash",
+        "memory_bandwidth_gbps",
+        "compute",
+        "backends",
+        "precisions",
+        "quant_scheme",
+        "notes",
+        "detect_host",
+    }
     unknown = set(data) - known
     if unknown:
         raise EdgecError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -145,12 +163,15 @@ def refine_for_host(target: Target) -> Target:
     peaks = {"fp32": round(fp32, 1), "int8": round(fp32 * int8_factor, 1)}
     if "avx512_bf16" in flags or "amx_bf16" in flags:
         peaks["bf16"] = round(fp32 * 2, 1)
-    features = tuple(f"+{f}" for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-                     if f in flags)
+    features = tuple(
+        f"+{f}" for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags
+    )
     unit = replace(target.compute[0], name=f"{cores}-core {_cpu_model() or 'x86-64'} @ {ghz:.2f} GHz", peak_gops=peaks)
     return replace(
         target,
-        cpu=replace(target.cpu, cores=cores, freq_ghz=round(ghz, 2), features=features, model=_cpu_model() or target.cpu.model),
+        cpu=replace(
+            target.cpu, cores=cores, freq_ghz=round(ghz, 2), features=features, model=_cpu_model() or target.cpu.model
+        ),
         ram_bytes=_mem_total() or target.ram_bytes,
         compute=(unit,),
     )

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from edgec.graph_utils import (NameGen, absorb_into_producer, constant_value, only_consumer, optional_constant,
-                                set_constant_input)
+from edgec.graph_utils import (
+    NameGen,
+    absorb_into_producer,
+    constant_value,
+    only_consumer,
+    optional_constant,
+    set_constant_input,
+)
 from edgec.ir import iter_graphs
 from edgec.pass_infra import Pass, PassContext, PassResult
 

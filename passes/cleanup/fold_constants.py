@@ -11,7 +11,14 @@ from edgec.ir import Model, iter_graphs
 from edgec.pass_infra import Pass, PassContext, PassResult
 
 # Folding these would freeze one random draw into the model.
-NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+NONDETERMINISTIC = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
 _CONSTANT_ATTRS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
 
 
@@ -158,8 +165,7 @@ def _run_region(graph: gs.Graph, nodes: list[gs.Node], known: dict[str, np.ndarr
         outputs = [tensors.setdefault(t.name, gs.Variable(t.name)) for t in node.outputs]
         copies.append(gs.Node(node.op, node.name, dict(node.attrs), inputs, outputs, domain=node.domain))
     produced = [t for node in copies for t in node.outputs if not t.is_empty()]
-    sub = gs.Graph(nodes=copies, inputs=[], outputs=produced, opset=graph.opset,
-                   import_domains=graph.import_domains)
+    sub = gs.Graph(nodes=copies, inputs=[], outputs=produced, opset=graph.opset, import_domains=graph.import_domains)
     session = runner.make_session(Model(sub))
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, {})))

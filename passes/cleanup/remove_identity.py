@@ -19,8 +19,9 @@ class RemoveIdentityPass(Pass):
             for node in list(g.nodes):
                 if node.op in removed and _is_passthrough(g, node) and bypass(g, node, node.inputs[0]):
                     removed[node.op] += 1
-        return PassResult(any(removed.values()), {"identity_removed": removed["Identity"],
-                                                  "dropout_removed": removed["Dropout"]})
+        return PassResult(
+            any(removed.values()), {"identity_removed": removed["Identity"], "dropout_removed": removed["Dropout"]}
+        )
 
 
 def _is_passthrough(graph: gs.Graph, node: gs.Node) -> bool:

@@ -47,7 +47,9 @@ def _replacement(node: gs.Node) -> tuple[np.ndarray, list[gs.Node], gs.Tensor] |
     if shape is None:
         return None
     if node.op == "Size":
-        return (np.asarray(int(np.prod(shape)), dtype=np.int64), [node], node.outputs[0]) if _all_static(shape) else None
+        return (
+            (np.asarray(int(np.prod(shape)), dtype=np.int64), [node], node.outputs[0]) if _all_static(shape) else None
+        )
     dims = list(shape)[slice(node.attrs.get("start", 0), node.attrs.get("end", len(shape)))]
     if _all_static(dims):
         return np.asarray(dims, dtype=np.int64), [node], node.outputs[0]

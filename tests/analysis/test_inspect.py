@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from edgec import ir
@@ -62,9 +61,18 @@ def test_peak_memory_from_liveness():
 
 def test_roofline_picks_the_binding_resource():
     unit = ComputeUnit("cpu", "toy", {"fp32": 1.0})  # 1 GOPS
-    target = Target("toy", "toy", Cpu("t", "m", 1, 1.0), ram_bytes=10_000, flash_bytes=100_000,
-                    memory_bandwidth_gbps=1.0, compute=(unit,), backends=("onnx",), precisions={"onnx": ("fp32",)},
-                    quant_scheme="onnx")
+    target = Target(
+        "toy",
+        "toy",
+        Cpu("t", "m", 1, 1.0),
+        ram_bytes=10_000,
+        flash_bytes=100_000,
+        memory_bandwidth_gbps=1.0,
+        compute=(unit,),
+        backends=("onnx",),
+        precisions={"onnx": ("fp32",)},
+        quant_scheme="onnx",
+    )
     b = GraphBuilder()
     x = b.input("x", [1, 100])
     b.output(b.op("MatMul", [x, b.weight(100, 100)]))  # 10,000 MACs = 20,000 ops; 40,800 bytes

@@ -46,8 +46,13 @@ def test_module_with_example_inputs_matches_torch():
 def test_compile_api_takes_a_module(tmp_path):
     module = _module()
     image, scale = torch.randn(1, 3, 16, 16), torch.tensor([1.0])
-    result = edgec.compile(module, target="raspberry-pi-5", opt="2", output_dir=tmp_path / "o",
-                           example_inputs={"image": image, "scale": scale})
+    result = edgec.compile(
+        module,
+        target="raspberry-pi-5",
+        opt="2",
+        output_dir=tmp_path / "o",
+        example_inputs={"image": image, "scale": scale},
+    )
     assert result.ok and result.report["final_check"]["max_rel_err"] <= 1e-5
     assert "BatchNormalization" not in op_counts(result.model)
     with torch.no_grad():

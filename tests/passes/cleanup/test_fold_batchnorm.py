@@ -7,8 +7,12 @@ from tests.helpers import GraphBuilder, apply, assert_equivalent, op_counts
 
 def _bn(b: GraphBuilder, x: str, channels: int) -> str:
     rng = b.rng
-    params = [rng.uniform(0.5, 2.0, channels), rng.standard_normal(channels), rng.standard_normal(channels),
-              rng.uniform(0.1, 3.0, channels)]
+    params = [
+        rng.uniform(0.5, 2.0, channels),
+        rng.standard_normal(channels),
+        rng.standard_normal(channels),
+        rng.uniform(0.1, 3.0, channels),
+    ]
     return b.op("BatchNormalization", [x] + [b.const(p.astype(np.float32)) for p in params], epsilon=1e-3)
 
 

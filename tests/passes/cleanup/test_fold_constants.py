@@ -28,8 +28,11 @@ def test_folds_constant_chain_and_constant_nodes():
 def test_keeps_results_that_would_grow_the_file():
     b = GraphBuilder()
     x = b.input("x", [1000, 1000])
-    big = b.op("ConstantOfShape", [b.const(np.array([1000, 1000], np.int64))],
-               value=__import__("onnx").numpy_helper.from_array(np.array([1.0], np.float32)))
+    big = b.op(
+        "ConstantOfShape",
+        [b.const(np.array([1000, 1000], np.int64))],
+        value=__import__("onnx").numpy_helper.from_array(np.array([1.0], np.float32)),
+    )
     b.output(b.op("Add", [x, big]))
     model = b.model()
 

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from edgec.passes.cleanup.fuse_bias_add import FuseBiasAddPass

@@ -14,8 +14,12 @@ C, H, W = 4, 6, 6
 
 def _bn(b, x, channels):
     rng = b.rng
-    params = [rng.uniform(0.5, 2, channels), rng.standard_normal(channels), rng.standard_normal(channels),
-              rng.uniform(0.1, 2, channels)]
+    params = [
+        rng.uniform(0.5, 2, channels),
+        rng.standard_normal(channels),
+        rng.standard_normal(channels),
+        rng.uniform(0.1, 2, channels),
+    ]
     return b.op("BatchNormalization", [x] + [b.const(p.astype(np.float32)) for p in params])
 
 
@@ -51,15 +55,17 @@ def reshape_chain(b, x):
 
 def shape_chain_reshape(b, x):
     batch = b.op("Gather", [b.op("Shape", [x]), b.const(np.array(0, np.int64))], axis=0)
-    target = b.op("Concat", [b.op("Unsqueeze", [batch, b.const(np.array([0], np.int64))]),
-                             b.const(np.array([C, H * W], np.int64))], axis=0)
+    target = b.op(
+        "Concat",
+        [b.op("Unsqueeze", [batch, b.const(np.array([0], np.int64))]), b.const(np.array([C, H * W], np.int64))],
+        axis=0,
+    )
     flat = b.op("Reshape", [x, target])
     return b.op("Reshape", [b.op("Tanh", [flat]), b.const(np.array([1, C, H, W], np.int64))])
 
 
 def constant_subgraph(b, x):
-    scale = b.op("Mul", [b.const(b.rng.uniform(0.5, 1.5, (1, C, 1, 1)).astype(np.float32)),
-                         b.const(np.float32(2.0))])
+    scale = b.op("Mul", [b.const(b.rng.uniform(0.5, 1.5, (1, C, 1, 1)).astype(np.float32)), b.const(np.float32(2.0))])
     return b.op("Mul", [x, b.op("Sqrt", [scale])])
 
 
@@ -73,8 +79,18 @@ def dead_branch(b, x):
     return b.op("LeakyRelu", [x], alpha=0.1)
 
 
-BLOCKS = [conv_bn_relu, conv_add_bias, identity_dropout, transpose_roundtrip, transpose_pair, reshape_chain,
-          shape_chain_reshape, constant_subgraph, duplicate_weights, dead_branch]
+BLOCKS = [
+    conv_bn_relu,
+    conv_add_bias,
+    identity_dropout,
+    transpose_roundtrip,
+    transpose_pair,
+    reshape_chain,
+    shape_chain_reshape,
+    constant_subgraph,
+    duplicate_weights,
+    dead_branch,
+]
 
 
 def head(b, x, kind):

@@ -8,8 +8,11 @@ from tests.helpers import GraphBuilder, apply, assert_equivalent, op_counts
 def _flatten_by_shape_chain(b: GraphBuilder, x: str) -> str:
     """Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])): how exporters spell Flatten."""
     batch = b.op("Gather", [b.op("Shape", [x]), b.const(np.array(0, np.int64))], axis=0)
-    target = b.op("Concat", [b.op("Unsqueeze", [batch, b.const(np.array([0], np.int64))]),
-                             b.const(np.array([-1], np.int64))], axis=0)
+    target = b.op(
+        "Concat",
+        [b.op("Unsqueeze", [batch, b.const(np.array([0], np.int64))]), b.const(np.array([-1], np.int64))],
+        axis=0,
+    )
     return b.op("Reshape", [x, target])
 
 

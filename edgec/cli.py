@@ -221,9 +221,8 @@ def cmd_targets(argv: Sequence[str]) -> int:
         peaks = "; ".join(f"{u.unit} " + " ".join(f"{k} {v:g}" for k, v in u.peak_gops.items()) for u in t.compute)
         print(f"{t.name:<22} {t.description}")
         flash = human_bytes(t.flash_bytes) if t.flash_bytes else "none (host-loaded)"
-        print(
-            f"{'':<22} RAM {human_bytes(t.ram_bytes)}, flash {flash}, {t.memory_bandwidth_gbps:g} GB/s; peak GOPS: {peaks}"
-        )
+        print(f"{'':<22} RAM {human_bytes(t.ram_bytes)}, flash {flash}, {t.memory_bandwidth_gbps:g} GB/s")
+        print(f"{'':<22} peak GOPS: {peaks}")
         print(f"{'':<22} backends {', '.join(t.backends)}; int8 scheme {t.quant_scheme}")
         for note in t.notes:
             print(f"{'':<22} note: {note}")

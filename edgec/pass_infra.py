@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import re
@@ -79,8 +80,13 @@ class Pass:
         if not isinstance(cls.numerics, Numerics):
             raise TypeError(f"{where}: `numerics` must be a Numerics member, not {cls.numerics!r}")
         for option, annotation in cls.__dict__.get("__annotations__", {}).items():
-            if not option.startswith("_") and "ClassVar" not in str(annotation) and not hasattr(cls, option):
+            if option.startswith("_") or "ClassVar" in str(annotation):
+                continue
+            if not hasattr(cls, option):
                 raise TypeError(f"{where}: option '{option}' needs a default value")
+            default = getattr(cls, option)
+            if isinstance(default, (list, dict, set)):  # each instance gets its own copy
+                setattr(cls, option, dataclasses.field(default_factory=lambda value=default: copy.copy(value)))
         dataclasses.dataclass(cls)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:

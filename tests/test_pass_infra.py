@@ -58,6 +58,19 @@ def test_bad_options_name_the_pass_and_the_valid_choices(options, message):
     assert message in str(err.value)
 
 
+def test_list_defaults_are_copied_per_instance():
+    class WithList(Pass):
+        name = "with-list"
+        summary = "x"
+        skip: list[str] = ["conv1"]
+
+    a, b = WithList(), WithList()
+    a.skip.append("fc")
+    assert b.skip == ["conv1"]
+    assert WithList.from_options({"skip": ("a", "b")}).skip == ["a", "b"]
+    assert str(WithList().spec()) == "with-list{skip=[conv1]}"
+
+
 def test_tolerance_comes_from_the_pass_or_its_numerics():
     assert ExamplePass().check_tolerance() == Tolerance(min_cosine=0.9)
 

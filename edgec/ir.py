@@ -16,6 +16,9 @@ from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get
 
 from edgec.errors import EdgecError, ModelLoadError
 
+# gs logs "[W] ..." lines (missing `colored`, unknown dtypes) on stdout; edgec reports for itself.
+gs.G_LOGGER.severity = gs.G_LOGGER.ERROR
+
 # Opset 13 is where Squeeze/Unsqueeze/Split take their axes as inputs and most ops reached their
 # current form, so passes only handle one spelling of each op. 21 is the newest opset that every
 # backend edgec lowers to (onnxruntime, OpenVINO, TVM's relax frontend) accepts.
@@ -43,27 +46,41 @@ class Model:
         """The model as ONNX. Inferred shapes of intermediates are left out unless asked for:
         runtimes trust value_info when they plan memory, and ONNX inference can get If outputs
         wrong when the branches differ in rank (silero-vad), so only the interface keeps shapes."""
-        proto = gs.export_onnx(self.graph, do_type_check=False)
-        _hoist_shared_initializers(proto.graph)
-        if not value_info:
-            _drop_inferred_shapes(proto.graph, top=True)
-        # gs leaves the IR version unset for graphs built by hand; use the oldest one that
-        # still carries this opset, so older runtimes keep loading the file.
-        needed = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
-        proto.ir_version = max(proto.ir_version if self.graph.ir_version else 0, needed)
+        proto = export_graph(self.graph, value_info)
         del proto.metadata_props[:]
         for key, value in sorted(self.metadata.items()):
             proto.metadata_props.add(key=key, value=value)
         return proto
 
     def copy(self) -> "Model":
-        return Model(self.graph.copy(), dict(self.metadata), self.source)
+        graph = self.graph.copy()
+        # gs's Variable.copy() forgets a tensor's kind (sequence/optional/map become tensors).
+        for original, copied in zip(iter_graphs(self.graph), iter_graphs(graph)):
+            kinds = {t.name: t.type for t in original.tensors().values() if isinstance(t, gs.Variable)}
+            for tensor in copied.tensors().values():
+                if isinstance(tensor, gs.Variable) and tensor.name in kinds:
+                    tensor.type = kinds[tensor.name]
+        return Model(graph, dict(self.metadata), self.source)
 
     def input_specs(self) -> list[dict]:
         return [tensor_spec(t) for t in self.graph.inputs]
 
     def output_specs(self) -> list[dict]:
         return [tensor_spec(t) for t in self.graph.outputs]
+
+
+def export_graph(graph: gs.Graph, value_info: bool = False) -> onnx.ModelProto:
+    """A gs graph as the ModelProto edgec writes (see Model.to_onnx), without metadata."""
+    proto = gs.export_onnx(graph, do_type_check=False)
+    _hoist_shared_initializers(proto.graph)
+    if not value_info:
+        _drop_inferred_shapes(proto.graph, top=True)
+    # At least the IR version that carries this opset: an upgraded IR-3 model would otherwise
+    # still demand that every initializer is also a graph input. Older is kept where it suffices,
+    # so older runtimes keep loading the file.
+    needed = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    proto.ir_version = max(proto.ir_version if graph.ir_version else 0, needed)
+    return proto
 
 
 def tensor_spec(tensor: gs.Tensor) -> dict:

@@ -168,4 +168,5 @@ def _run_region(graph: gs.Graph, nodes: list[gs.Node], known: dict[str, np.ndarr
     sub = gs.Graph(nodes=copies, inputs=[], outputs=produced, opset=graph.opset, import_domains=graph.import_domains)
     session = runner.make_session(Model(sub))
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {})))
+    # Sequences and maps come back as lists and dicts: only tensors become initializers.
+    return {n: v for n, v in zip(names, session.run(names, {})) if isinstance(v, np.ndarray)}

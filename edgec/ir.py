@@ -13,11 +13,12 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import shape_inference, version_converter
 from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get_onnx_tensor_shape
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from edgec.errors import EdgecError, ModelLoadError
 
 # gs logs "[W] ..." lines (missing `colored`, unknown dtypes) on stdout; edgec reports for itself.
-gs.G_LOGGER.severity = gs.G_LOGGER.ERROR
+G_LOGGER.severity = G_LOGGER.ERROR
 
 # Opset 13 is where Squeeze/Unsqueeze/Split take their axes as inputs and most ops reached their
 # current form, so passes only handle one spelling of each op. 21 is the newest opset that every

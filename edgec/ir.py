@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -15,6 +14,7 @@ from onnx import shape_inference, version_converter
 from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get_onnx_tensor_shape
 from onnx_graphsurgeon.logger import G_LOGGER
 
+from edgec import external_data
 from edgec.errors import EdgecError, ModelLoadError
 
 # gs logs "[W] ..." lines (missing `colored`, unknown dtypes) on stdout; edgec reports for itself.
@@ -26,9 +26,8 @@ G_LOGGER.severity = G_LOGGER.ERROR
 MIN_OPSET = 13
 MAX_OPSET = 21
 
-# Protobuf cannot serialize a message over 2 GiB; past this size weights go to a side file.
+# Protobuf cannot serialize a message over 2 GiB (see edgec.external_data for large models).
 PROTOBUF_LIMIT = 2**31 - 1
-EXTERNAL_DATA_SUFFIX = ".data"
 
 
 @dataclass
@@ -47,6 +46,11 @@ class Model:
         """The model as ONNX. Inferred shapes of intermediates are left out unless asked for:
         runtimes trust value_info when they plan memory, and ONNX inference can get If outputs
         wrong when the branches differ in rank (silero-vad), so only the interface keeps shapes."""
+        if external_data.needed(self.graph):
+            raise EdgecError(f"{self.source}: too large for one protobuf; write it with edgec.ir.save")
+        return self._proto(value_info)
+
+    def _proto(self, value_info: bool = False) -> onnx.ModelProto:
         proto = export_graph(self.graph, value_info)
         del proto.metadata_props[:]
         for key, value in sorted(self.metadata.items()):
@@ -208,23 +212,24 @@ def _all_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
 
 
 def _infer(proto: onnx.ModelProto, strip: bool = False) -> onnx.ModelProto:
-    """Shape inference; `strip` drops stale value_info first (after a shape change)."""
+    """Shape inference; `strip` drops stale value_info first (after a shape change). The proto is
+    always small here: large weights are external references (see edgec.external_data)."""
     if strip:
         _strip_value_info(proto.graph)
     try:
-        if proto.ByteSize() < PROTOBUF_LIMIT:
-            return shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
-            onnx.save(proto, src, save_as_external_data=True, location="in.onnx" + EXTERNAL_DATA_SUFFIX)
-            shape_inference.infer_shapes_path(src, dst, strict_mode=False, data_prop=True)
-            inferred = onnx.load(dst, load_external_data=False)
-            onnx.external_data_helper.load_external_data_for_model(inferred, tmp)
-            return inferred
+        return shape_inference.infer_shapes(proto, strict_mode=False, data_prop=_may_propagate(proto))
     except Exception:
         # Inference is best effort: custom domains and some real-world graphs defeat it, and
         # every pass that needs a shape checks that it has one.
         return proto
+
+
+def _may_propagate(proto: onnx.ModelProto) -> bool:
+    """ONNX data propagation treats every 1-D tensor as a shape and materializes its values;
+    on a 1-D tensor of 200M elements it exhausted 24 GB. Real shape tensors are tiny."""
+    dims = [list(t.dims) for t in _all_initializers(proto.graph)]
+    dims += [[d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in proto.graph.input]
+    return not any(len(d) == 1 and d[0] > 65536 for d in dims)
 
 
 def _hoist_shared_initializers(graph: onnx.GraphProto) -> None:
@@ -280,7 +285,7 @@ def _strip_value_info(graph: onnx.GraphProto) -> None:
 def infer_shapes(model_or_graph: Model | gs.Graph) -> None:
     """Re-run ONNX shape inference and write the results into the graph's tensors in place."""
     graph = model_or_graph.graph if isinstance(model_or_graph, Model) else model_or_graph
-    proto = gs.export_onnx(graph, do_type_check=False)
+    proto = export_skeleton(graph) if external_data.needed(graph) else gs.export_onnx(graph, do_type_check=False)
     inferred = _infer(proto, strip=True)
     _copy_shapes(graph, inferred.graph)
 
@@ -303,32 +308,28 @@ def _copy_shapes(graph: gs.Graph, proto_graph: onnx.GraphProto) -> None:
 # --- saving ---------------------------------------------------------------------------------
 
 
-def save(model: Model, path: str | os.PathLike, external_threshold: int = PROTOBUF_LIMIT) -> list[Path]:
-    """Write the model; weights go to `<name>.data` beside it when the file would pass the limit.
+def save(model: Model, path: str | os.PathLike) -> list[Path]:
+    """Write the model; a large one keeps its weights in `<name>.data` beside it.
 
     Returns every file written, so bundles can hash them.
     """
     path = Path(path)
-    proto = model.to_onnx()
-    if proto.ByteSize() < external_threshold:
-        onnx.save(proto, str(path))
-        return [path]
-    location = path.name + EXTERNAL_DATA_SUFFIX
-    data_path = path.with_name(location)
-    if data_path.exists():
-        data_path.unlink()  # external data is appended to, never truncated
-    onnx.save(
-        proto,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=location,
-        size_threshold=1024,
-    )
-    return [path, data_path]
+    if external_data.needed(model.graph):
+        return external_data.save(model._proto, model.graph, path)
+    onnx.save(model.to_onnx(), str(path))
+    return [path]
+
+
+def export_skeleton(graph: gs.Graph) -> onnx.ModelProto:
+    """The graph with large weights as unwritten external references: enough for shapes."""
+    return external_data.skeleton(lambda: export_graph(graph), graph)[0]
 
 
 def serialized_size(model: Model) -> int:
+    """Bytes of the model as saved (the .onnx file plus its weight file, for large models)."""
+    if external_data.needed(model.graph):
+        proto, outside = external_data.skeleton(model._proto, model.graph)
+        return proto.ByteSize() + outside
     return model.to_onnx().ByteSize()
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgec import ir
+from edgec import external_data, ir
 
 # edgec reports runtime failures itself, in one line; onnxruntime would also print them in red.
 ort.set_default_logger_severity(4)
@@ -44,14 +44,14 @@ def make_session(
     providers = ["CPUExecutionProvider"]
     if isinstance(model, (str, os.PathLike)):
         return ort.InferenceSession(str(model), options, providers=providers)
+    if isinstance(model, ir.Model) and external_data.needed(model.graph):
+        # A large model reaches onnxruntime as a file with its weights beside it; onnxruntime
+        # has read them when the session exists, so the directory can go.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = ir.save(model, os.path.join(tmp, "model.onnx"))[0]
+            return ort.InferenceSession(str(path), options, providers=providers)
     proto = model.to_onnx() if isinstance(model, ir.Model) else model
-    if proto.ByteSize() < ir.PROTOBUF_LIMIT:
-        return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
-    # Past 2 GiB the model can only reach onnxruntime as a file with its weights beside it.
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        onnx.save(proto, path, save_as_external_data=True, location="model.onnx.data")
-        return ort.InferenceSession(path, options, providers=providers)
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
 
 
 def run(session: ort.InferenceSession, samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:

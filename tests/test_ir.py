@@ -3,9 +3,10 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from edgec import ir, runner
+import edgec
+from edgec import external_data, ir, runner
 from edgec.errors import EdgecError, ModelLoadError
-from tests.helpers import GraphBuilder, assert_equivalent, run
+from tests.helpers import GraphBuilder, assert_equivalent, linf_rel, run
 
 
 def test_save_load_round_trip_keeps_outputs_and_metadata(tmp_path):
@@ -52,28 +53,55 @@ def test_input_shapes_fix_dynamic_dims_and_reject_contradictions():
         ir.from_proto(b.proto(), input_shapes={"x": [4, 3, 1]})
 
 
-def test_external_data_past_the_size_limit(tmp_path):
+def test_external_data_past_the_size_limit(tmp_path, monkeypatch):
     """Models over 2 GiB keep their weights beside the .onnx file; the threshold is lowered
     here so the same code path runs on a 400 KB model."""
+    monkeypatch.setattr(external_data, "THRESHOLD", 100_000)
     b = GraphBuilder()
     x = b.input("x", [1, 256])
     b.output(b.op("MatMul", [x, b.weight(256, 400)]))
     model = b.model()
-    files = ir.save(model, tmp_path / "big.onnx", external_threshold=100_000)
+    files = ir.save(model, tmp_path / "big.onnx")
     assert [f.name for f in files] == ["big.onnx", "big.onnx.data"]
     assert (tmp_path / "big.onnx").stat().st_size < 10_000
     assert (tmp_path / "big.onnx.data").stat().st_size == 256 * 400 * 4
+    assert ir.serialized_size(model) == pytest.approx(256 * 400 * 4, rel=0.01)
     loaded = ir.load(tmp_path / "big.onnx")
-    assert_equivalent(model, loaded, rtol=0.0)
     session = runner.make_session(tmp_path / "big.onnx")
-    assert session.run(None, {"x": np.ones((1, 256), np.float32)})[0].shape == (1, 400)
+    x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
+    expected = session.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(list(runner.run_model(loaded, [{"x": x}])[0].values())[0], expected)
+    with pytest.raises(EdgecError, match="too large for one protobuf"):
+        loaded.to_onnx()
 
 
-def test_missing_external_data_is_a_clear_error(tmp_path):
+def test_large_model_compiles_end_to_end(tmp_path, monkeypatch):
+    """The whole build (load, passes with checks, shape inference, save) on the large-model path."""
+    monkeypatch.setattr(external_data, "THRESHOLD", 50_000)
+    b = GraphBuilder()
+    x = b.input("x", [2, 128])
+    y = b.op("MatMul", [b.op("Identity", [x]), b.weight(128, 256)])
+    y = b.op("Add", [y, b.op("Mul", [b.weight(256), b.const(np.float32(2))])])  # foldable bias
+    b.output(b.op("MatMul", [y, b.weight(256, 64)]))
+    path = tmp_path / "in.onnx"
+    ir.save(b.model(), path)
+    assert (tmp_path / "in.onnx.data").is_file()
+    result = edgec.compile(str(path), target="x86-64", opt="2", output_dir=tmp_path / "out")
+    assert result.ok and result.report["final_check"]["max_rel_err"] <= 1e-5
+    assert sorted(result.manifest["files"]) == ["model.onnx", "model.onnx.data", "report.json", "report.md"]
+    assert result.report["size_bytes"]["after"] >= (128 * 256 + 256 * 64) * 4
+    feeds = {"x": np.ones((2, 128), np.float32)}
+    original = runner.make_session(path).run(None, feeds)[0]
+    optimized = runner.make_session(tmp_path / "out" / "model.onnx").run(None, feeds)[0]
+    assert linf_rel(original, optimized) <= 1e-5
+
+
+def test_missing_external_data_is_a_clear_error(tmp_path, monkeypatch):
     b = GraphBuilder()
     x = b.input("x", [1, 64])
     b.output(b.op("MatMul", [x, b.weight(64, 64)]))
-    ir.save(b.model(), tmp_path / "m.onnx", external_threshold=1000)
+    monkeypatch.setattr(external_data, "THRESHOLD", 1000)
+    ir.save(b.model(), tmp_path / "m.onnx")
     (tmp_path / "m.onnx.data").unlink()
     with pytest.raises(ModelLoadError, match="external weight file missing"):
         ir.load(tmp_path / "m.onnx")

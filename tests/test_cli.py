@@ -83,6 +83,13 @@ def test_plugin_pass_runs_and_shows_in_pipeline_and_report(tmp_path, capsys):
     assert "round-weights" in capsys.readouterr().out
 
 
+def test_plugin_given_as_an_importable_module(tmp_path, capsys):
+    argv = [LENET5, "-t", "x86-64", "--plugin", "tests.plugins.round_weights", "--passes", "round-weights"]
+    assert main(argv + ["-o", str(tmp_path / "o"), "-q"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["pipeline"] == "round-weights{decimals=2}" and report["passes"][0]["modified"]
+
+
 def test_dump_dir_numbers_each_pass(tmp_path, capsys):
     dump = tmp_path / "dump"
     assert main([LENET5, "-t", "x86-64", "-O1", "-o", str(tmp_path / "o"), "--dump-dir", str(dump), "-q"]) == 0

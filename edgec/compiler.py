@@ -128,11 +128,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     check_samples, sample_source = _samples(work, loaded.zoo, inputs, num_samples, seed)
     out = Path(output_dir) if output_dir else default_output_dir(work.source, build.target.name)
 
-    before = {
-        "size": ir.serialized_size(work),
-        "params": ir.param_count(work.graph),
-        "nodes": sum(1 for _ in iter_nodes(work.graph)),
-    }
+    before = _measure(work)
     ctx = PassContext(
         target=build.target, samples=check_samples, warnings=list(build.notes), metadata=dict(work.metadata)
     )
@@ -141,11 +137,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
         ([ProgressDisplay()] if progress else []) + ([DumpIR(dump_dir)] if dump_dir else []) + [check, Timing()]
     )
     records = PassManager(build.passes, instruments).run(work, ctx)
-    after = {
-        "size": ir.serialized_size(work),
-        "params": ir.param_count(work.graph),
-        "nodes": sum(1 for _ in iter_nodes(work.graph)),
-    }
+    after = _measure(work)  # before the metadata below, so both sides count the same things
     work.metadata.update(
         {
             "edgec.version": edgec.__version__,
@@ -170,13 +162,9 @@ def compile(  # noqa: A001 - the public name mirrors the command
             records=records,
             final_check=check.final,
             backend_check=backend_check,
-            size_before=before["size"],
-            size_after=after["size"],
+            before=before,
+            after=after,
             artifact_bytes=artifact_bytes,
-            params_before=before["params"],
-            params_after=after["params"],
-            nodes_before=before["nodes"],
-            nodes_after=after["nodes"],
             samples={"count": len(check_samples), "source": sample_source},
             warnings=ctx.warnings,
             seconds=time.perf_counter() - start,
@@ -187,6 +175,15 @@ def compile(  # noqa: A001 - the public name mirrors the command
         bundle.write_json(stage.path / "manifest.json", manifest)
         stage.commit()
     return BuildResult(out, report, manifest, work, artifact)
+
+
+def _measure(model: ir.Model) -> dict[str, int]:
+    """The before/after numbers of the report: serialized bytes, parameters, nodes."""
+    return {
+        "size": ir.serialized_size(model),
+        "params": ir.param_count(model.graph),
+        "nodes": sum(1 for _ in iter_nodes(model.graph)),
+    }
 
 
 def default_output_dir(source: str, target: str) -> Path:

@@ -26,9 +26,6 @@ G_LOGGER.severity = G_LOGGER.ERROR
 MIN_OPSET = 13
 MAX_OPSET = 21
 
-# Protobuf cannot serialize a message over 2 GiB (see edgec.external_data for large models).
-PROTOBUF_LIMIT = 2**31 - 1
-
 
 @dataclass
 class Model:
@@ -105,7 +102,7 @@ def load(path: str | os.PathLike, input_shapes: Mapping[str, Sequence[int]] | No
         raise ModelLoadError(f"{path}: no such file")
     try:
         # Weights are attached only after the proto-level work: the checker, the version
-        # converter and shape inference all serialize the model and would fail past 2 GiB.
+        # converter and shape inference all serialize the model, and protobuf stops at 2 GiB.
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, but also RuntimeWarning-ish oddities
         raise ModelLoadError(f"{path}: not an ONNX model ({_first_line(exc)})") from exc

@@ -205,10 +205,10 @@ def test_bad_check_inputs_name_the_file(tmp_path, capsys):
     bad = tmp_path / "inputs.npz"
     np.savez(bad, input=np.full((1, 1, 28, 28), np.nan, np.float32))
     assert main([LENET5, "-t", "x86-64", "--inputs", str(bad), "-o", str(tmp_path / "o")]) == 2
-    assert f"{bad}: 'input' contains NaN or Inf" in _error_line(capsys)
-    np.savez(bad, image=np.zeros((1, 1, 28, 28), np.float32))
+    assert f"{bad}[0]: 'input' contains NaN or Inf" in _error_line(capsys)
+    np.savez(bad, image=np.zeros((1, 1, 28, 28), np.float32), mask=np.zeros(3))
     assert main([LENET5, "-t", "x86-64", "--inputs", str(bad), "-o", str(tmp_path / "o")]) == 2
-    assert "no array for input 'input' (has: image)" in _error_line(capsys)
+    assert "arrays image, mask do not match the inputs input" in _error_line(capsys)
 
 
 @pytest.mark.parametrize("shape,count", [((5, 1, 1, 28, 28), 5), ((5, 1, 28, 28), 1)])

@@ -34,6 +34,8 @@ class Backend:
     # The artifact runs on the backend's own kernels (fused, re-blocked), so it is held to a
     # float32-level budget against the IR rather than the 1e-5 of exact passes.
     tolerance: ClassVar[Tolerance] = Tolerance(max_rel_err=1e-4)
+    # The int8 layout its runtime fuses (see edgec.quant.scheme); -O int8 quantizes for it.
+    quant_scheme: ClassVar[str] = "onnx"
 
     def available(self) -> tuple[bool, str]:
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]

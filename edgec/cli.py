@@ -55,7 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="an .onnx file, a TorchScript .pt file, or zoo:NAME (see `edgec models`)")
     p.add_argument("--target", "-t", required=True, help="device profile (see `edgec targets`)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("-O", dest="opt", metavar="LEVEL", help="optimization preset: 0, 1, 2 (default 2)")
+    group.add_argument("-O", dest="opt", metavar="LEVEL", help="optimization preset: 0, 1, 2 (default), int8, fp16")
     group.add_argument("--passes", metavar="TEXT", help="explicit pipeline, e.g. 'fold-constants,fold-batchnorm'")
     p.add_argument("-o", "--output", type=Path, help="output directory (default build/<model>-<target>/)")
     p.add_argument("--backend", help="override the target's preferred backend")
@@ -78,6 +78,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="fix an input's shape (required for TorchScript)",
     )
     p.add_argument("--inputs", type=Path, metavar="FILE.npz", help="real inputs for the checks, keyed by input name")
+    p.add_argument("--calib", metavar="DATA", help="calibration data: .npz/.npy, a directory of arrays or images, "
+                   "plugin:FILE.py, or random:N")
+    p.add_argument("--preprocess", metavar="SPEC", help="image preprocessing for --calib images, e.g. "
+                   "resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225")
     p.add_argument("--samples", type=int, default=2, help="number of seeded random check inputs (default 2)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
@@ -108,6 +112,8 @@ def cmd_build(args) -> int:
         dump_dir=args.dump_dir,
         keep_going=args.keep_going,
         inputs=args.inputs,
+        calib=args.calib,
+        preprocess=args.preprocess,
         input_shapes=shapes or None,
         input_dtypes=dtypes or None,
         num_samples=args.samples,

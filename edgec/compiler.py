@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import edgec
-from edgec import bundle, frontends, ir, pipeline_text, presets, samples as sampling
+from edgec import bundle, calib, frontends, ir, pipeline_text, presets, samples as sampling
 from edgec.backend import Artifact, Backend
 from edgec.compare import Comparison, compare
 from edgec.errors import CheckFailed, EdgecError, PipelineError
@@ -66,7 +66,7 @@ def plan(
         registry.load_plugin(plugin)
     target_profile = target if isinstance(target, Target) else registry.target(target)
     chosen, notes = choose_backend(registry, target_profile, backend)
-    text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT)
+    text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme)
     legalize = chosen.legalize_passes(target_profile)
     full_text = ",".join(t for t in (text, legalize) if t)
     return Plan(registry, target_profile, chosen, registry.build_pipeline(full_text), notes + registry.warnings)
@@ -107,6 +107,8 @@ def compile(  # noqa: A001 - the public name mirrors the command
     dump_dir: str | Path | None = None,
     keep_going: bool = False,
     inputs: str | Path | Sequence[Mapping] | None = None,
+    calib: str | Path | None = None,
+    preprocess: str | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     input_dtypes: Mapping[str, str] | None = None,
     example_inputs: Any = None,
@@ -118,20 +120,31 @@ def compile(  # noqa: A001 - the public name mirrors the command
     """Compile `model` for `target` and write the bundle to `output_dir` (default build/<model>-<target>/).
 
     `model` is a path (.onnx, TorchScript .pt), "zoo:<name>", an onnx.ModelProto, an
-    edgec.ir.Model or a torch.nn.Module with `example_inputs`. Raises EdgecError on bad input and
-    CheckFailed when a numeric check fails (unless keep_going, which records it in the report).
+    edgec.ir.Model or a torch.nn.Module with `example_inputs`. `calib` is calibration data for
+    passes that need it (see edgec.calib), `preprocess` the image preprocessing spec for it.
+    Raises EdgecError on bad input and CheckFailed when a numeric check fails (unless
+    keep_going, which records it in the report).
     """
     start = time.perf_counter()
     build = plan(target, opt, passes, backend, plugins, registry)
     loaded = frontends.load(model, input_shapes, input_dtypes, example_inputs)
     work = loaded.model
-    check_samples, sample_source = _samples(work, loaded.zoo, inputs, num_samples, seed)
+    preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
+    calibration = _calibration(calib, work, preprocess, build)
+    check_samples, sample_source = _samples(work, loaded.zoo, inputs, calibration, num_samples, seed)
     out = Path(output_dir) if output_dir else default_output_dir(work.source, build.target.name)
 
     before = _measure(work)
     ctx = PassContext(
-        target=build.target, samples=check_samples, warnings=list(build.notes), metadata=dict(work.metadata)
+        target=build.target,
+        samples=check_samples,
+        calibration=calibration,
+        progress=progress,
+        warnings=list(build.notes),
+        metadata=dict(work.metadata),
     )
+    if calibration is not None and not calibration.representative:
+        ctx.warn(f"calibrating on {calibration.source}: accuracy will not be representative of real data")
     check = EquivalenceCheck(check_samples, keep_going=keep_going)
     instruments = (
         ([ProgressDisplay()] if progress else []) + ([DumpIR(dump_dir)] if dump_dir else []) + [check, Timing()]
@@ -171,7 +184,8 @@ def compile(  # noqa: A001 - the public name mirrors the command
         )
         bundle.write_json(stage.path / "report.json", report)
         (stage.path / "report.md").write_text(render_markdown(report))
-        manifest = _manifest(work, build, artifact, stage.path, [Path("report.json"), Path("report.md")])
+        manifest = _manifest(work, build, artifact, stage.path, [Path("report.json"), Path("report.md")], records,
+                             preprocess)
         bundle.write_json(stage.path / "manifest.json", manifest)
         stage.commit()
     return BuildResult(out, report, manifest, work, artifact)
@@ -191,11 +205,29 @@ def default_output_dir(source: str, target: str) -> Path:
     return Path("build") / f"{stem}-{target}"
 
 
-def _samples(model: ir.Model, zoo, inputs, count: int, seed: int) -> tuple[list[dict], str]:
+def _calibration(spec, model: ir.Model, preprocess, build: Plan):
+    needs = [p.name for p in build.passes if p.requires_calibration]
+    if spec is None:
+        if needs:
+            raise EdgecError(
+                f"{', '.join(needs)} needs calibration data: --calib DATA (.npz/.npy, a directory of arrays or "
+                "images, plugin:FILE.py), or --calib random:N to try it without real data"
+            )
+        return None
+    return calib.load(str(spec), model, preprocess)
+
+
+# Lossy checks judge top-1 agreement and SQNR: worth more than a couple of samples.
+CHECK_SAMPLES_FROM_CALIBRATION = 16
+
+
+def _samples(model: ir.Model, zoo, inputs, calibration, count: int, seed: int) -> tuple[list[dict], str]:
     if inputs is not None:
         if isinstance(inputs, (str, Path)):
             return sampling.load_samples(inputs, model), f"file {inputs}"
         return sampling.samples_from_arrays(sampling.stack(list(inputs)), model, "inputs"), "given"
+    if calibration is not None:
+        return calibration.take(max(count, CHECK_SAMPLES_FROM_CALIBRATION)), f"calibration ({calibration.source})"
     if zoo is not None and zoo.samples is not None:
         found = zoo.samples(count)
         if found:
@@ -216,18 +248,35 @@ def _check_backend(
 
 
 def _layout(tensor_name: str, model: ir.Model) -> str | None:
-    """Channels-first when an input feeds a convolution directly: ONNX's convention, recorded so
-    a device-side caller knows how to lay out its buffers."""
+    """Channels-first when an input feeds a convolution (through Q/DQ or Cast, if any): ONNX's
+    convention, recorded so a device-side caller knows how to lay out its buffers."""
+    readers = {}
     for node in iter_nodes(model.graph):
-        if node.op in ("Conv", "ConvTranspose") and node.inputs and node.inputs[0].name == tensor_name:
-            rank = len(node.inputs[0].shape or ())
-            return {3: "NCW", 4: "NCHW", 5: "NCDHW"}.get(rank)
+        for t in node.inputs:
+            readers.setdefault(t.name, []).append(node)
+    frontier, seen = [tensor_name], set()
+    while frontier:
+        name = frontier.pop()
+        seen.add(name)
+        for node in readers.get(name, []):
+            if node.op in ("Conv", "ConvTranspose") and node.inputs[0].name == name:
+                rank = len(model.graph.tensors()[tensor_name].shape or ())
+                return {3: "NCW", 4: "NCHW", 5: "NCDHW"}.get(rank)
+            if node.op in ("QuantizeLinear", "DequantizeLinear", "Cast", "Identity"):
+                frontier.extend(o.name for o in node.outputs if o.name not in seen)
     return None
 
 
-def _manifest(model: ir.Model, build: Plan, artifact: Artifact, root: Path, extra: list[Path]) -> dict:
+def _manifest(model: ir.Model, build: Plan, artifact: Artifact, root: Path, extra: list[Path], records,
+              preprocess) -> dict:
     def spec(s: dict) -> dict:
         return {**s, "layout": _layout(s["name"], model)}
+
+    inputs = [spec(s) for s in model.input_specs()]
+    if preprocess and len(inputs) == 1:
+        inputs[0]["preprocess"] = str(preprocess)
+    quantization = [{"pass": r.name, **{k: r.stats[k] for k in ("scheme", "activations", "calib") if k in r.stats}}
+                    for r in records if r.modified and r.numerics == "lossy"]
 
     return {
         "format": bundle.MANIFEST_FORMAT,
@@ -238,7 +287,8 @@ def _manifest(model: ir.Model, build: Plan, artifact: Artifact, root: Path, extr
         "backend": build.backend.name,
         "artifact": str(artifact.main),
         "pipeline": build.pipeline,
-        "inputs": [spec(s) for s in model.input_specs()],
+        "inputs": inputs,
+        "quantization": quantization,
         "outputs": [spec(s) for s in model.output_specs()],
         "files": bundle.file_table(root, list(artifact.files) + extra),
     }

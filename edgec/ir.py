@@ -369,14 +369,21 @@ def weights(graph: gs.Graph) -> list[np.ndarray]:
 
 def param_count(graph: gs.Graph) -> int:
     """Elements in floating-point constants (the trainable weights, not shape constants), plus
-    integer weights stored quantized (read by DequantizeLinear)."""
+    integer weights stored quantized (read by DequantizeLinear); quantization scales and zero
+    points are not parameters."""
     total = sum(int(a.size) for a in weights(graph) if np.issubdtype(a.dtype, np.floating))
-    quantized = [
-        c
-        for c in constants(graph).values()
-        if not np.issubdtype(c.values.dtype, np.floating) and _is_quantized_weight(c)
-    ]
-    return total + sum(int(c.values.size) for c in quantized)
+    for const in constants(graph).values():
+        if _is_quantization_param(const) and np.issubdtype(const.values.dtype, np.floating):
+            total -= int(const.values.size)
+        elif not np.issubdtype(const.values.dtype, np.floating) and _is_quantized_weight(const):
+            total += int(const.values.size)
+    return total
+
+
+def _is_quantization_param(const: gs.Constant) -> bool:
+    return bool(const.outputs) and all(
+        node.op in ("QuantizeLinear", "DequantizeLinear") and node.inputs[0] is not const for node in const.outputs
+    )
 
 
 def _is_quantized_weight(const: gs.Constant) -> bool:

@@ -45,6 +45,8 @@ class PassContext:
 
     target: Any = None  # edgec.targets.Target
     samples: list = field(default_factory=list)  # real or seeded inputs, as used by the checks
+    calibration: Any = None  # edgec.calib.CalibrationSet, from --calib
+    progress: bool = False  # passes with long loops show a progress bar
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -69,6 +71,8 @@ class Pass:
     numerics: ClassVar[Numerics] = Numerics.EXACT
     # The budget a lossy pass is checked against; None takes the numerics kind's default.
     tolerance: ClassVar[Tolerance | None] = None
+    # Passes that read ctx.calibration; the build refuses to start them without --calib.
+    requires_calibration: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -29,9 +29,21 @@ PRESETS = {
 }
 
 
-def expand(level: str) -> str:
-    """'2', 'O2' and '-O2' all name the same preset."""
+# Presets that change numerics: the full exact cleanup first (BatchNorm folded before quantizing,
+# so one int8 weight tensor stands for Conv+BN), then the lossy pass. The int8 scheme is the
+# backend's, so the same -O int8 builds TFLite's int8 for a Pi and TensorRT's for a Jetson.
+LOSSY_PRESETS = {
+    "int8": "quantize{{scheme={scheme}}}",
+    "fp16": "convert-fp16",
+}
+
+
+def expand(level: str, scheme: str = "onnx") -> str:
+    """'2', 'O2' and '-O2' all name the same preset; 'int8' and 'fp16' build on '2'."""
     key = level.removeprefix("-").removeprefix("O")
+    if key in LOSSY_PRESETS:
+        return PRESETS["2"] + "," + LOSSY_PRESETS[key].format(scheme=scheme)
     if key not in PRESETS:
-        raise PipelineError(f"unknown optimization level '{level}' (levels: {', '.join('-O' + k for k in PRESETS)})")
+        names = [f"-O{k}" for k in PRESETS] + [f"-O {k}" for k in LOSSY_PRESETS]
+        raise PipelineError(f"unknown optimization level '{level}' (levels: {', '.join(names)})")
     return PRESETS[key]

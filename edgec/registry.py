@@ -29,6 +29,7 @@ BUILTIN_PASSES = {
     "simplify-shapes": "edgec.passes.cleanup.simplify_shapes:SimplifyShapesPass",
     "cancel-transpose-reshape": "edgec.passes.cleanup.cancel_transpose_reshape:CancelTransposeReshapePass",
     "topological-sort": "edgec.passes.cleanup.topological_sort:TopologicalSortPass",
+    "quantize": "edgec.passes.quantize.quantize:QuantizePass",
 }
 BUILTIN_BACKENDS = {
     "onnx": "edgec.backends.onnx:OnnxBackend",

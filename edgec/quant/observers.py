@@ -1,0 +1,147 @@
+"""Activation statistics in bounded memory, and the ranges calibration methods derive from them.
+
+Each observed tensor keeps its exact min and max and a 2048-bin histogram over [-R, R]. When a
+batch exceeds R, R doubles (neighbouring bins merge) until it fits, so memory stays constant
+however many samples pass through. min-max, percentile, entropy (KL, as TensorRT's calibrator)
+and MSE ranges are all read off the same statistics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+BINS = 2048
+METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+class HistogramObserver:
+    def __init__(self, bins: int = BINS):
+        self.bins = bins
+        self.min = math.inf
+        self.max = -math.inf
+        self.limit = 0.0  # R: the histogram covers [-R, R]
+        self.hist = np.zeros(bins, np.float64)
+        self.count = 0
+
+    def update(self, values: np.ndarray) -> None:
+        x = np.asarray(values, np.float32).ravel()
+        if x.size == 0:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        self.count += x.size
+        needed = max(abs(lo), abs(hi))
+        if needed > self.limit:
+            self._grow(needed)
+        if self.limit == 0.0:  # every value so far is exactly 0
+            self.hist[self.bins // 2] += x.size
+            return
+        width = 2 * self.limit / self.bins
+        index = np.floor((x + np.float32(self.limit)) / np.float32(width)).astype(np.int64)
+        np.clip(index, 0, self.bins - 1, out=index)
+        self.hist += np.bincount(index, minlength=self.bins)
+
+    def _grow(self, needed: float) -> None:
+        if self.limit == 0.0:
+            zeros = self.hist.sum()
+            self.limit = needed
+            self.hist[:] = 0
+            if zeros:
+                self.hist[self.bins // 2] = zeros
+            return
+        factor = 2 ** math.ceil(math.log2(needed / self.limit))
+        # Old bin i (centre c_i) lands in the new bin that contains c_i.
+        old_width = 2 * self.limit / self.bins
+        centres = -self.limit + (np.arange(self.bins) + 0.5) * old_width
+        new_limit = self.limit * factor
+        target = np.floor((centres + new_limit) / (2 * new_limit / self.bins)).astype(np.int64)
+        merged = np.zeros(self.bins)
+        np.add.at(merged, np.clip(target, 0, self.bins - 1), self.hist)
+        self.hist, self.limit = merged, new_limit
+
+    # --- ranges -------------------------------------------------------------------------------
+
+    def edges(self) -> np.ndarray:
+        return np.linspace(-self.limit, self.limit, self.bins + 1)
+
+    def range(self, method: str, percentile: float = 99.99, levels: int = 256) -> tuple[float, float]:
+        """(lo, hi) for a calibration method; always within [min, max] and containing 0."""
+        if self.count == 0:
+            return 0.0, 0.0
+        if method == "minmax":
+            lo, hi = self.min, self.max
+        elif method == "percentile":
+            lo, hi = self._percentiles(percentile)
+        elif method == "entropy":
+            lo, hi = self._symmetric(_kl_threshold(self._abs_hist(), self.limit))
+        elif method == "mse":
+            lo, hi = self._symmetric(_mse_threshold(self._abs_hist(), self.limit, levels))
+        else:
+            raise ValueError(f"unknown calibration method {method!r} (methods: {', '.join(METHODS)})")
+        return min(lo, 0.0), max(hi, 0.0)
+
+    def _symmetric(self, threshold: float) -> tuple[float, float]:
+        return max(self.min, -threshold), min(self.max, threshold)
+
+    def _abs_hist(self) -> np.ndarray:
+        half = self.bins // 2
+        return self.hist[half:] + self.hist[:half][::-1]
+
+    def _percentiles(self, percentile: float) -> tuple[float, float]:
+        cdf = np.cumsum(self.hist) / self.hist.sum()
+        edges = self.edges()
+        tail = (100.0 - percentile) / 100.0
+        lo = edges[int(np.searchsorted(cdf, tail, side="left"))]
+        hi = edges[int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1]
+        return max(self.min, float(lo)), min(self.max, float(hi))
+
+
+def _kl_threshold(abs_hist: np.ndarray, limit: float, target_bins: int = 128) -> float:
+    """TensorRT's entropy calibration: the |x| threshold whose clipped, 128-level quantized
+    distribution has the least KL divergence from the observed one."""
+    bins = abs_hist.size
+    width = limit / bins
+    if abs_hist.sum() == 0:
+        return limit
+    best_divergence, best_i = math.inf, bins
+    total = abs_hist.sum()
+    for i in range(target_bins, bins + 1, 8):  # a stride of 8 bins: ~250 candidates
+        reference = abs_hist[:i].astype(np.float64).copy()
+        reference[i - 1] += abs_hist[i:].sum()  # clipped mass lands in the last bin
+        # Merge the first i bins into target_bins levels, then spread each level's mass evenly
+        # over the bins of that level that were non-empty.
+        level = (np.arange(i) * target_bins) // i
+        occupied = abs_hist[:i] > 0
+        sums = np.bincount(level, weights=abs_hist[:i], minlength=target_bins)
+        filled = np.bincount(level, weights=occupied, minlength=target_bins)
+        candidate = np.where(occupied, sums[level] / np.maximum(filled[level], 1), 0.0)
+        p = reference / total
+        q = candidate / candidate.sum()
+        mask = p > 0
+        divergence = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+        if divergence < best_divergence:
+            best_divergence, best_i = divergence, i
+    return (best_i + 0.5) * width
+
+
+def _mse_threshold(abs_hist: np.ndarray, limit: float, levels: int) -> float:
+    """The |x| clipping threshold that minimizes expected squared error: uniform rounding noise
+    (step^2 / 12) inside the range plus the clipping error of the values beyond it."""
+    bins = abs_hist.size
+    width = limit / bins
+    centres = (np.arange(bins) + 0.5) * width
+    total = abs_hist.sum()
+    if total == 0:
+        return limit
+    best_error, best_t = math.inf, limit
+    for i in range(16, bins + 1, 4):
+        t = i * width
+        step = 2 * t / (levels - 1)
+        inside = abs_hist[:i].sum() * step * step / 12.0
+        outside = float(np.sum(abs_hist[i:] * (centres[i:] - t) ** 2))
+        error = (inside + outside) / total
+        if error < best_error:
+            best_error, best_t = error, t
+    return best_t

@@ -1,0 +1,215 @@
+"""Where Q/DQ pairs go, with what parameters, and the rewrite that puts them there.
+
+Activations get QuantizeLinear -> DequantizeLinear on the tensors around quantized ops, placed
+the way onnxruntime and OpenVINO pattern-match them into int8 kernels: a Conv/Gemm/MatMul reads
+DQ'd inputs and an int8 weight through DQ, and writes into Q (a following Relu/Clip is absorbed
+by that Q's range, so the runtime drops it). Weights become int8 initializers + DequantizeLinear
+(per output channel), biases int32 with scale s_in * s_w. Graph outputs stay float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from edgec.graph_utils import NameGen, constant_value, is_graph_output
+from edgec.quant import scheme as schemes
+from edgec.quant.scheme import ABSORBED_ACTIVATIONS, COMPUTE_OPS, SHARED_OPS, Scheme
+
+
+@dataclass
+class Plan:
+    nodes: list[gs.Node]  # the quantized nodes
+    tensors: list[str]  # activations that get Q/DQ, in graph order
+    absorbed: dict[str, str] = field(default_factory=dict)  # compute output -> activation output it defers to
+
+
+def _is_float(tensor: gs.Tensor) -> bool:
+    dtype = tensor.dtype
+    return dtype is not None and not isinstance(dtype, int) and np.issubdtype(np.dtype(dtype), np.floating)
+
+
+def _activations(node: gs.Node) -> list[gs.Tensor]:
+    """The non-constant float inputs (the data, not shapes, axes or weights)."""
+    inputs = node.inputs[:1] if node.op in SHARED_OPS and node.op != "Concat" else node.inputs
+    return [t for t in inputs if not isinstance(t, gs.Constant) and not t.is_empty() and _is_float(t)]
+
+
+def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
+    """Decide which nodes and tensors to quantize (main graph; subgraphs stay float)."""
+    candidates = [n for n in graph.nodes
+                  if n.op in scheme.quantized_ops and n.name not in fallback and _activations(n)]
+    core = [n for n in candidates if n.op not in SHARED_OPS]
+    tensors: set[str] = set()
+    absorbed: dict[str, str] = {}
+    for node in core:
+        tensors.update(t.name for t in _activations(node))
+        if scheme.output_qdq:
+            for out in node.outputs:
+                if _is_float(out):
+                    tensors.add(out.name)
+    if scheme.output_qdq:
+        _absorb_activations(graph, core, tensors, absorbed)
+        _extend_through_shared_ops(graph, candidates, tensors)
+    for out in graph.outputs:  # the model's outputs stay float
+        tensors.discard(out.name)
+    quantized = [n for n in candidates if any(t.name in tensors for t in _activations(n) + list(n.outputs))]
+    order = {name: i for i, name in enumerate(graph.tensors())}
+    return Plan(quantized, sorted(tensors, key=lambda n: order.get(n, 0)), absorbed)
+
+
+def _absorb_activations(graph, core, tensors, absorbed) -> None:
+    """Conv -> Relu: quantize after the Relu only, so the runtime folds the Relu into the Q."""
+    for node in core:
+        if node.op not in COMPUTE_OPS + ("Add",):
+            continue
+        out = node.outputs[0]
+        if len(out.outputs) == 1 and not is_graph_output(graph, out):
+            follower = out.outputs[0]
+            if follower.op in ABSORBED_ACTIVATIONS and any(n is follower for n in core):
+                tensors.discard(out.name)
+                absorbed[out.name] = follower.outputs[0].name
+
+
+def _extend_through_shared_ops(graph, candidates, tensors) -> None:
+    """Reshape/MaxPool/Concat... stay int8 when their input is: their output gets Q/DQ too."""
+    changed = True
+    while changed:
+        changed = False
+        for node in candidates:
+            if node.op in SHARED_OPS and any(t.name in tensors for t in _activations(node)):
+                for out in node.outputs:
+                    if _is_float(out) and out.name not in tensors and not is_graph_output(graph, out):
+                        tensors.add(out.name)
+                        changed = True
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+def activation_ranges(graph: gs.Graph, plan_: Plan, ranges: dict[str, tuple[float, float]],
+                      scheme: Scheme) -> dict[str, tuple[np.float32, np.integer]]:
+    """Per-tensor (scale, zero point): calibrated ranges, tightened where an op bounds its output
+    (Relu, Clip), fixed where the scheme says so, and shared through rearranging ops."""
+    producers = {t.name: n for n in graph.nodes for t in n.outputs}
+    adjusted = dict(ranges)
+    for name, (lo, hi) in ranges.items():
+        node = producers.get(name)
+        if node is None:
+            continue
+        if node.op == "Relu":
+            adjusted[name] = (0.0, hi)
+        elif node.op == "Clip":
+            low, high = _clip_bounds(node)
+            adjusted[name] = (max(lo, low), min(hi, high))
+    params = {name: schemes.activation_params(lo, hi, scheme) for name, (lo, hi) in adjusted.items()}
+    for name in params:
+        node = producers.get(name)
+        if node is not None and node.op in scheme.fixed_outputs:
+            scale, zero_point = scheme.fixed_outputs[node.op]
+            params[name] = (np.float32(scale), scheme.np_dtype.type(zero_point))
+    _share(graph, plan_, params, adjusted, scheme)
+    return params
+
+
+def _clip_bounds(node: gs.Node) -> tuple[float, float]:
+    low = constant_value(node.inputs[1]) if len(node.inputs) > 1 and not node.inputs[1].is_empty() else None
+    high = constant_value(node.inputs[2]) if len(node.inputs) > 2 and not node.inputs[2].is_empty() else None
+    return (float(low) if low is not None else -np.inf, float(high) if high is not None else np.inf)
+
+
+def _share(graph, plan_, params, ranges, scheme) -> None:
+    """Rearranging ops output their input's parameters; Concat gives all its inputs and its output
+    one set (the union of their ranges), as TFLite requires and onnxruntime fuses best."""
+    for node in graph.nodes:  # topological: parameters flow forward
+        if node.op not in SHARED_OPS or not node.outputs or node.outputs[0].name not in params:
+            continue
+        inputs = [t for t in _activations(node) if t.name in params]
+        if not inputs:
+            continue
+        if node.op == "Concat":
+            names = [t.name for t in inputs] + [node.outputs[0].name]
+            lo = min(ranges.get(n, (0.0, 0.0))[0] for n in names)
+            hi = max(ranges.get(n, (0.0, 0.0))[1] for n in names)
+            shared = schemes.activation_params(lo, hi, scheme)
+            for name in names:
+                params[name] = shared
+        else:
+            for out in node.outputs:
+                if out.name in params:
+                    params[out.name] = params[inputs[0].name]
+
+
+# --- the rewrite --------------------------------------------------------------------------------
+
+
+def insert_activation_qdq(graph: gs.Graph, tensor: gs.Variable, scale, zero_point, names: NameGen) -> None:
+    """x -> QuantizeLinear -> DequantizeLinear -> (every former reader of x)."""
+    readers = list(tensor.outputs)
+    q_scale = gs.Constant(names(f"{tensor.name}_scale"), np.asarray(scale, np.float32))
+    q_zero = gs.Constant(names(f"{tensor.name}_zero_point"), np.asarray(zero_point))
+    quantized = gs.Variable(names(f"{tensor.name}_quantized"), dtype=np.asarray(zero_point).dtype, shape=tensor.shape)
+    restored = gs.Variable(names(f"{tensor.name}_dequantized"), dtype=tensor.dtype, shape=tensor.shape)
+    q = gs.Node("QuantizeLinear", names(f"{tensor.name}_QuantizeLinear"), inputs=[tensor, q_scale, q_zero],
+                outputs=[quantized])
+    dq = gs.Node("DequantizeLinear", names(f"{tensor.name}_DequantizeLinear"), inputs=[quantized, q_scale, q_zero],
+                 outputs=[restored])
+    for reader in readers:
+        for i, t in enumerate(reader.inputs):
+            if t is tensor:
+                reader.inputs[i] = restored
+    graph.nodes.extend([q, dq])
+
+
+def weight_axis(node: gs.Node, per_channel: bool) -> int | None:
+    """The output-channel axis of a node's weight, where per-channel scales go."""
+    if not per_channel:
+        return None
+    if node.op == "Conv":
+        return 0
+    if node.op == "ConvTranspose":
+        return 1 if int(node.attrs.get("group", 1)) == 1 else None
+    if node.op == "Gemm":
+        return 0 if int(node.attrs.get("transB", 0)) else 1
+    if node.op == "MatMul":
+        weight = constant_value(node.inputs[1])
+        return weight.ndim - 1 if weight is not None and weight.ndim >= 2 else None
+    return None
+
+
+def quantize_weight_input(graph: gs.Graph, node: gs.Node, index: int, axis: int | None, names: NameGen):
+    """Replace a float constant input by int8 + DequantizeLinear; returns the scale (or None)."""
+    weight = node.inputs[index]
+    values = constant_value(weight)
+    if values is None or not np.issubdtype(values.dtype, np.floating):
+        return None
+    q, scale = schemes.quantize_weights(values, axis)
+    _dequantized_input(graph, node, index, q, scale, np.zeros_like(scale, np.int8), axis, names,
+                       f"{weight.name}_quantized")
+    return scale
+
+
+def quantize_bias_input(graph, node, index, input_scale, weight_scale, names) -> bool:
+    bias = constant_value(node.inputs[index]) if index < len(node.inputs) else None
+    if bias is None or bias.ndim != 1 or weight_scale is None:
+        return False
+    weight_scale = np.broadcast_to(np.asarray(weight_scale, np.float32), bias.shape)
+    q, scale = schemes.quantize_bias(bias, input_scale, weight_scale)
+    _dequantized_input(graph, node, index, q, scale, np.zeros(scale.shape, np.int32), 0, names,
+                       f"{node.inputs[index].name}_quantized")
+    return True
+
+
+def _dequantized_input(graph, node, index, q, scale, zero_point, axis, names, base) -> None:
+    source = node.inputs[index]
+    stored = gs.Constant(names(base), q)
+    scale_c = gs.Constant(names(f"{base}_scale"), np.asarray(scale, np.float32))
+    zero_c = gs.Constant(names(f"{base}_zero_point"), np.asarray(zero_point))
+    restored = gs.Variable(names(f"{base}_dequantized"), dtype=source.dtype, shape=list(q.shape))
+    attrs = {"axis": int(axis)} if axis is not None and np.asarray(scale).ndim == 1 else {}
+    dq = gs.Node("DequantizeLinear", names(f"{base}_DequantizeLinear"), attrs=attrs,
+                 inputs=[stored, scale_c, zero_c], outputs=[restored])
+    node.inputs[index] = restored
+    graph.nodes.append(dq)

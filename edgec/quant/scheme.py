@@ -1,0 +1,115 @@
+"""Quantization schemes: what each backend's int8 kernels expect, as data.
+
+onnx/openvino  activations uint8 (or int8) asymmetric per tensor; weights int8 symmetric per
+               output channel; bias int32 (onnxruntime and OpenVINO fuse these Q/DQ patterns).
+tflite         the TFLite int8 spec: activations int8 asymmetric; weights int8 in [-127, 127]
+               symmetric, per channel; bias int32 with scale s_in * s_w; fixed output parameters
+               for Softmax/Sigmoid (1/256, -128) and Tanh (1/128, 0); Concat, pooling, Reshape,
+               Pad, Transpose keep their input's scale and zero point.
+tensorrt       symmetric int8 everywhere (zero point 0); Q/DQ only where TensorRT fuses them: on
+               the inputs of Conv/ConvTranspose/Gemm/MatMul (and residual Adds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgec.errors import EdgecError
+
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops whose output is a rearrangement (or a max) of the input: same scale and zero point.
+SHARED_OPS = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Concat", "Pad", "Slice",
+              "Split", "Resize", "DepthToSpace", "SpaceToDepth", "Gather")
+# Activations a producer's requantization can absorb (onnxruntime drops them when Q clamps alike).
+ABSORBED_ACTIVATIONS = ("Relu", "Clip")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    activation_dtype: str  # "uint8" or "int8"
+    symmetric_activations: bool
+    quantized_ops: tuple[str, ...]  # ops whose activation inputs and outputs get Q/DQ
+    output_qdq: bool = True  # False: Q/DQ only on inputs (TensorRT's explicit quantization)
+    fixed_outputs: dict = field(default_factory=dict)  # op -> (scale, zero point)
+
+    @property
+    def qrange(self) -> tuple[int, int]:
+        if self.activation_dtype == "uint8":
+            return 0, 255
+        return (-127, 127) if self.symmetric_activations else (-128, 127)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.activation_dtype)
+
+
+_ORT_OPS = COMPUTE_OPS + ("Add", "Mul", "AveragePool", "GlobalAveragePool", "Sigmoid", "LeakyRelu", "Softmax") + \
+    SHARED_OPS + ABSORBED_ACTIVATIONS
+
+SCHEMES = {
+    "onnx": Scheme("onnx", "uint8", False, _ORT_OPS),
+    "openvino": Scheme("openvino", "uint8", False, _ORT_OPS),
+    "tflite": Scheme(
+        "tflite", "int8", False,
+        COMPUTE_OPS + ("Add", "Mul", "AveragePool", "GlobalAveragePool", "Sigmoid", "Tanh", "Softmax",
+                       "LeakyRelu", "HardSwish", "ReduceMean") + SHARED_OPS + ABSORBED_ACTIVATIONS,
+        fixed_outputs={"Softmax": (1 / 256, -128), "Sigmoid": (1 / 256, -128), "Tanh": (1 / 128, 0)},
+    ),
+    "tensorrt": Scheme("tensorrt", "int8", True, COMPUTE_OPS + ("Add",), output_qdq=False),
+}
+
+
+def get(name: str, activation_dtype: str | None = None) -> Scheme:
+    if name not in SCHEMES:
+        raise EdgecError(f"unknown quantization scheme '{name}' (schemes: {', '.join(SCHEMES)})")
+    scheme = SCHEMES[name]
+    if activation_dtype and activation_dtype != scheme.activation_dtype:
+        if name in ("tflite", "tensorrt"):
+            raise EdgecError(f"scheme {name} requires {scheme.activation_dtype} activations")
+        scheme = Scheme(scheme.name, activation_dtype, scheme.symmetric_activations, scheme.quantized_ops,
+                        scheme.output_qdq, scheme.fixed_outputs)
+    return scheme
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+def activation_params(lo: float, hi: float, scheme: Scheme) -> tuple[np.float32, np.integer]:
+    """(scale, zero point) for a range; the range always contains 0, so 0 is exact."""
+    qmin, qmax = scheme.qrange
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if scheme.symmetric_activations:
+        bound = max(-lo, hi)
+        scale = bound / qmax if bound > 0 else 1.0
+        return np.float32(scale), scheme.np_dtype.type(0)
+    if hi - lo <= 0:
+        return np.float32(1.0), scheme.np_dtype.type(qmin if lo >= 0 else 0)
+    scale = (hi - lo) / (qmax - qmin)
+    zero_point = int(np.clip(round(qmin - lo / scale), qmin, qmax))
+    return np.float32(scale), scheme.np_dtype.type(zero_point)
+
+
+def quantize_weights(weights: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 in [-127, 127] per slice along `axis` (per tensor when None): (q, scale)."""
+    w = weights.astype(np.float64)
+    if axis is None:
+        bound = np.abs(w).max(initial=0.0)
+        scale = np.float32(bound / 127.0 if bound > 0 else 1.0)
+        return np.clip(np.round(w / scale), -127, 127).astype(np.int8), np.asarray(scale, np.float32)
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    bound = np.abs(moved).max(axis=1, initial=0.0)
+    scale = np.where(bound > 0, bound / 127.0, 1.0).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def quantize_bias(bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 bias with scale s_in * s_w (per output channel), zero point 0."""
+    scale = (np.float32(input_scale) * weight_scale.astype(np.float32)).astype(np.float32)
+    q = np.clip(np.round(bias.astype(np.float64) / scale.astype(np.float64)), -(2**31), 2**31 - 1)
+    return q.astype(np.int32), scale

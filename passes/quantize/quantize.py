@@ -1,0 +1,81 @@
+"""Calibrate activations and insert Q/DQ, with int8 weights and int32 biases, in a backend's scheme."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from edgec import ir
+from edgec.compare import Tolerance
+from edgec.graph_utils import NameGen, constant_value
+from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.quant import collect, qdq
+from edgec.quant import scheme as schemes
+from edgec.quant.scheme import COMPUTE_OPS
+
+
+class QuantizePass(Pass):
+    name = "quantize"
+    summary = "Calibrate activations and insert Q/DQ with int8 weights and int32 biases (scheme per backend)."
+    numerics = Numerics.LOSSY
+    # int8 keeps logits pointing the same way; accuracy itself is --max-drop's job.
+    tolerance = Tolerance(min_cosine=0.98, min_sqnr_db=12.0)
+    requires_calibration = True
+    scheme: Literal["onnx", "openvino", "tflite", "tensorrt"] = "onnx"
+    calib: Literal["minmax", "percentile", "entropy", "mse"] = "percentile"
+    percentile: float = 99.99
+    activations: Literal["", "uint8", "int8"] = ""  # "" takes the scheme's
+    per_channel: bool = True
+    fallback: tuple[str, ...] = ()  # node names kept in float
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        scheme = schemes.get(self.scheme, self.activations or None)
+        ir.infer_shapes(graph)
+        plan = qdq.plan(graph, scheme, set(self.fallback))
+        if not plan.nodes:
+            return PassResult(False, {"quantized_nodes": 0})
+        observers = collect.observe(ir.Model(graph), ctx.calibration, plan.tensors, ctx.progress)
+        levels = scheme.qrange[1] - scheme.qrange[0] + 1
+        ranges = {name: obs.range(self.calib, self.percentile, levels) for name, obs in observers.items()}
+        params = qdq.activation_ranges(graph, plan, ranges, scheme)
+        names = NameGen(graph)
+        weights_before = ir.param_bytes(graph)
+        for node in plan.nodes:  # weights first: biases need the input's scale, by its old name
+            self._quantize_constants(graph, node, params, scheme, names)
+        tensors = graph.tensors()
+        for name in plan.tensors:
+            if name in params:
+                qdq.insert_activation_qdq(graph, tensors[name], *params[name], names)
+        graph.toposort(recurse_subgraphs=False)
+        ops: dict[str, int] = {}
+        for node in plan.nodes:
+            ops[node.op] = ops.get(node.op, 0) + 1
+        return PassResult(True, {
+            "scheme": scheme.name,
+            "activations": scheme.activation_dtype,
+            "calib": self.calib,
+            "quantized_nodes": len(plan.nodes),
+            "quantized_ops": ops,
+            "activation_tensors": len(plan.tensors),
+            "fallback": list(self.fallback),
+            "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
+        })
+
+    def _quantize_constants(self, graph, node, params, scheme, names) -> None:
+        if node.op in COMPUTE_OPS:
+            input_params = params.get(node.inputs[0].name)
+            weight_scale = qdq.quantize_weight_input(graph, node, 1, qdq.weight_axis(node, self.per_channel), names)
+            has_bias = node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2
+            if has_bias and input_params is not None and scheme.output_qdq:
+                qdq.quantize_bias_input(graph, node, 2, input_params[0], weight_scale, names)
+        elif node.op in ("Add", "Mul") and scheme.output_qdq:
+            # A constant operand is quantized like an activation, so the op has an int8 kernel.
+            for index, tensor in enumerate(node.inputs):
+                values = constant_value(tensor) if isinstance(tensor, gs.Constant) else None
+                if values is not None and np.issubdtype(values.dtype, np.floating):
+                    scale, zero_point = schemes.activation_params(float(values.min()), float(values.max()), scheme)
+                    q = np.clip(np.round(values / scale) + zero_point, *scheme.qrange).astype(scheme.np_dtype)
+                    qdq._dequantized_input(graph, node, index, q, scale, zero_point, None, names,
+                                           f"{tensor.name}_quantized")

@@ -78,10 +78,17 @@ def _build_parser() -> argparse.ArgumentParser:
         help="fix an input's shape (required for TorchScript)",
     )
     p.add_argument("--inputs", type=Path, metavar="FILE.npz", help="real inputs for the checks, keyed by input name")
-    p.add_argument("--calib", metavar="DATA", help="calibration data: .npz/.npy, a directory of arrays or images, "
-                   "plugin:FILE.py, or random:N")
-    p.add_argument("--preprocess", metavar="SPEC", help="image preprocessing for --calib images, e.g. "
-                   "resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225")
+    p.add_argument(
+        "--calib",
+        metavar="DATA",
+        help="calibration data: .npz/.npy, a directory of arrays or images, plugin:FILE.py, or random:N",
+    )
+    p.add_argument(
+        "--preprocess",
+        metavar="SPEC",
+        help="image preprocessing for --calib images, e.g. "
+        "resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225",
+    )
     p.add_argument("--samples", type=int, default=2, help="number of seeded random check inputs (default 2)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import edgec
+from edgec.calib import preprocess as preprocessing
 from edgec import bundle, calib, frontends, ir, pipeline_text, presets, samples as sampling
 from edgec.backend import Artifact, Backend
 from edgec.compare import Comparison, compare
@@ -130,6 +131,8 @@ def compile(  # noqa: A001 - the public name mirrors the command
     loaded = frontends.load(model, input_shapes, input_dtypes, example_inputs)
     work = loaded.model
     preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
+    if isinstance(preprocess, str):
+        preprocess = preprocessing.parse(preprocess)  # errors early; the manifest gets the canonical text
     calibration = _calibration(calib, work, preprocess, build)
     check_samples, sample_source = _samples(work, loaded.zoo, inputs, calibration, num_samples, seed)
     out = Path(output_dir) if output_dir else default_output_dir(work.source, build.target.name)
@@ -184,8 +187,9 @@ def compile(  # noqa: A001 - the public name mirrors the command
         )
         bundle.write_json(stage.path / "report.json", report)
         (stage.path / "report.md").write_text(render_markdown(report))
-        manifest = _manifest(work, build, artifact, stage.path, [Path("report.json"), Path("report.md")], records,
-                             preprocess)
+        manifest = _manifest(
+            work, build, artifact, stage.path, [Path("report.json"), Path("report.md")], records, preprocess
+        )
         bundle.write_json(stage.path / "manifest.json", manifest)
         stage.commit()
     return BuildResult(out, report, manifest, work, artifact)
@@ -267,16 +271,20 @@ def _layout(tensor_name: str, model: ir.Model) -> str | None:
     return None
 
 
-def _manifest(model: ir.Model, build: Plan, artifact: Artifact, root: Path, extra: list[Path], records,
-              preprocess) -> dict:
+def _manifest(
+    model: ir.Model, build: Plan, artifact: Artifact, root: Path, extra: list[Path], records, preprocess
+) -> dict:
     def spec(s: dict) -> dict:
         return {**s, "layout": _layout(s["name"], model)}
 
     inputs = [spec(s) for s in model.input_specs()]
     if preprocess and len(inputs) == 1:
         inputs[0]["preprocess"] = str(preprocess)
-    quantization = [{"pass": r.name, **{k: r.stats[k] for k in ("scheme", "activations", "calib") if k in r.stats}}
-                    for r in records if r.modified and r.numerics == "lossy"]
+    quantization = [
+        {"pass": r.name, **{k: r.stats[k] for k in ("scheme", "activations", "calib") if k in r.stats}}
+        for r in records
+        if r.modified and r.numerics == "lossy"
+    ]
 
     return {
         "format": bundle.MANIFEST_FORMAT,

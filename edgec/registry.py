@@ -30,6 +30,7 @@ BUILTIN_PASSES = {
     "cancel-transpose-reshape": "edgec.passes.cleanup.cancel_transpose_reshape:CancelTransposeReshapePass",
     "topological-sort": "edgec.passes.cleanup.topological_sort:TopologicalSortPass",
     "quantize": "edgec.passes.quantize.quantize:QuantizePass",
+    "convert-fp16": "edgec.passes.quantize.convert_fp16:ConvertFp16Pass",
 }
 BUILTIN_BACKENDS = {
     "onnx": "edgec.backends.onnx:OnnxBackend",

@@ -55,8 +55,10 @@ def load_samples(path: str | Path, model: ir.Model) -> list[dict]:
 
 def samples_from_arrays(arrays: Mapping[str, np.ndarray], model: ir.Model, source: str) -> list[dict]:
     inputs = list(model.graph.inputs)
-    return [calib.check_sample(s, inputs, f"{source}[{i}]")
-            for i, s in enumerate(calib.arrays_to_samples(arrays, inputs, source))]
+    return [
+        calib.check_sample(s, inputs, f"{source}[{i}]")
+        for i, s in enumerate(calib.arrays_to_samples(arrays, inputs, source))
+    ]
 
 
 def stack(samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

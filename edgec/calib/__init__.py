@@ -65,8 +65,10 @@ class CalibrationSet:
         """A seeded random split into (search, held-out) parts."""
         order = np.random.default_rng(seed).permutation(self.count)
         n_holdout = max(1, int(round(self.count * holdout)))
-        return (self.subset(order[n_holdout:].tolist(), "search split"),
-                self.subset(order[:n_holdout].tolist(), "held-out split"))
+        return (
+            self.subset(order[n_holdout:].tolist(), "search split"),
+            self.subset(order[:n_holdout].tolist(), "held-out split"),
+        )
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -88,8 +90,9 @@ def check_sample(sample: Mapping[str, np.ndarray], inputs: list[gs.Variable], wh
             if array.ndim != len(tensor.shape) or any(
                 isinstance(d, int) and d >= 0 and d != got for d, got in zip(tensor.shape, array.shape)
             ):
-                raise EdgecError(f"{where}: '{tensor.name}' has shape {list(array.shape)}, "
-                                 f"the model wants {list(tensor.shape)}")
+                raise EdgecError(
+                    f"{where}: '{tensor.name}' has shape {list(array.shape)}, the model wants {list(tensor.shape)}"
+                )
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             raise EdgecError(f"{where}: '{tensor.name}' contains NaN or Inf")
         checked[tensor.name] = array.astype(want, copy=False)
@@ -122,8 +125,9 @@ def arrays_to_samples(arrays: Mapping[str, np.ndarray], inputs: list[gs.Variable
 # --- sources ------------------------------------------------------------------------------------
 
 
-def load(spec: str, model: ir.Model, preprocess: str | preprocessing.Preprocess | None = None,
-         min_samples: int = MIN_SAMPLES) -> CalibrationSet:
+def load(
+    spec: str, model: ir.Model, preprocess: str | preprocessing.Preprocess | None = None, min_samples: int = MIN_SAMPLES
+) -> CalibrationSet:
     """Resolve a --calib value. Every sample is checked against the model's inputs when read."""
     inputs = list(model.graph.inputs)
     if spec.startswith("random:"):
@@ -169,8 +173,12 @@ def _random(spec: str, model: ir.Model) -> CalibrationSet:
     except ValueError:
         raise EdgecError(f"--calib {spec}: expected random:N with N a number") from None
     samples = random_samples(model, count, seed=0)
-    return CalibrationSet(f"random:{count}", count, lambda: ((f"random sample {i}", s) for i, s in
-                                                              enumerate(samples)), representative=False)
+    return CalibrationSet(
+        f"random:{count}",
+        count,
+        lambda: ((f"random sample {i}", s) for i, s in enumerate(samples)),
+        representative=False,
+    )
 
 
 def _read_arrays(path: Path, inputs: list[gs.Variable]) -> dict[str, np.ndarray]:
@@ -225,8 +233,10 @@ def _directory(path: Path, inputs: list[gs.Variable], spec: preprocessing.Prepro
 
 def _images(path: Path, images: list[Path], inputs: list[gs.Variable], spec) -> CalibrationSet:
     if spec is None:
-        raise EdgecError(f"{path}: a directory of images needs --preprocess (e.g. resize=256,crop=224,"
-                         "mean=0.485/0.456/0.406,std=0.229/0.224/0.225)")
+        raise EdgecError(
+            f"{path}: a directory of images needs --preprocess (e.g. resize=256,crop=224,"
+            "mean=0.485/0.456/0.406,std=0.229/0.224/0.225)"
+        )
     if len(inputs) != 1:
         raise EdgecError(f"{path}: images can feed a single-input model only; the model has {len(inputs)} inputs")
     name = inputs[0].name

@@ -80,8 +80,12 @@ class Preprocess:
 
         if not self.resize:
             return image
-        method = {"bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS, "nearest": Image.NEAREST,
-                  "bicubic": Image.BICUBIC}[self.resample]
+        method = {
+            "bilinear": Image.BILINEAR,
+            "lanczos": Image.LANCZOS,
+            "nearest": Image.NEAREST,
+            "bicubic": Image.BICUBIC,
+        }[self.resample]
         if len(self.resize) == 2:
             return image.resize(self.resize, method)
         width, height = image.size
@@ -145,4 +149,6 @@ def _parse_value(key: str, raw: str):
         if raw not in ("bilinear", "lanczos", "nearest", "bicubic"):
             raise ValueError
         return raw
-    raise EdgecError(f"--preprocess: unknown key '{key}' (keys: resize, crop, color, scale, mean, std, layout, resample)")
+    raise EdgecError(
+        f"--preprocess: unknown key '{key}' (keys: resize, crop, color, scale, mean, std, layout, resample)"
+    )

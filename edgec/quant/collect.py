@@ -44,8 +44,9 @@ def batches(samples: Iterable[dict], model: ir.Model, size: int = BATCH) -> Iter
         yield {k: np.concatenate([s[k] for s in pending]) for k in pending[0]}, len(pending)
 
 
-def observe(model: ir.Model, calibration, names: Sequence[str], progress: bool = False,
-            label: str = "calibrating") -> dict[str, HistogramObserver]:
+def observe(
+    model: ir.Model, calibration, names: Sequence[str], progress: bool = False, label: str = "calibrating"
+) -> dict[str, HistogramObserver]:
     """Run the calibration set once and return a histogram observer per named tensor."""
     exposed = expose(model, names)
     session = runner.make_session(exposed)

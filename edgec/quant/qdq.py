@@ -39,8 +39,7 @@ def _activations(node: gs.Node) -> list[gs.Tensor]:
 
 def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
     """Decide which nodes and tensors to quantize (main graph; subgraphs stay float)."""
-    candidates = [n for n in graph.nodes
-                  if n.op in scheme.quantized_ops and n.name not in fallback and _activations(n)]
+    candidates = [n for n in graph.nodes if n.op in scheme.quantized_ops and n.name not in fallback and _activations(n)]
     core = [n for n in candidates if n.op not in SHARED_OPS]
     tensors: set[str] = set()
     absorbed: dict[str, str] = {}
@@ -89,8 +88,9 @@ def _extend_through_shared_ops(graph, candidates, tensors) -> None:
 # --- parameters ---------------------------------------------------------------------------------
 
 
-def activation_ranges(graph: gs.Graph, plan_: Plan, ranges: dict[str, tuple[float, float]],
-                      scheme: Scheme) -> dict[str, tuple[np.float32, np.integer]]:
+def activation_ranges(
+    graph: gs.Graph, plan_: Plan, ranges: dict[str, tuple[float, float]], scheme: Scheme
+) -> dict[str, tuple[np.float32, np.integer]]:
     """Per-tensor (scale, zero point): calibrated ranges, tightened where an op bounds its output
     (Relu, Clip), fixed where the scheme says so, and shared through rearranging ops."""
     producers = {t.name: n for n in graph.nodes for t in n.outputs}
@@ -152,10 +152,15 @@ def insert_activation_qdq(graph: gs.Graph, tensor: gs.Variable, scale, zero_poin
     q_zero = gs.Constant(names(f"{tensor.name}_zero_point"), np.asarray(zero_point))
     quantized = gs.Variable(names(f"{tensor.name}_quantized"), dtype=np.asarray(zero_point).dtype, shape=tensor.shape)
     restored = gs.Variable(names(f"{tensor.name}_dequantized"), dtype=tensor.dtype, shape=tensor.shape)
-    q = gs.Node("QuantizeLinear", names(f"{tensor.name}_QuantizeLinear"), inputs=[tensor, q_scale, q_zero],
-                outputs=[quantized])
-    dq = gs.Node("DequantizeLinear", names(f"{tensor.name}_DequantizeLinear"), inputs=[quantized, q_scale, q_zero],
-                 outputs=[restored])
+    q = gs.Node(
+        "QuantizeLinear", names(f"{tensor.name}_QuantizeLinear"), inputs=[tensor, q_scale, q_zero], outputs=[quantized]
+    )
+    dq = gs.Node(
+        "DequantizeLinear",
+        names(f"{tensor.name}_DequantizeLinear"),
+        inputs=[quantized, q_scale, q_zero],
+        outputs=[restored],
+    )
     for reader in readers:
         for i, t in enumerate(reader.inputs):
             if t is tensor:
@@ -186,8 +191,9 @@ def quantize_weight_input(graph: gs.Graph, node: gs.Node, index: int, axis: int 
     if values is None or not np.issubdtype(values.dtype, np.floating):
         return None
     q, scale = schemes.quantize_weights(values, axis)
-    _dequantized_input(graph, node, index, q, scale, np.zeros_like(scale, np.int8), axis, names,
-                       f"{weight.name}_quantized")
+    _dequantized_input(
+        graph, node, index, q, scale, np.zeros_like(scale, np.int8), axis, names, f"{weight.name}_quantized"
+    )
     return scale
 
 
@@ -197,8 +203,9 @@ def quantize_bias_input(graph, node, index, input_scale, weight_scale, names) ->
         return False
     weight_scale = np.broadcast_to(np.asarray(weight_scale, np.float32), bias.shape)
     q, scale = schemes.quantize_bias(bias, input_scale, weight_scale)
-    _dequantized_input(graph, node, index, q, scale, np.zeros(scale.shape, np.int32), 0, names,
-                       f"{node.inputs[index].name}_quantized")
+    _dequantized_input(
+        graph, node, index, q, scale, np.zeros(scale.shape, np.int32), 0, names, f"{node.inputs[index].name}_quantized"
+    )
     return True
 
 
@@ -209,7 +216,12 @@ def _dequantized_input(graph, node, index, q, scale, zero_point, axis, names, ba
     zero_c = gs.Constant(names(f"{base}_zero_point"), np.asarray(zero_point))
     restored = gs.Variable(names(f"{base}_dequantized"), dtype=source.dtype, shape=list(q.shape))
     attrs = {"axis": int(axis)} if axis is not None and np.asarray(scale).ndim == 1 else {}
-    dq = gs.Node("DequantizeLinear", names(f"{base}_DequantizeLinear"), attrs=attrs,
-                 inputs=[stored, scale_c, zero_c], outputs=[restored])
+    dq = gs.Node(
+        "DequantizeLinear",
+        names(f"{base}_DequantizeLinear"),
+        attrs=attrs,
+        inputs=[stored, scale_c, zero_c],
+        outputs=[restored],
+    )
     node.inputs[index] = restored
     graph.nodes.append(dq)

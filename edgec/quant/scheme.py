@@ -20,8 +20,22 @@ from edgec.errors import EdgecError
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops whose output is a rearrangement (or a max) of the input: same scale and zero point.
-SHARED_OPS = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Concat", "Pad", "Slice",
-              "Split", "Resize", "DepthToSpace", "SpaceToDepth", "Gather")
+SHARED_OPS = (
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "MaxPool",
+    "Concat",
+    "Pad",
+    "Slice",
+    "Split",
+    "Resize",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Gather",
+)
 # Activations a producer's requantization can absorb (onnxruntime drops them when Q clamps alike).
 ABSORBED_ACTIVATIONS = ("Relu", "Clip")
 
@@ -46,16 +60,35 @@ class Scheme:
         return np.dtype(self.activation_dtype)
 
 
-_ORT_OPS = COMPUTE_OPS + ("Add", "Mul", "AveragePool", "GlobalAveragePool", "Sigmoid", "LeakyRelu", "Softmax") + \
-    SHARED_OPS + ABSORBED_ACTIVATIONS
+_ORT_OPS = (
+    COMPUTE_OPS
+    + ("Add", "Mul", "AveragePool", "GlobalAveragePool", "Sigmoid", "LeakyRelu", "Softmax")
+    + SHARED_OPS
+    + ABSORBED_ACTIVATIONS
+)
 
 SCHEMES = {
     "onnx": Scheme("onnx", "uint8", False, _ORT_OPS),
     "openvino": Scheme("openvino", "uint8", False, _ORT_OPS),
     "tflite": Scheme(
-        "tflite", "int8", False,
-        COMPUTE_OPS + ("Add", "Mul", "AveragePool", "GlobalAveragePool", "Sigmoid", "Tanh", "Softmax",
-                       "LeakyRelu", "HardSwish", "ReduceMean") + SHARED_OPS + ABSORBED_ACTIVATIONS,
+        "tflite",
+        "int8",
+        False,
+        COMPUTE_OPS
+        + (
+            "Add",
+            "Mul",
+            "AveragePool",
+            "GlobalAveragePool",
+            "Sigmoid",
+            "Tanh",
+            "Softmax",
+            "LeakyRelu",
+            "HardSwish",
+            "ReduceMean",
+        )
+        + SHARED_OPS
+        + ABSORBED_ACTIVATIONS,
         fixed_outputs={"Softmax": (1 / 256, -128), "Sigmoid": (1 / 256, -128), "Tanh": (1 / 128, 0)},
     ),
     "tensorrt": Scheme("tensorrt", "int8", True, COMPUTE_OPS + ("Add",), output_qdq=False),
@@ -69,8 +102,14 @@ def get(name: str, activation_dtype: str | None = None) -> Scheme:
     if activation_dtype and activation_dtype != scheme.activation_dtype:
         if name in ("tflite", "tensorrt"):
             raise EdgecError(f"scheme {name} requires {scheme.activation_dtype} activations")
-        scheme = Scheme(scheme.name, activation_dtype, scheme.symmetric_activations, scheme.quantized_ops,
-                        scheme.output_qdq, scheme.fixed_outputs)
+        scheme = Scheme(
+            scheme.name,
+            activation_dtype,
+            scheme.symmetric_activations,
+            scheme.quantized_ops,
+            scheme.output_qdq,
+            scheme.fixed_outputs,
+        )
     return scheme
 
 
@@ -81,12 +120,10 @@ def activation_params(lo: float, hi: float, scheme: Scheme) -> tuple[np.float32,
     """(scale, zero point) for a range; the range always contains 0, so 0 is exact."""
     qmin, qmax = scheme.qrange
     lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi - lo < 1e-12:  # an (all but) constant-zero tensor: any scale represents it exactly
+        return np.float32(1.0), scheme.np_dtype.type(0 if scheme.symmetric_activations else qmin)
     if scheme.symmetric_activations:
-        bound = max(-lo, hi)
-        scale = bound / qmax if bound > 0 else 1.0
-        return np.float32(scale), scheme.np_dtype.type(0)
-    if hi - lo <= 0:
-        return np.float32(1.0), scheme.np_dtype.type(qmin if lo >= 0 else 0)
+        return np.float32(max(-lo, hi) / qmax), scheme.np_dtype.type(0)
     scale = (hi - lo) / (qmax - qmin)
     zero_point = int(np.clip(round(qmin - lo / scale), qmin, qmax))
     return np.float32(scale), scheme.np_dtype.type(zero_point)

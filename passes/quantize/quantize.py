@@ -52,16 +52,19 @@ class QuantizePass(Pass):
         ops: dict[str, int] = {}
         for node in plan.nodes:
             ops[node.op] = ops.get(node.op, 0) + 1
-        return PassResult(True, {
-            "scheme": scheme.name,
-            "activations": scheme.activation_dtype,
-            "calib": self.calib,
-            "quantized_nodes": len(plan.nodes),
-            "quantized_ops": ops,
-            "activation_tensors": len(plan.tensors),
-            "fallback": list(self.fallback),
-            "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
-        })
+        return PassResult(
+            True,
+            {
+                "scheme": scheme.name,
+                "activations": scheme.activation_dtype,
+                "calib": self.calib,
+                "quantized_nodes": len(plan.nodes),
+                "quantized_ops": ops,
+                "activation_tensors": len(plan.tensors),
+                "fallback": list(self.fallback),
+                "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
+            },
+        )
 
     def _quantize_constants(self, graph, node, params, scheme, names) -> None:
         if node.op in COMPUTE_OPS:
@@ -77,5 +80,6 @@ class QuantizePass(Pass):
                 if values is not None and np.issubdtype(values.dtype, np.floating):
                     scale, zero_point = schemes.activation_params(float(values.min()), float(values.max()), scheme)
                     q = np.clip(np.round(values / scale) + zero_point, *scheme.qrange).astype(scheme.np_dtype)
-                    qdq._dequantized_input(graph, node, index, q, scale, zero_point, None, names,
-                                           f"{tensor.name}_quantized")
+                    qdq._dequantized_input(
+                        graph, node, index, q, scale, zero_point, None, names, f"{tensor.name}_quantized"
+                    )

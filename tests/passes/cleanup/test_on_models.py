@@ -5,9 +5,9 @@ import pytest
 from edgec import ir
 from edgec.models import registry
 from edgec.registry import BUILTIN_PASSES, Registry
+from tests.helpers import apply, feeds_for, linf_rel, run
 
 CLEANUP_PASSES = sorted(name for name, ref in BUILTIN_PASSES.items() if ".cleanup." in ref)
-from tests.helpers import apply, feeds_for, linf_rel, run
 
 MODELS = list(registry.ZOO)
 

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from edgec import presets
 from edgec.registry import BUILTIN_PASSES, Registry
+from tests.helpers import GraphBuilder, apply, assert_equivalent, op_counts
 
 CLEANUP_PASSES = sorted(name for name, ref in BUILTIN_PASSES.items() if ".cleanup." in ref)
-from tests.helpers import GraphBuilder, apply, assert_equivalent, op_counts
 
 C, H, W = 4, 6, 6
 

@@ -1,0 +1,200 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import edgec
+from edgec import calib, ir
+from edgec.cli import main
+from edgec.models import registry
+from edgec.passes.quantize.quantize import QuantizePass
+from edgec.pass_infra import PassContext, apply_pass
+from tests.helpers import GraphBuilder, run
+
+
+def _accuracy(model_path, images, labels):
+    logits = run(onnx.load(model_path), {"input": images})[0]
+    return float(np.mean(logits.argmax(1) == labels))
+
+
+def _initializers(proto):
+    return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+
+def test_int8_lenet5_is_a_quarter_the_size_and_keeps_its_accuracy(tmp_path, fmnist_calib, fmnist_test):
+    result = edgec.compile(
+        "zoo:lenet5", target="raspberry-pi-4", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
+    )
+    assert result.ok
+    step = result.report["passes"][-1]
+    assert step["name"] == "quantize" and step["check"]["against"] == "original" and step["check"]["ok"]
+    assert step["stats"]["quantized_ops"]["Conv"] == 2 and step["stats"]["quantized_ops"]["Gemm"] == 2
+    size = result.report["size_bytes"]
+    assert size["after"] <= 0.27 * size["before"]
+    images, labels = fmnist_test
+    fp32 = _accuracy(registry.get("lenet5").path(), images, labels)
+    int8 = _accuracy(tmp_path / "o" / "model.onnx", images, labels)
+    assert int8 >= fp32 - 0.005
+    assert result.manifest["quantization"] == [
+        {"pass": "quantize", "scheme": "onnx", "activations": "uint8", "calib": "percentile"}
+    ]
+
+
+def _qdq_structure(path):
+    proto = onnx.load(path)
+    inits = _initializers(proto)
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    return proto, inits, producers
+
+
+def test_onnx_scheme_layout_weights_bias_and_fusable_placement(tmp_path, fmnist_calib):
+    edgec.compile("zoo:lenet5", target="x86-64", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o")
+    proto, inits, producers = _qdq_structure(tmp_path / "o" / "model.onnx")
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    for conv in convs:
+        x_dq, w_dq, b_dq = (producers[name] for name in conv.input)
+        assert {x_dq.op_type, w_dq.op_type, b_dq.op_type} == {"DequantizeLinear"}
+        w, w_scale = inits[w_dq.input[0]], inits[w_dq.input[1]]
+        assert w.dtype == np.int8 and w_scale.shape == (w.shape[0],)  # per output channel
+        assert next(a.i for a in w_dq.attribute if a.name == "axis") == 0
+        x_scale = inits[x_dq.input[1]]
+        b, b_scale = inits[b_dq.input[0]], inits[b_dq.input[1]]
+        assert b.dtype == np.int32
+        np.testing.assert_array_equal(b_scale, (x_scale * w_scale).astype(np.float32))  # s_in * s_w
+        assert inits[x_dq.input[2]].dtype == np.uint8  # onnx scheme: uint8 activations
+    # The Relu after the first Gemm is absorbed: Gemm -> Relu -> Q, no Q between them.
+    relu = next(n for n in proto.graph.node if n.op_type == "Relu")
+    assert producers[relu.input[0]].op_type == "Gemm"
+    # Outputs stay float.
+    assert producers[proto.graph.output[0].name].op_type == "Gemm"
+
+
+def _softmax_concat_model():
+    b = GraphBuilder(seed=3)
+    x = b.input("x", [1, 4, 6, 6])
+    a = b.op("Relu", [b.op("Conv", [x, b.weight(4, 4, 3, 3), b.weight(4)], pads=[1, 1, 1, 1])])
+    c = b.op("Conv", [x, b.weight(4, 4, 1, 1), b.weight(4)])
+    cat = b.op("Concat", [a, c], axis=1)
+    pooled = b.op("MaxPool", [cat], kernel_shape=[2, 2], strides=[2, 2])
+    flat = b.op("Reshape", [pooled, b.const(np.array([1, -1], np.int64))])
+    b.output(b.op("Softmax", [b.op("Gemm", [flat, b.weight(72, 5, scale=0.1)])]))
+    return b.model()
+
+
+def _quantize(model, scheme, tmp_path):
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).standard_normal((32, 1, 4, 6, 6)).astype(np.float32))
+    data = calib.load(str(tmp_path / "c.npy"), model)
+    result = apply_pass(QuantizePass(scheme=scheme), model.graph, PassContext(calibration=data))
+    return result, model.to_onnx()
+
+
+def test_tflite_scheme_shares_scales_and_fixes_softmax(tmp_path):
+    model = _softmax_concat_model()
+    original = model.copy()
+    result, proto = _quantize(model, "tflite", tmp_path)
+    inits = _initializers(proto)
+    params = {}
+    for node in proto.graph.node:
+        if node.op_type == "QuantizeLinear":
+            params[node.input[0]] = (float(inits[node.input[1]]), int(inits[node.input[2]]))
+            assert inits[node.input[2]].dtype == np.int8  # tflite: int8 activations
+    for node in proto.graph.node:
+        if node.op_type in ("Concat", "MaxPool", "Reshape"):
+            ins = [params[_source(proto, i)] for i in node.input if _source(proto, i) in params]
+            assert all(p == params[node.output[0]] for p in ins), node.op_type
+    weights = [
+        inits[n.input[0]]
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear" and inits.get(n.input[0], np.zeros(0)).dtype == np.int8
+    ]
+    assert weights and all(w.min() >= -127 and w.max() <= 127 for w in weights)
+    feeds = {"x": np.random.default_rng(5).standard_normal((1, 4, 6, 6)).astype(np.float32)}
+    np.testing.assert_allclose(run(model, feeds)[0], run(original, feeds)[0], atol=0.05)
+    assert result.stats["scheme"] == "tflite"
+
+
+def test_tflite_softmax_output_has_the_fixed_parameters(tmp_path):
+    b = GraphBuilder(seed=4)
+    x = b.input("x", [1, 4, 6, 6])
+    sm = b.op("Softmax", [b.op("Conv", [x, b.weight(4, 4, 1, 1)])], axis=1)
+    b.output(b.op("Conv", [sm, b.weight(2, 4, 1, 1)]))
+    model = b.model()
+    _, proto = _quantize(model, "tflite", tmp_path)
+    inits = _initializers(proto)
+    q = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == sm)
+    assert float(inits[q.input[1]]) == pytest.approx(1 / 256) and int(inits[q.input[2]]) == -128
+
+
+def test_tensorrt_scheme_is_symmetric_with_qdq_only_on_compute_inputs(tmp_path):
+    model = _softmax_concat_model()
+    _, proto = _quantize(model, "tensorrt", tmp_path)
+    inits = _initializers(proto)
+    consumers = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in proto.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            assert int(np.max(np.abs(inits[node.input[2]]))) == 0  # zero point 0
+        if node.op_type == "QuantizeLinear":
+            dq = consumers[node.output[0]]
+            readers = {r.op_type for d in dq for r in consumers.get(d.output[0], [])}
+            assert readers <= {"Conv", "Gemm", "MatMul", "ConvTranspose", "Add"}, readers
+
+
+def _source(proto, name):
+    """The tensor a DequantizeLinear output was quantized from."""
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    node = producers.get(name)
+    if node is not None and node.op_type == "DequantizeLinear":
+        q = producers.get(node.input[0])
+        if q is not None and q.op_type == "QuantizeLinear":
+            return q.input[0]
+    return name
+
+
+def test_fallback_layers_stay_float(tmp_path, fmnist_calib):
+    model = ir.load(registry.get("lenet5").path())
+    first = next(n.name for n in model.graph.nodes if n.op == "Conv")
+    data = calib.load(str(fmnist_calib), model)
+    result = apply_pass(QuantizePass(fallback=(first,)), model.graph, PassContext(calibration=data))
+    assert result.stats["quantized_ops"]["Conv"] == 1
+    conv = next(n for n in model.graph.nodes if n.name == first)
+    assert conv.inputs[0].inputs == [] or conv.inputs[0].inputs[0].op != "DequantizeLinear"
+
+
+def test_int8_without_calibration_is_refused(tmp_path, capsys):
+    assert main(["zoo:lenet5", "-t", "x86-64", "-O", "int8", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "quantize needs calibration data: --calib DATA" in err and "random:N" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_random_calibration_warns(tmp_path, capsys):
+    assert (
+        main(["zoo:lenet5", "-t", "x86-64", "-O", "int8", "--calib", "random:16", "-o", str(tmp_path / "o"), "-q"]) == 0
+    )
+    assert "accuracy will not be representative" in capsys.readouterr().err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert any("random" in w for w in report["warnings"])
+
+
+def test_images_directory_calibrates_a_zoo_model_with_its_stored_preprocessing(tmp_path, capsys):
+    from PIL import Image
+
+    from edgec.models import fashion_mnist
+
+    if not fashion_mnist.available():
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    images, _ = fashion_mnist.load("train")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(20):
+        Image.fromarray(images[i]).save(folder / f"{i:03d}.png")
+    assert (
+        main(["zoo:lenet5", "-t", "x86-64", "-O", "int8", "--calib", str(folder), "-o", str(tmp_path / "o"), "-q"]) == 0
+    )
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["inputs"][0]["preprocess"].startswith("color=gray,scale=0.003921568627")

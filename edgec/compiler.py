@@ -165,7 +165,9 @@ def compile(  # noqa: A001 - the public name mirrors the command
 
     with bundle.Staging(out) as stage:
         artifact = build.backend.lower(work, build.target, stage.path)
-        backend_check = _check_backend(build.backend, artifact, stage.path, check_samples, check.previous)
+        backend_check = _check_backend(
+            build.backend, artifact, stage.path, check_samples, check.previous, build.backend.check_tolerance(work)
+        )
         if not backend_check and not keep_going:
             raise CheckFailed(f"backend '{build.backend.name}' output differs from the IR: {backend_check}")
         artifact_bytes = sum((stage.path / f).stat().st_size for f in artifact.files)
@@ -240,7 +242,7 @@ def _samples(model: ir.Model, zoo, inputs, calibration, count: int, seed: int) -
 
 
 def _check_backend(
-    backend: Backend, artifact: Artifact, stage: Path, samples: list[dict], expected: list[dict]
+    backend: Backend, artifact: Artifact, stage: Path, samples: list[dict], expected: list[dict], tolerance
 ) -> Comparison:
     """The artifact run by the backend's own runtime must match the IR's outputs."""
     try:
@@ -248,7 +250,7 @@ def _check_backend(
         outputs = [run(feeds) for feeds in samples]
     except Exception as exc:
         raise EdgecError(f"backend '{backend.name}' could not run what it wrote: {exc}") from exc
-    return compare(expected, outputs, backend.tolerance, f"IR (backend {backend.name})")
+    return compare(expected, outputs, tolerance, f"IR (backend {backend.name})")
 
 
 def _layout(tensor_name: str, model: ir.Model) -> str | None:

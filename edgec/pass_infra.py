@@ -47,6 +47,7 @@ class PassContext:
     samples: list = field(default_factory=list)  # real or seeded inputs, as used by the checks
     calibration: Any = None  # edgec.calib.CalibrationSet, from --calib
     progress: bool = False  # passes with long loops show a progress bar
+    cache: dict = field(default_factory=dict)  # expensive results passes may share (calibration stats)
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
 

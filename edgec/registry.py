@@ -31,6 +31,8 @@ BUILTIN_PASSES = {
     "topological-sort": "edgec.passes.cleanup.topological_sort:TopologicalSortPass",
     "quantize": "edgec.passes.quantize.quantize:QuantizePass",
     "convert-fp16": "edgec.passes.quantize.convert_fp16:ConvertFp16Pass",
+    "equalize-cross-layer": "edgec.passes.quantize.equalize_cross_layer:EqualizeCrossLayerPass",
+    "correct-bias": "edgec.passes.quantize.correct_bias:CorrectBiasPass",
 }
 BUILTIN_BACKENDS = {
     "onnx": "edgec.backends.onnx:OnnxBackend",

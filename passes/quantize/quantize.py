@@ -36,9 +36,13 @@ class QuantizePass(Pass):
         plan = qdq.plan(graph, scheme, set(self.fallback))
         if not plan.nodes:
             return PassResult(False, {"quantized_nodes": 0})
-        observers = collect.observe(ir.Model(graph), ctx.calibration, plan.tensors, ctx.progress)
+        observers = self.observers(graph, scheme, ctx)
         levels = scheme.qrange[1] - scheme.qrange[0] + 1
-        ranges = {name: obs.range(self.calib, self.percentile, levels) for name, obs in observers.items()}
+        ranges = {
+            name: observers[name].range(self.calib, self.percentile, levels)
+            for name in plan.tensors
+            if name in observers
+        }
         params = qdq.activation_ranges(graph, plan, ranges, scheme)
         names = NameGen(graph)
         weights_before = ir.param_bytes(graph)
@@ -65,6 +69,16 @@ class QuantizePass(Pass):
                 "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
             },
         )
+
+    def observers(self, graph: gs.Graph, scheme, ctx: PassContext) -> dict:
+        """Statistics of every tensor the plan without fallbacks quantizes (a superset of any
+        plan with fallbacks), collected once per graph and calibration set: accuracy control
+        tries many fallback sets on the same graph."""
+        key = ("quantize-observers", id(ctx.calibration), scheme.name, tuple((n.op, n.name) for n in graph.nodes))
+        if key not in ctx.cache:
+            full = qdq.plan(graph, scheme, set())
+            ctx.cache[key] = collect.observe(ir.Model(graph), ctx.calibration, full.tensors, ctx.progress)
+        return ctx.cache[key]
 
     def _quantize_constants(self, graph, node, params, scheme, names) -> None:
         if node.op in COMPUTE_OPS:

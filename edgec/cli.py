@@ -18,7 +18,7 @@ from typing import Sequence
 import edgec
 from edgec.errors import EdgecError
 
-SUBCOMMANDS = ("inspect", "passes", "targets", "models")
+SUBCOMMANDS = ("inspect", "passes", "targets", "models", "debug-precision")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +50,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="edgec",
         description="Compile a trained model for an edge device, checking the numbers after every pass.",
-        epilog="Other commands: edgec inspect MODEL | edgec passes | edgec targets | edgec models",
+        epilog="Other commands: edgec inspect MODEL | edgec debug-precision MODEL --calib DATA | edgec passes | "
+        "edgec targets | edgec models",
     )
     p.add_argument("model", help="an .onnx file, a TorchScript .pt file, or zoo:NAME (see `edgec models`)")
     p.add_argument("--target", "-t", required=True, help="device profile (see `edgec targets`)")
@@ -89,6 +90,21 @@ def _build_parser() -> argparse.ArgumentParser:
         help="image preprocessing for --calib images, e.g. "
         "resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225",
     )
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="POINTS",
+        help="accuracy control: keep sensitive layers in float "
+        "until top-1 accuracy (with labelled --eval) or agreement with float32 drops at most this much",
+    )
+    p.add_argument("--min-sqnr", type=float, metavar="DB", help="accuracy control on output SQNR vs float32 instead")
+    p.add_argument(
+        "--eval",
+        metavar="DATA",
+        help="evaluation data for accuracy control: .npz with inputs and "
+        "`labels`, or a directory of class subdirectories of images",
+    )
+    p.add_argument("--holdout", type=float, default=0.3, help="share of --eval kept out of the search (default 0.3)")
     p.add_argument("--samples", type=int, default=2, help="number of seeded random check inputs (default 2)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
@@ -121,6 +137,10 @@ def cmd_build(args) -> int:
         inputs=args.inputs,
         calib=args.calib,
         preprocess=args.preprocess,
+        max_drop=args.max_drop,
+        min_sqnr=args.min_sqnr,
+        eval=args.eval,
+        holdout=args.holdout,
         input_shapes=shapes or None,
         input_dtypes=dtypes or None,
         num_samples=args.samples,
@@ -178,6 +198,44 @@ def cmd_inspect(argv: Sequence[str]) -> int:
     model = frontends.load(args.model, shapes or None, dtypes or None).model
     info = inspect_model(model, targets)
     print(json.dumps(info, indent=2) if args.json else format_text(info))
+    return 0
+
+
+def cmd_debug_precision(argv: Sequence[str]) -> int:
+    from edgec import compiler
+    from edgec.quant.debug import format_table
+
+    p = _subcommand("debug-precision", "Per-layer int8 vs float32 divergence, worst layers first (table + PNG).")
+    p.add_argument("model")
+    p.add_argument("--calib", required=True, metavar="DATA")
+    p.add_argument("--preprocess", metavar="SPEC")
+    p.add_argument("--target", "-t", default="x86-64")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-O", dest="opt", default="int8", metavar="LEVEL")
+    group.add_argument("--passes", metavar="TEXT")
+    p.add_argument(
+        "-o", "--output", type=Path, help="where the table and plot go (default build/<model>-debug-precision/)"
+    )
+    p.add_argument("--samples", type=int, default=32, help="calibration samples to compare on (default 32)")
+    p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+    args = _parse(p, argv)
+    result = compiler.debug_precision(
+        args.model,
+        args.target,
+        args.opt,
+        args.passes,
+        calib=args.calib,
+        preprocess=args.preprocess,
+        output_dir=args.output,
+        samples=args.samples,
+        plugins=args.plugin,
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=True))
+    else:
+        print(format_table(result["layers"], args.top))
+        print(f"\nwrote {', '.join(result['files'])}")
     return 0
 
 
@@ -271,7 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            command = {"inspect": cmd_inspect, "passes": cmd_passes, "targets": cmd_targets, "models": cmd_models}
+            command = {
+                "inspect": cmd_inspect,
+                "passes": cmd_passes,
+                "targets": cmd_targets,
+                "models": cmd_models,
+                "debug-precision": cmd_debug_precision,
+            }
             return command[argv[0]](argv[1:])
         args = _build_parser().parse_args(argv)
         _configure(args)
@@ -279,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgecError as exc:
         if debug:
             traceback.print_exc()
-        print(f"edgec: error: {exc}", file=sys.stderr)
+        where = getattr(exc, "report_dir", None)
+        print(f"edgec: error: {exc}" + (f" (report: {where}/report.md)" if where else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("edgec: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import edgec
 from edgec.calib import preprocess as preprocessing
+from edgec import calib as calib_module
 from edgec import bundle, calib, frontends, ir, pipeline_text, presets, samples as sampling
 from edgec.backend import Artifact, Backend
 from edgec.compare import Comparison, compare
@@ -16,7 +17,7 @@ from edgec.errors import CheckFailed, EdgecError, PipelineError
 from edgec.instruments import DumpIR, EquivalenceCheck, ProgressDisplay, Timing
 from edgec.ir import iter_nodes
 from edgec.pass_infra import Pass, PassContext
-from edgec.pass_manager import PassManager
+from edgec.pass_manager import Instrument, PassManager
 from edgec.registry import Registry
 from edgec.report import build_report, render_markdown
 from edgec.targets import Target
@@ -110,6 +111,10 @@ def compile(  # noqa: A001 - the public name mirrors the command
     inputs: str | Path | Sequence[Mapping] | None = None,
     calib: str | Path | None = None,
     preprocess: str | None = None,
+    max_drop: float | None = None,
+    min_sqnr: float | None = None,
+    eval: str | Path | None = None,  # noqa: A002 - mirrors --eval
+    holdout: float = 0.3,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     input_dtypes: Mapping[str, str] | None = None,
     example_inputs: Any = None,
@@ -149,10 +154,21 @@ def compile(  # noqa: A001 - the public name mirrors the command
     if calibration is not None and not calibration.representative:
         ctx.warn(f"calibrating on {calibration.source}: accuracy will not be representative of real data")
     check = EquivalenceCheck(check_samples, keep_going=keep_going)
+    control = _accuracy_control(work, calibration, preprocess, max_drop, min_sqnr, eval, holdout, seed, progress)
     instruments = (
-        ([ProgressDisplay()] if progress else []) + ([DumpIR(dump_dir)] if dump_dir else []) + [check, Timing()]
+        ([ProgressDisplay()] if progress else [])
+        + ([DumpIR(dump_dir)] if dump_dir else [])
+        + ([control] if control else [])
+        + [check, Timing()]
     )
-    records = PassManager(build.passes, instruments).run(work, ctx)
+    manager = PassManager(build.passes, instruments)
+    try:
+        records = manager.run(work, ctx)
+    except CheckFailed as failure:
+        _write_failure_report(
+            out, failure, manager.records, build, work, before, check_samples, sample_source, ctx, control, start
+        )
+        raise
     after = _measure(work)  # before the metadata below, so both sides count the same things
     work.metadata.update(
         {
@@ -186,6 +202,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
             samples={"count": len(check_samples), "source": sample_source},
             warnings=ctx.warnings,
             seconds=time.perf_counter() - start,
+            accuracy_control=control.report if control else None,
         )
         bundle.write_json(stage.path / "report.json", report)
         (stage.path / "report.md").write_text(render_markdown(report))
@@ -195,6 +212,34 @@ def compile(  # noqa: A001 - the public name mirrors the command
         bundle.write_json(stage.path / "manifest.json", manifest)
         stage.commit()
     return BuildResult(out, report, manifest, work, artifact)
+
+
+def _write_failure_report(out, failure, records, build, model, before, samples, sample_source, ctx, control, start):
+    """A failed check still leaves report.json/report.md (no model, no manifest), so the failure
+    and its per-layer precision table can be read; an existing build is replaced only by this."""
+    report = build_report(
+        version=edgec.__version__,
+        source=model.source,
+        target=build.target.name,
+        backend=build.backend.name,
+        pipeline=build.pipeline,
+        records=records,
+        final_check=None,
+        backend_check=None,
+        before=before,
+        after=_measure(model),
+        artifact_bytes=0,
+        samples={"count": len(samples), "source": sample_source},
+        warnings=ctx.warnings,
+        seconds=time.perf_counter() - start,
+        accuracy_control=control.report if control else None,
+    )
+    report["ok"], report["error"] = False, str(failure)
+    with bundle.Staging(out) as stage:
+        bundle.write_json(stage.path / "report.json", report)
+        (stage.path / "report.md").write_text(render_markdown(report))
+        stage.commit()
+    failure.report_dir = out
 
 
 def _measure(model: ir.Model) -> dict[str, int]:
@@ -221,6 +266,23 @@ def _calibration(spec, model: ir.Model, preprocess, build: Plan):
             )
         return None
     return calib.load(str(spec), model, preprocess)
+
+
+def _accuracy_control(model, calibration, preprocess, max_drop, min_sqnr, eval_spec, holdout, seed, progress):
+    if max_drop is None and min_sqnr is None:
+        if eval_spec is not None:
+            raise EdgecError("--eval is used by accuracy control: give --max-drop or --min-sqnr with it")
+        return None
+    from edgec.quant import evaluation
+    from edgec.quant.accuracy import AccuracyControl, Bound
+
+    if eval_spec is not None:
+        data = evaluation.load(str(eval_spec), model, preprocess)
+    elif calibration is not None:
+        data = evaluation.EvalSet(list(calibration), None, f"{calibration.source} (unlabelled)")
+    else:
+        raise EdgecError("--max-drop needs data to measure on: --eval DATA (labelled for accuracy) or --calib DATA")
+    return AccuracyControl(data, Bound(max_drop, min_sqnr), holdout, seed, progress)
 
 
 # Lossy checks judge top-1 agreement and SQNR: worth more than a couple of samples.
@@ -302,3 +364,61 @@ def _manifest(
         "outputs": [spec(s) for s in model.output_specs()],
         "files": bundle.file_table(root, list(artifact.files) + extra),
     }
+
+
+class _BeforeLossy(Instrument):
+    """Keeps a copy of the model as it was before each lossy pass, for the precision debugger."""
+
+    def __init__(self):
+        self.before: dict[int, ir.Model] = {}
+
+    def before_pass(self, pass_, record, model, ctx):
+        if pass_.name == "quantize":
+            self.before[record.index] = model.copy()
+
+
+def debug_precision(
+    model: Any,
+    target: str | Target = "x86-64",
+    opt: str | None = "int8",
+    passes: str | None = None,
+    *,
+    calib: str | Path,
+    preprocess: str | None = None,
+    output_dir: str | Path | None = None,
+    samples: int = 32,
+    plugins: Sequence[str] = (),
+    progress: bool = False,
+) -> dict:
+    """Quantize as a build would, then compare every quantized activation with float32 (see
+    edgec.quant.debug). Writes debug_precision.{json,md,png} and returns the JSON."""
+    from edgec.quant import debug
+
+    build = plan(target, None if passes else opt, passes, None, plugins)
+    if not any(p.name == "quantize" for p in build.passes):
+        raise EdgecError("debug-precision needs a pipeline with quantize (-O int8)")
+    loaded = frontends.load(model)
+    work = loaded.model
+    preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
+    calibration = calib_module.load(str(calib), work, preprocess)
+    ctx = PassContext(target=build.target, calibration=calibration, progress=progress)
+    snapshot = _BeforeLossy()
+    PassManager(build.passes, [snapshot]).run(work, ctx)
+    float_model = next(iter(snapshot.before.values()))
+    rows = debug.analyze(float_model, work, calibration.take(samples))
+    out = Path(output_dir) if output_dir else default_output_dir(work.source, "debug-precision")
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "model": work.source,
+        "pipeline": build.pipeline,
+        "samples": min(samples, len(calibration)),
+        "layers": rows,
+    }
+    bundle.write_json(out / "debug_precision.json", result)
+    (out / "debug_precision.md").write_text(
+        f"# Precision debug: {work.source}\n\nPipeline: `{build.pipeline}`\n\nWorst layers first "
+        f"(introduced = the layer's own error with float32 inputs).\n\n{debug.format_table(rows)}\n"
+    )
+    debug.plot(rows, out / "debug_precision.png", f"int8 vs float32 per quantized tensor: {work.source}")
+    result["files"] = [str(out / n) for n in ("debug_precision.json", "debug_precision.md", "debug_precision.png")]
+    return result

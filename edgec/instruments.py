@@ -47,6 +47,7 @@ class EquivalenceCheck(Instrument):
         self.final: Comparison | None = None
         self.final_tolerance: Tolerance | None = None
         self.failed: list[str] = []
+        self._before_lossy: ir.Model | None = None
 
     def before_pipeline(self, model, ctx, passes):
         try:
@@ -58,6 +59,10 @@ class EquivalenceCheck(Instrument):
             ) from exc
         self.previous = self.original
         self.final_tolerance = _final_tolerance(passes, self.tolerances)
+
+    def before_pass(self, pass_, record, model, ctx):
+        # A lossy pass that fails its check gets a per-layer table; that needs the model it started from.
+        self._before_lossy = model.copy() if pass_.numerics is Numerics.LOSSY else None
 
     def tolerance_for(self, pass_: Pass) -> Tolerance:
         return self.tolerances.get(pass_.name) or pass_.check_tolerance()
@@ -77,8 +82,20 @@ class EquivalenceCheck(Instrument):
         self.previous = outputs
         if not record.check:
             self.failed.append(pass_.name)
+            record.debug = self._precision_table(model)
             if not self.keep_going:
                 raise CheckFailed(f"pass '{pass_.name}' failed its equivalence check: {record.check}", record)
+
+    def _precision_table(self, model: ir.Model) -> list | None:
+        """Where the failed lossy pass lost precision, layer by layer (only for Q/DQ models)."""
+        if self._before_lossy is None or not any(n.op == "QuantizeLinear" for n in model.graph.nodes):
+            return None
+        from edgec.quant import debug
+
+        try:
+            return debug.analyze(self._before_lossy, model, self.samples[:8])
+        except Exception:  # the table helps explain a failure; it must never hide it
+            return None
 
     def after_pipeline(self, model, ctx, records):
         self.final = compare(self.original, self.previous, self.final_tolerance, "original")

@@ -23,6 +23,7 @@ class PassRecord:
     stats: dict[str, Any] = field(default_factory=dict)
     check: Comparison | None = None
     check_seconds: float = 0.0
+    debug: list | None = None  # per-layer precision table when a lossy check failed
 
     def to_json(self) -> dict:
         return {
@@ -35,6 +36,7 @@ class PassRecord:
             "stats": self.stats,
             "check": self.check.to_json() if self.check is not None else None,
             "check_seconds": round(self.check_seconds, 6),
+            **({"debug_precision": self.debug} if self.debug else {}),
         }
 
 
@@ -59,6 +61,7 @@ class PassManager:
     def __init__(self, passes: Sequence[Pass], instruments: Sequence[Instrument] = ()):
         self.passes = list(passes)
         self.instruments = list(instruments)
+        self.records: list[PassRecord] = []  # filled as passes finish, so a failure can still be reported
 
     @property
     def pipeline_text(self) -> str:
@@ -67,16 +70,17 @@ class PassManager:
     def run(self, model: ir.Model, ctx: PassContext) -> list[PassRecord]:
         for instrument in self.instruments:
             instrument.before_pipeline(model, ctx, self.passes)
-        records: list[PassRecord] = []
+        records = self.records = []
         for index, pass_ in enumerate(self.passes, start=1):
             record = PassRecord(index, pass_.name, str(pass_.spec(full=True)), pass_.numerics.value)
+            records.append(record)
             for instrument in self.instruments:
                 instrument.before_pass(pass_, record, model, ctx)
-            result = apply_pass(pass_, model.graph, ctx, before=[r.name for r in records])
+            record.text = str(pass_.spec(full=True))  # an instrument may have set options
+            result = apply_pass(pass_, model.graph, ctx, before=[r.name for r in records[:-1]])
             record.modified, record.stats = result.modified, result.stats
             for instrument in reversed(self.instruments):
                 instrument.after_pass(pass_, record, model, ctx)
-            records.append(record)
         for instrument in reversed(self.instruments):
             instrument.after_pipeline(model, ctx, records)
         return records

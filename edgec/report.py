@@ -25,6 +25,7 @@ def build_report(
     samples: dict,
     warnings: list[str],
     seconds: float,
+    accuracy_control: dict | None = None,
 ) -> dict[str, Any]:
     checks = [r.check for r in records if r.check is not None] + [c for c in (final_check, backend_check) if c]
     failed = [r.check for r in records if r.check is not None and not r.check]
@@ -44,6 +45,7 @@ def build_report(
         "params": {"before": before["params"], "after": after["params"]},
         "nodes": {"before": before["nodes"], "after": after["nodes"]},
         "samples": samples,
+        "accuracy_control": accuracy_control,
         "warnings": warnings,
         "seconds": round(seconds, 3),
     }
@@ -107,6 +109,35 @@ def render_markdown(report: dict) -> str:
                 f"cosine {c['cosine']:.6f}, SQNR {_db(c['sqnr_db'])} dB"
                 + (f"; {'; '.join(c['failures'])}" if c["failures"] else "")
             )
+    if report.get("error"):
+        lines[2:2] = [f"- **build failed**: {report['error']}"]
+    for p in report["passes"]:
+        if p.get("debug_precision"):
+            from edgec.quant.debug import format_table
+
+            lines += [
+                "",
+                f"## Where `{p['name']}` lost precision (worst layers first)",
+                "",
+                format_table(p["debug_precision"], 20),
+            ]
+    control = report.get("accuracy_control")
+    if control:
+        lines += [
+            "",
+            "## Accuracy control",
+            "",
+            f"Bound: {control['bound']} ({control['search_samples']} search / {control['holdout_samples']} held-out "
+            f"samples, {control['evaluations']} quantized variants evaluated in {control['seconds']} s).",
+            "",
+            "| | search | held-out |",
+            "|---|---:|---:|",
+            f"| float32 | {control['float32']['search']:.3f} | {control['float32']['holdout']:.3f} |",
+            f"| all int8 | {control['all_int8']['search']:.3f} | |",
+            f"| final | {control['final']['search']:.3f} | {control['final']['holdout']:.3f} |",
+            "",
+            f"Layers kept in float: {', '.join(f'`{n}`' for n in control['fallback']) or 'none'}.",
+        ]
     if report["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"

@@ -107,7 +107,9 @@ def test_failed_lossy_check_stops_the_build_or_is_recorded_with_keep_going(tmp_p
     out = tmp_path / "o"
     assert main([LENET5, "-t", "x86-64", "--plugin", plugin, "--passes", "scramble-weights", "-o", str(out), "-q"]) == 1
     assert "pass 'scramble-weights' failed its equivalence check" in _error_line(capsys)
-    assert not out.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]  # the failure, explained
+    failed = json.loads((out / "report.json").read_text())
+    assert not failed["ok"] and "scramble-weights" in failed["error"] and not failed["passes"][0]["check"]["ok"]
     code = main(
         [
             LENET5,

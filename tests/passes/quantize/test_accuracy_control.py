@@ -1,0 +1,141 @@
+import json
+
+import numpy as np
+import pytest
+
+import edgec
+from edgec.cli import main
+from edgec.compare import Tolerance
+from edgec.errors import CheckFailed
+from edgec.models import fashion_mnist
+from edgec.passes.quantize.quantize import QuantizePass
+from tests.helpers import run
+
+
+@pytest.fixture(scope="module")
+def fmnist_eval(tmp_path_factory):
+    if not fashion_mnist.available():
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    images, labels = fashion_mnist.load("test")
+    path = tmp_path_factory.mktemp("eval") / "eval.npz"
+    np.savez(path, input=fashion_mnist.normalize(images[:1500])[:, None], labels=labels[:1500])
+    return path
+
+
+def _accuracy(model_path, path):
+    import onnx
+
+    with np.load(path) as data:
+        x, y = data["input"][:, 0], data["labels"]
+    return 100 * float(np.mean(run(onnx.load(model_path), {"input": x})[0].argmax(1) == y))
+
+
+def test_bound_holds_on_the_held_out_split(tmp_path, fmnist_calib, fmnist_eval):
+    out = tmp_path / "o"
+    result = edgec.compile(
+        "zoo:mobilenetv2-fmnist",
+        target="x86-64",
+        opt="int8",
+        calib=fmnist_calib,
+        eval=fmnist_eval,
+        max_drop=0.05,
+        holdout=0.4,
+        output_dir=out,
+    )
+    control = result.report["accuracy_control"]
+    assert control["metric"] == "accuracy" and control["holdout_samples"] == 600
+    assert control["final"]["drop_holdout"] <= 0.05
+    quantize = result.report["passes"][-1]
+    assert f"fallback=[{','.join(control['fallback'])}]" in quantize["text"]  # reproducible from the pipeline
+    assert quantize["stats"]["fallback"] == control["fallback"]
+    # Independently: the written model on the held-out indices the search never saw.
+    order = np.random.default_rng(0).permutation(1500)
+    held = sorted(order[:600])
+    with np.load(fmnist_eval) as data:
+        x, y = data["input"][held, 0], data["labels"][held]
+    import onnx
+
+    fp32 = np.mean(
+        run(onnx.load(edgec.models.registry.get("mobilenetv2-fmnist").path()), {"input": x})[0].argmax(1) == y
+    )
+    int8 = np.mean(run(onnx.load(out / "model.onnx"), {"input": x})[0].argmax(1) == y)
+    assert 100 * (fp32 - int8) <= 0.05 + 1e-9
+    assert "## Accuracy control" in (out / "report.md").read_text()
+
+
+def test_unlabelled_data_bounds_agreement_with_float32(tmp_path, fmnist_calib):
+    result = edgec.compile(
+        "zoo:lenet5", target="x86-64", opt="int8", calib=fmnist_calib, max_drop=1.0, output_dir=tmp_path / "o"
+    )
+    control = result.report["accuracy_control"]
+    assert control["metric"] == "agreement" and control["float32"]["search"] == 100.0
+    assert control["final"]["drop_holdout"] <= 1.0
+
+
+def test_sqnr_bound(tmp_path, fmnist_calib):
+    result = edgec.compile(
+        "zoo:lenet5", target="x86-64", opt="int8", calib=fmnist_calib, min_sqnr=30.0, output_dir=tmp_path / "o"
+    )
+    control = result.report["accuracy_control"]
+    assert control["metric"] == "sqnr" and control["final"]["holdout"] >= 30.0
+
+
+def test_max_drop_needs_a_quantize_pass(tmp_path, capsys, fmnist_calib):
+    assert (
+        main(
+            [
+                "zoo:lenet5",
+                "-t",
+                "x86-64",
+                "-O2",
+                "--max-drop",
+                "1",
+                "--calib",
+                str(fmnist_calib),
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "control a quantize pass" in capsys.readouterr().err
+
+
+def test_failed_lossy_check_reports_where_precision_went(tmp_path, monkeypatch, fmnist_calib):
+    monkeypatch.setattr(QuantizePass, "tolerance", Tolerance(min_sqnr_db=200.0))
+    with pytest.raises(CheckFailed):
+        edgec.compile("zoo:lenet5", target="x86-64", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o")
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    table = report["passes"][-1]["debug_precision"]
+    assert {row["op"] for row in table} >= {"Conv", "Relu", "input"}  # Gemm+Relu is one quantized output
+    assert all(row["accumulated_sqnr_db"] > 10 for row in table)
+    assert "lost precision (worst layers first)" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_debug_precision_command(tmp_path, capsys, fmnist_calib):
+    out = tmp_path / "dbg"
+    assert (
+        main(
+            [
+                "debug-precision",
+                "zoo:mobilenetv2-fmnist",
+                "--calib",
+                str(fmnist_calib),
+                "-o",
+                str(out),
+                "--samples",
+                "8",
+                "-q",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    rows = result["layers"]
+    introduced = [r["introduced_sqnr_db"] for r in rows]
+    assert introduced == sorted(introduced)  # worst first
+    assert (out / "debug_precision.png").stat().st_size > 10_000
+    # Accumulated error is never smaller than the error a layer introduces on clean inputs by much.
+    finite = [r for r in rows if r["introduced_sqnr_db"] < 200]
+    assert np.median([r["accumulated_sqnr_db"] - r["introduced_sqnr_db"] for r in finite]) <= 0.5

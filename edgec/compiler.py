@@ -68,7 +68,8 @@ def plan(
         registry.load_plugin(plugin)
     target_profile = target if isinstance(target, Target) else registry.target(target)
     chosen, notes = choose_backend(registry, target_profile, backend)
-    text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme)
+    host = target_profile.detect_host and chosen.name == "onnx"  # onnxruntime on this very machine
+    text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host)
     legalize = chosen.legalize_passes(target_profile)
     full_text = ",".join(t for t in (text, legalize) if t)
     return Plan(registry, target_profile, chosen, registry.build_pipeline(full_text), notes + registry.warnings)

@@ -79,6 +79,7 @@ class PassManager:
             record.text = str(pass_.spec(full=True))  # an instrument may have set options
             result = apply_pass(pass_, model.graph, ctx, before=[r.name for r in records[:-1]])
             record.modified, record.stats = result.modified, result.stats
+            record.text = str(pass_.spec(full=True))  # a pass may settle its own options (quantize's search)
             for instrument in reversed(self.instruments):
                 instrument.after_pass(pass_, record, model, ctx)
         for instrument in reversed(self.instruments):

@@ -32,17 +32,20 @@ PRESETS = {
 # Presets that change numerics: the full exact cleanup first (BatchNorm folded before quantizing,
 # so one int8 weight tensor stands for Conv+BN), then the lossy pass. The int8 scheme is the
 # backend's, so the same -O int8 builds TFLite's int8 for a Pi and TensorRT's for a Jetson.
+# When the target is this machine, int8 is also timed here and kept only where it is faster
+# (see edgec.quant.speed); for other devices every quantizable layer computes in int8.
 LOSSY_PRESETS = {
-    "int8": "quantize{{scheme={scheme}}}",
+    "int8": "quantize{{scheme={scheme}{select}}}",
     "fp16": "convert-fp16",
 }
 
 
-def expand(level: str, scheme: str = "onnx") -> str:
+def expand(level: str, scheme: str = "onnx", host: bool = False) -> str:
     """'2', 'O2' and '-O2' all name the same preset; 'int8' and 'fp16' build on '2'."""
     key = level.removeprefix("-").removeprefix("O")
     if key in LOSSY_PRESETS:
-        return PRESETS["2"] + "," + LOSSY_PRESETS[key].format(scheme=scheme)
+        select = ",select=latency" if host else ""
+        return PRESETS["2"] + "," + LOSSY_PRESETS[key].format(scheme=scheme, select=select)
     if key not in PRESETS:
         names = [f"-O{k}" for k in PRESETS] + [f"-O {k}" for k in LOSSY_PRESETS]
         raise PipelineError(f"unknown optimization level '{level}' (levels: {', '.join(names)})")

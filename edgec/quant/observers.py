@@ -14,6 +14,9 @@ import numpy as np
 
 BINS = 2048
 METHODS = ("minmax", "percentile", "entropy", "mse")
+# Past this many values per update, the histogram takes a seeded random sample of this size
+# (each sampled value counting for size / SAMPLE); min and max always see every value.
+SAMPLE = 1 << 16
 
 
 class HistogramObserver:
@@ -24,24 +27,34 @@ class HistogramObserver:
         self.limit = 0.0  # R: the histogram covers [-R, R]
         self.hist = np.zeros(bins, np.float64)
         self.count = 0
+        self._rng = np.random.default_rng(0)
 
     def update(self, values: np.ndarray) -> None:
+        """Observe a tensor: exact min/max, and a seeded random sample of it in the histogram."""
         x = np.asarray(values, np.float32).ravel()
         if x.size == 0:
             return
-        lo, hi = float(x.min()), float(x.max())
+        sample = x[self._rng.integers(0, x.size, SAMPLE)] if x.size > SAMPLE else x
+        self.update_summary(float(x.min()), float(x.max()), sample, x.size)
+
+    def update_summary(self, lo: float, hi: float, sample: np.ndarray, size: int) -> None:
+        """Observe a tensor of `size` values through its exact extremes and a uniform sample of
+        it (collect.observe has onnxruntime reduce and sample large tensors in the graph)."""
+        sample = np.asarray(sample, np.float32).ravel()
+        if size == 0 or sample.size == 0:
+            return
         self.min, self.max = min(self.min, lo), max(self.max, hi)
-        self.count += x.size
+        self.count += size
         needed = max(abs(lo), abs(hi))
         if needed > self.limit:
             self._grow(needed)
         if self.limit == 0.0:  # every value so far is exactly 0
-            self.hist[self.bins // 2] += x.size
+            self.hist[self.bins // 2] += size
             return
-        width = 2 * self.limit / self.bins
-        index = np.floor((x + np.float32(self.limit)) / np.float32(width)).astype(np.int64)
+        # x + R >= 0, so truncation is floor; int32 halves the memory traffic of int64.
+        index = ((sample + np.float32(self.limit)) * np.float32(self.bins / (2 * self.limit))).astype(np.int32)
         np.clip(index, 0, self.bins - 1, out=index)
-        self.hist += np.bincount(index, minlength=self.bins)
+        self.hist += np.bincount(index, minlength=self.bins) * (size / sample.size)
 
     def _grow(self, needed: float) -> None:
         if self.limit == 0.0:

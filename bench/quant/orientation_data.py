@@ -29,8 +29,16 @@ def _fonts() -> list[Path]:
     import matplotlib
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    return [folder / name for name in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
-                                        "DejaVuSans-Bold.ttf", "DejaVuSerif-Italic.ttf")]
+    return [
+        folder / name
+        for name in (
+            "DejaVuSans.ttf",
+            "DejaVuSerif.ttf",
+            "DejaVuSansMono.ttf",
+            "DejaVuSans-Bold.ttf",
+            "DejaVuSerif-Italic.ttf",
+        )
+    ]
 
 
 def rendered_page(seed: int) -> Image.Image:
@@ -82,5 +90,8 @@ def pages(count: int, offset: int = 0) -> list[Image.Image]:
 def rotations(images: list[Image.Image]) -> list[tuple[Image.Image, int]]:
     """Every image at each angle with its class index. The model's angle is a clockwise turn
     (checked: a page turned 90 degrees counter-clockwise is classified 270)."""
-    return [(image.rotate(-angle, expand=True, fillcolor=(255, 255, 255)), label)
-            for image in images for label, angle in enumerate(ANGLES)]
+    return [
+        (image.rotate(-angle, expand=True, fillcolor=(255, 255, 255)), label)
+        for image in images
+        for label, angle in enumerate(ANGLES)
+    ]

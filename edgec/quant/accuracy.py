@@ -87,6 +87,8 @@ class AccuracyControl(Instrument):
 
     def before_pass(self, pass_, record, model, ctx):
         if pass_.name == "quantize" and self.report is None:
+            if pass_.select == "latency":  # decide the speed layout first: the bound is checked on it
+                pass_.settle_selection(model.graph.copy(), ctx)
             self.report = search(model, pass_, ctx, self.data, self.bound, self.holdout, self.seed, self.progress)
             pass_.fallback = tuple(self.report["fallback"])
 
@@ -115,7 +117,8 @@ def search(
         nonlocal evaluations
         evaluations += 1
         trial = model.copy()
-        options = {**quantize.options(), "fallback": tuple(fallback)}
+        # Trials measure accuracy only: no latency search in each of them.
+        options = {**quantize.options(), "fallback": tuple(fallback), "select": "all"}
         apply_pass(type(quantize)(**options), trial.graph, ctx)
         return trial
 

@@ -46,8 +46,9 @@ def batches(samples: Iterable[dict], model: ir.Model, size: int = BATCH) -> Iter
         yield {k: np.concatenate([s[k] for s in pending]) for k in pending[0]}, len(pending)
 
 
-def observe(model: ir.Model, calibration, names: Sequence[str], progress: bool = False,
-            label: str = "calibrating") -> dict[str, HistogramObserver]:
+def observe(
+    model: ir.Model, calibration, names: Sequence[str], progress: bool = False, label: str = "calibrating"
+) -> dict[str, HistogramObserver]:
     """Run the calibration set once and return a histogram observer per named tensor.
 
     onnxruntime computes each observed tensor's exact min and max in the graph (fast reductions);
@@ -82,8 +83,33 @@ def _strided_sample(flat: np.ndarray) -> np.ndarray:
 
 # Strides for sampling: primes share no factor with tensor dimensions (powers of two, 7, 14 ...)
 # unless a dimension is that prime itself.
-_PRIMES = [2, 3, 5, 11, 17, 29, 53, 101, 197, 389, 769, 1523, 3049, 6089, 12163, 24329, 48649, 97301, 194591,
-           389173, 778327, 1556651, 3113267, 6226553, 12453103]
+_PRIMES = [
+    2,
+    3,
+    5,
+    11,
+    17,
+    29,
+    53,
+    101,
+    197,
+    389,
+    769,
+    1523,
+    3049,
+    6089,
+    12163,
+    24329,
+    48649,
+    97301,
+    194591,
+    389173,
+    778327,
+    1556651,
+    3113267,
+    6226553,
+    12453103,
+]
 
 
 def _summarizing(model: ir.Model, names: Sequence[str]) -> tuple[ir.Model, dict[str, tuple[str, ...]]]:

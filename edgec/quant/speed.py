@@ -51,8 +51,13 @@ def _dot_length(node: gs.Node) -> int:
     return int(weight.shape[0] if not node.attrs.get("transB", 0) else weight.shape[-1])
 
 
-def latency_search(graph: gs.Graph, rewrite: Callable[[gs.Graph, set[str]], object], nodes: list[gs.Node],
-                   float_compute: set[str], budget_seconds: float) -> dict:
+def latency_search(
+    graph: gs.Graph,
+    rewrite: Callable[[gs.Graph, set[str]], object],
+    nodes: list[gs.Node],
+    float_compute: set[str],
+    budget_seconds: float,
+) -> dict:
     """Returns the layers to compute in float (weights stay int8) and what was measured."""
     start = time.perf_counter()
 

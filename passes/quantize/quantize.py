@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -35,6 +35,7 @@ class QuantizePass(Pass):
     # whose int8 kernels are slower here (only meaningful when this machine is the target).
     select: Literal["all", "latency"] = "all"
     select_seconds: float = 20.0
+    _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         scheme = schemes.get(self.scheme, self.activations or None)
@@ -42,14 +43,7 @@ class QuantizePass(Pass):
         if not qdq.plan(graph, scheme, set(self.fallback)).nodes:
             return PassResult(False, {"quantized_nodes": 0})
         observers = self.observers(graph, scheme, ctx)
-        search = None
-        if self.select == "latency":
-            search = latency_search(graph, lambda g, fc: self._rewrite(g, scheme, observers, fc),
-                                    qdq.plan(graph, scheme, set(self.fallback)).nodes, set(self.float_compute),
-                                    self.select_seconds)
-            # The printed pipeline replays this decision exactly, without measuring again.
-            self.float_compute = tuple(self.float_compute) + tuple(search["float_compute"])
-            self.select = "all"
+        search = self.settle_selection(graph, ctx) if self.select == "latency" else self._search
         weights_before = ir.param_bytes(graph)
         plan = self._rewrite(graph, scheme, observers, set(self.float_compute))
         ops: dict[str, int] = {}
@@ -69,6 +63,24 @@ class QuantizePass(Pass):
         if search is not None:
             stats["latency_search"] = {k: v for k, v in search.items() if k != "float_compute"}
         return PassResult(True, stats)
+
+    def settle_selection(self, graph: gs.Graph, ctx: PassContext) -> dict:
+        """Run the latency search now and fix its result in the options (select becomes "all"), so
+        the printed pipeline replays it exactly and accuracy control evaluates the final layout."""
+        scheme = schemes.get(self.scheme, self.activations or None)
+        ir.infer_shapes(graph)
+        observers = self.observers(graph, scheme, ctx)
+        search = latency_search(
+            graph,
+            lambda g, fc: self._rewrite(g, scheme, observers, fc),
+            qdq.plan(graph, scheme, set(self.fallback)).nodes,
+            set(self.float_compute),
+            self.select_seconds,
+        )
+        self.float_compute = tuple(self.float_compute) + tuple(search["float_compute"])
+        self.select = "all"
+        self._search = search
+        return search
 
     def _rewrite(self, graph: gs.Graph, scheme, observers: dict, float_compute: set[str]) -> qdq.Plan:
         """Insert Q/DQ with the fallback layers entirely float and the float_compute layers reading

@@ -36,7 +36,8 @@ def test_quantize_dequantize_round_trip_within_half_a_step(name, a, b, seed):
     x = np.random.default_rng(seed).uniform(low, high, 1000).astype(np.float32)
     q = np.clip(np.round(x / scale) + int(zero_point), qmin, qmax)
     restored = (q - int(zero_point)) * scale
-    assert np.all(np.abs(restored - x) <= scale / 2 * (1 + 1e-5) + 1e-12)
+    # float32 arithmetic adds a few ulps on top of the half step
+    assert np.all(np.abs(restored - x) <= scale / 2 + 4 * np.finfo(np.float32).eps * np.abs(x) + 1e-12)
 
 
 @given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=4, max_side=6), elements=floats), st.booleans())

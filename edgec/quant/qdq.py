@@ -184,13 +184,13 @@ def weight_axis(node: gs.Node, per_channel: bool) -> int | None:
     return None
 
 
-def quantize_weight_input(graph: gs.Graph, node: gs.Node, index: int, axis: int | None, names: NameGen):
+def quantize_weight_input(graph: gs.Graph, node: gs.Node, index: int, axis: int | None, names: NameGen, min_scale=None):
     """Replace a float constant input by int8 + DequantizeLinear; returns the scale (or None)."""
     weight = node.inputs[index]
     values = constant_value(weight)
     if values is None or not np.issubdtype(values.dtype, np.floating):
         return None
-    q, scale = schemes.quantize_weights(values, axis)
+    q, scale = schemes.quantize_weights(values, axis, min_scale)
     _dequantized_input(
         graph, node, index, q, scale, np.zeros_like(scale, np.int8), axis, names, f"{weight.name}_quantized"
     )

@@ -129,24 +129,39 @@ def activation_params(lo: float, hi: float, scheme: Scheme) -> tuple[np.float32,
     return np.float32(scale), scheme.np_dtype.type(zero_point)
 
 
-def quantize_weights(weights: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 in [-127, 127] per slice along `axis` (per tensor when None): (q, scale)."""
+INT32_MAX = 2**31 - 1
+
+
+def quantize_weights(weights: np.ndarray, axis: int | None, min_scale=None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 in [-127, 127] per slice along `axis` (per tensor when None): (q, scale).
+    `min_scale` (per slice) widens a scale where the bias would not fit int32 otherwise."""
     w = weights.astype(np.float64)
     if axis is None:
         bound = np.abs(w).max(initial=0.0)
-        scale = np.float32(bound / 127.0 if bound > 0 else 1.0)
+        floor = 0.0 if min_scale is None else float(np.max(min_scale, initial=0.0))
+        scale = np.float32(max(bound / 127.0 if bound > 0 else 1.0, floor))
         return np.clip(np.round(w / scale), -127, 127).astype(np.int8), np.asarray(scale, np.float32)
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     bound = np.abs(moved).max(axis=1, initial=0.0)
-    scale = np.where(bound > 0, bound / 127.0, 1.0).astype(np.float32)
+    scale = np.where(bound > 0, bound / 127.0, 1.0)
+    if min_scale is not None:
+        scale = np.maximum(scale, min_scale)
+    scale = scale.astype(np.float32)
     shape = [1] * w.ndim
     shape[axis] = -1
     q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
     return q, scale
 
 
+def bias_safe_weight_scale(bias: np.ndarray, input_scale: float) -> np.ndarray:
+    """The smallest weight scale per channel that keeps bias / (s_in * s_w) inside int32 (with a
+    margin for rounding): a tiny s_in * s_w would otherwise saturate a large bias silently."""
+    return np.abs(bias.astype(np.float64)) / (float(input_scale) * INT32_MAX * 0.999)
+
+
 def quantize_bias(bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int32 bias with scale s_in * s_w (per output channel), zero point 0."""
+    """int32 bias with scale s_in * s_w (per output channel), zero point 0. The caller widens the
+    weight scale first (bias_safe_weight_scale) so nothing saturates."""
     scale = (np.float32(input_scale) * weight_scale.astype(np.float32)).astype(np.float32)
     q = np.clip(np.round(bias.astype(np.float64) / scale.astype(np.float64)), -(2**31), 2**31 - 1)
     return q.astype(np.int32), scale

@@ -115,9 +115,15 @@ class QuantizePass(Pass):
     def _quantize_constants(self, graph, node, params, scheme, names) -> None:
         if node.op in COMPUTE_OPS:
             input_params = params.get(node.inputs[0].name)
-            weight_scale = qdq.quantize_weight_input(graph, node, 1, qdq.weight_axis(node, self.per_channel), names)
+            axis = qdq.weight_axis(node, self.per_channel)
             has_bias = node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2
-            if has_bias and input_params is not None and scheme.output_qdq:
+            int32_bias = has_bias and input_params is not None and scheme.output_qdq
+            bias = constant_value(node.inputs[2]) if int32_bias else None
+            min_scale = None
+            if bias is not None and bias.ndim == 1 and axis is not None:
+                min_scale = schemes.bias_safe_weight_scale(bias, float(input_params[0]))
+            weight_scale = qdq.quantize_weight_input(graph, node, 1, axis, names, min_scale)
+            if int32_bias:
                 qdq.quantize_bias_input(graph, node, 2, input_params[0], weight_scale, names)
         elif node.op in ("Add", "Mul") and scheme.output_qdq:
             # A constant operand is quantized like an activation, so the op has an int8 kernel.

@@ -52,9 +52,12 @@ def test_weights_are_symmetric_int8_within_127(weights, per_channel):
 @given(hnp.arrays(np.float32, st.integers(1, 16), elements=floats), st.floats(1e-4, 1.0), st.integers(0, 2**16))
 def test_bias_scale_is_input_scale_times_weight_scale(bias, input_scale, seed):
     weight_scale = np.random.default_rng(seed).uniform(1e-4, 1.0, bias.shape).astype(np.float32)
+    # what the quantize pass does first, so no bias saturates int32
+    weight_scale = np.maximum(weight_scale, schemes.bias_safe_weight_scale(bias, input_scale)).astype(np.float32)
     q, scale = schemes.quantize_bias(bias, np.float32(input_scale), weight_scale)
     assert q.dtype == np.int32
     np.testing.assert_array_equal(scale, (np.float32(input_scale) * weight_scale).astype(np.float32))
+    assert np.all(np.abs(q.astype(np.int64)) < 2**31 - 1)
     assert np.all(np.abs(q * scale.astype(np.float64) - bias) <= scale / 2 * (1 + 1e-5) + 1e-30)
 
 

@@ -198,3 +198,20 @@ def test_images_directory_calibrates_a_zoo_model_with_its_stored_preprocessing(t
     )
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["inputs"][0]["preprocess"].startswith("color=gray,scale=0.003921568627")
+
+
+def test_a_large_bias_widens_the_weight_scale_instead_of_saturating_int32(tmp_path):
+    b = GraphBuilder(seed=9)
+    x = b.input("x", [1, 2, 4, 4])
+    weight = (b.rng.standard_normal((3, 2, 1, 1)) * 1e-4).astype(np.float32)  # tiny weights...
+    bias = np.array([5000.0, -3000.0, 1.0], np.float32)  # ...and a huge bias
+    b.output(b.op("Relu", [b.op("Conv", [x, b.const(weight), b.const(bias)])]))
+    model = b.model()
+    original = model.copy()
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).uniform(0, 1e-3, (32, 1, 2, 4, 4)).astype(np.float32))
+    apply_pass(QuantizePass(), model.graph, PassContext(calibration=calib.load(str(tmp_path / "c.npy"), model)))
+    inits = _initializers(model.to_onnx())
+    int32 = [v for v in inits.values() if v.dtype == np.int32]
+    assert int32 and np.all(np.abs(int32[0].astype(np.int64)) < 2**31 - 1)
+    feeds = {"x": np.random.default_rng(1).uniform(0, 1e-3, (1, 2, 4, 4)).astype(np.float32)}
+    np.testing.assert_allclose(run(model, feeds)[0], run(original, feeds)[0], rtol=1e-3, atol=30)

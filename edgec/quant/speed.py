@@ -1,5 +1,8 @@
 """Where int8 pays on this machine: a measured search over which layers to keep in float.
 
+Layers kept in float keep float weights: onnxruntime dequantizes an int8 weight on every run
+(it does not constant-fold DequantizeLinear), which costs more than the float kernel saves.
+
 int8 is not automatically faster: onnxruntime's int8 depthwise kernels are slower than its fp32
 ones here, a stem convolution over 1-3 channels has nothing to gain, and every float island
 costs a dequantize and a quantize. The search times the whole model in onnxruntime (batch 1,
@@ -55,34 +58,38 @@ def latency_search(
     graph: gs.Graph,
     rewrite: Callable[[gs.Graph, set[str]], object],
     nodes: list[gs.Node],
-    float_compute: set[str],
     budget_seconds: float,
 ) -> dict:
-    """Returns the layers to compute in float (weights stay int8) and what was measured."""
+    """Returns the layers to keep in float (`rewrite(graph, layers)` builds that candidate) and
+    what was measured. Two sweeps: keeping one layer float can make its neighbour's int8 pay less."""
     start = time.perf_counter()
 
     def timed(extra: set[str]) -> float:
         trial = ir.Model(graph).copy()
-        rewrite(trial.graph, float_compute | extra)
+        rewrite(trial.graph, extra)
         return latency_us(trial)
 
     candidates = sorted((n for n in nodes if n.op in COMPUTE_OPS), key=_dot_length)
     all_int8 = best = timed(set())
     chosen: set[str] = set()
     trials = 1
-    for node in candidates:
-        if time.perf_counter() - start > budget_seconds:
+    for _sweep in range(2):
+        changed = False
+        for node in candidates:
+            if time.perf_counter() - start > budget_seconds:
+                break
+            trial = chosen ^ {node.name}  # add it, or (second sweep) take it back out
+            latency = timed(trial)
+            trials += 1
+            if latency < best * (1 - MIN_GAIN):
+                chosen, best, changed = trial, latency, True
+        if not changed:
             break
-        latency = timed(chosen | {node.name})
-        trials += 1
-        if latency < best * (1 - MIN_GAIN):
-            chosen.add(node.name)
-            best = latency
     return {
-        "float_compute": [n.name for n in candidates if n.name in chosen],
+        "fallback": [n.name for n in candidates if n.name in chosen],
         "all_int8_us": round(all_int8, 1),
         "chosen_us": round(best, 1),
         "trials": trials,
         "seconds": round(time.perf_counter() - start, 2),
-        "complete": trials == len(candidates) + 1,
+        "complete": time.perf_counter() - start <= budget_seconds,
     }

@@ -29,9 +29,12 @@ class QuantizePass(Pass):
     percentile: float = 99.99
     activations: Literal["", "uint8", "int8"] = ""  # "" takes the scheme's
     per_channel: bool = True
-    fallback: tuple[str, ...] = ()  # node names kept entirely in float (weights too): for accuracy
-    float_compute: tuple[str, ...] = ()  # node names that compute in float on int8-stored weights: for speed
-    # "latency": time the model in onnxruntime on this machine and move to float_compute the layers
+    fallback: tuple[str, ...] = ()  # node names kept entirely in float, weights too
+    # Node names that compute in float on int8-stored weights: a small file, but onnxruntime then
+    # dequantizes those weights on every run (it never folds DequantizeLinear), so the latency
+    # search uses `fallback` instead.
+    float_compute: tuple[str, ...] = ()
+    # "latency": time the model in onnxruntime on this machine and move to `fallback` the layers
     # whose int8 kernels are slower here (only meaningful when this machine is the target).
     select: Literal["all", "latency"] = "all"
     select_seconds: float = 20.0
@@ -45,7 +48,7 @@ class QuantizePass(Pass):
         observers = self.observers(graph, scheme, ctx)
         search = self.settle_selection(graph, ctx) if self.select == "latency" else self._search
         weights_before = ir.param_bytes(graph)
-        plan = self._rewrite(graph, scheme, observers, set(self.float_compute))
+        plan = self._rewrite(graph, scheme, observers, set(self.float_compute), set(self.fallback))
         ops: dict[str, int] = {}
         for node in plan.nodes:
             ops[node.op] = ops.get(node.op, 0) + 1
@@ -61,7 +64,7 @@ class QuantizePass(Pass):
             "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
         }
         if search is not None:
-            stats["latency_search"] = {k: v for k, v in search.items() if k != "float_compute"}
+            stats["latency_search"] = {k: v for k, v in search.items() if k != "fallback"}
         return PassResult(True, stats)
 
     def settle_selection(self, graph: gs.Graph, ctx: PassContext) -> dict:
@@ -70,22 +73,22 @@ class QuantizePass(Pass):
         scheme = schemes.get(self.scheme, self.activations or None)
         ir.infer_shapes(graph)
         observers = self.observers(graph, scheme, ctx)
-        search = latency_search(
-            graph,
-            lambda g, fc: self._rewrite(g, scheme, observers, fc),
-            qdq.plan(graph, scheme, set(self.fallback)).nodes,
-            set(self.float_compute),
-            self.select_seconds,
-        )
-        self.float_compute = tuple(self.float_compute) + tuple(search["float_compute"])
+
+        def rewrite(trial: gs.Graph, extra: set[str]) -> None:
+            self._rewrite(trial, scheme, observers, set(self.float_compute), set(self.fallback) | extra)
+
+        search = latency_search(graph, rewrite, qdq.plan(graph, scheme, set(self.fallback)).nodes, self.select_seconds)
+        self.fallback = tuple(self.fallback) + tuple(search["fallback"])
         self.select = "all"
         self._search = search
         return search
 
-    def _rewrite(self, graph: gs.Graph, scheme, observers: dict, float_compute: set[str]) -> qdq.Plan:
+    def _rewrite(
+        self, graph: gs.Graph, scheme, observers: dict, float_compute: set[str], fallback: set[str]
+    ) -> qdq.Plan:
         """Insert Q/DQ with the fallback layers entirely float and the float_compute layers reading
-        int8-stored weights through DequantizeLinear (the file stays small either way)."""
-        plan = qdq.plan(graph, scheme, set(self.fallback) | float_compute)
+        int8-stored weights through DequantizeLinear."""
+        plan = qdq.plan(graph, scheme, fallback | float_compute)
         levels = scheme.qrange[1] - scheme.qrange[0] + 1
         ranges = {n: observers[n].range(self.calib, self.percentile, levels) for n in plan.tensors if n in observers}
         params = qdq.activation_ranges(graph, plan, ranges, scheme)
@@ -93,7 +96,7 @@ class QuantizePass(Pass):
         for node in plan.nodes:  # weights first: biases need the input's scale, by its old name
             self._quantize_constants(graph, node, params, scheme, names)
         for node in graph.nodes:
-            if node.name in float_compute and node.op in COMPUTE_OPS and node.name not in self.fallback:
+            if node.name in float_compute and node.op in COMPUTE_OPS and node.name not in fallback:
                 qdq.quantize_weight_input(graph, node, 1, qdq.weight_axis(node, self.per_channel), names)
         tensors = graph.tensors()
         for name in plan.tensors:

@@ -1,5 +1,8 @@
 """Where Q/DQ pairs go, with what parameters, and the rewrite that puts them there.
 
+Generated names are short (`<tensor>_q`, `_dq`, `_s` scale, `_zp` zero point) and Q/DQ nodes
+are unnamed: in a small int8 model the names are a visible share of the file.
+
 Activations get QuantizeLinear -> DequantizeLinear on the tensors around quantized ops, placed
 the way onnxruntime and OpenVINO pattern-match them into int8 kernels: a Conv/Gemm/MatMul reads
 DQ'd inputs and an int8 weight through DQ, and writes into Q (a following Relu/Clip is absorbed
@@ -148,16 +151,14 @@ def _share(graph, plan_, params, ranges, scheme) -> None:
 def insert_activation_qdq(graph: gs.Graph, tensor: gs.Variable, scale, zero_point, names: NameGen) -> None:
     """x -> QuantizeLinear -> DequantizeLinear -> (every former reader of x)."""
     readers = list(tensor.outputs)
-    q_scale = gs.Constant(names(f"{tensor.name}_scale"), np.asarray(scale, np.float32))
-    q_zero = gs.Constant(names(f"{tensor.name}_zero_point"), np.asarray(zero_point))
-    quantized = gs.Variable(names(f"{tensor.name}_quantized"), dtype=np.asarray(zero_point).dtype, shape=tensor.shape)
-    restored = gs.Variable(names(f"{tensor.name}_dequantized"), dtype=tensor.dtype, shape=tensor.shape)
-    q = gs.Node(
-        "QuantizeLinear", names(f"{tensor.name}_QuantizeLinear"), inputs=[tensor, q_scale, q_zero], outputs=[quantized]
-    )
+    q_scale = gs.Constant(names(f"{tensor.name}_s"), np.asarray(scale, np.float32))
+    q_zero = gs.Constant(names(f"{tensor.name}_zp"), np.asarray(zero_point))
+    quantized = gs.Variable(names(f"{tensor.name}_q"), dtype=np.asarray(zero_point).dtype, shape=tensor.shape)
+    restored = gs.Variable(names(f"{tensor.name}_dq"), dtype=tensor.dtype, shape=tensor.shape)
+    q = gs.Node("QuantizeLinear", "", inputs=[tensor, q_scale, q_zero], outputs=[quantized])
     dq = gs.Node(
         "DequantizeLinear",
-        names(f"{tensor.name}_DequantizeLinear"),
+        "",
         inputs=[quantized, q_scale, q_zero],
         outputs=[restored],
     )
@@ -191,9 +192,7 @@ def quantize_weight_input(graph: gs.Graph, node: gs.Node, index: int, axis: int 
     if values is None or not np.issubdtype(values.dtype, np.floating):
         return None
     q, scale = schemes.quantize_weights(values, axis, min_scale)
-    _dequantized_input(
-        graph, node, index, q, scale, np.zeros_like(scale, np.int8), axis, names, f"{weight.name}_quantized"
-    )
+    _dequantized_input(graph, node, index, q, scale, np.zeros_like(scale, np.int8), axis, names, f"{weight.name}_q")
     return scale
 
 
@@ -204,7 +203,7 @@ def quantize_bias_input(graph, node, index, input_scale, weight_scale, names) ->
     weight_scale = np.broadcast_to(np.asarray(weight_scale, np.float32), bias.shape)
     q, scale = schemes.quantize_bias(bias, input_scale, weight_scale)
     _dequantized_input(
-        graph, node, index, q, scale, np.zeros(scale.shape, np.int32), 0, names, f"{node.inputs[index].name}_quantized"
+        graph, node, index, q, scale, np.zeros(scale.shape, np.int32), 0, names, f"{node.inputs[index].name}_q"
     )
     return True
 
@@ -212,13 +211,13 @@ def quantize_bias_input(graph, node, index, input_scale, weight_scale, names) ->
 def _dequantized_input(graph, node, index, q, scale, zero_point, axis, names, base) -> None:
     source = node.inputs[index]
     stored = gs.Constant(names(base), q)
-    scale_c = gs.Constant(names(f"{base}_scale"), np.asarray(scale, np.float32))
-    zero_c = gs.Constant(names(f"{base}_zero_point"), np.asarray(zero_point))
-    restored = gs.Variable(names(f"{base}_dequantized"), dtype=source.dtype, shape=list(q.shape))
+    scale_c = gs.Constant(names(f"{base}_s"), np.asarray(scale, np.float32))
+    zero_c = gs.Constant(names(f"{base}_zp"), np.asarray(zero_point))
+    restored = gs.Variable(names(f"{base}_dq"), dtype=source.dtype, shape=list(q.shape))
     attrs = {"axis": int(axis)} if axis is not None and np.asarray(scale).ndim == 1 else {}
     dq = gs.Node(
         "DequantizeLinear",
-        names(f"{base}_DequantizeLinear"),
+        "",
         attrs=attrs,
         inputs=[stored, scale_c, zero_c],
         outputs=[restored],

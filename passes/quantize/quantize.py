@@ -135,6 +135,4 @@ class QuantizePass(Pass):
                 if values is not None and np.issubdtype(values.dtype, np.floating):
                     scale, zero_point = schemes.activation_params(float(values.min()), float(values.max()), scheme)
                     q = np.clip(np.round(values / scale) + zero_point, *scheme.qrange).astype(scheme.np_dtype)
-                    qdq._dequantized_input(
-                        graph, node, index, q, scale, zero_point, None, names, f"{tensor.name}_quantized"
-                    )
+                    qdq._dequantized_input(graph, node, index, q, scale, zero_point, None, names, f"{tensor.name}_q")

@@ -254,13 +254,28 @@ def targets(models: dict) -> list[dict]:
         fastest_quantizer = min(r["quantize_seconds"] for r in theirs.values())
         drop = 100 * (fp32["accuracy"] - ours["accuracy"])
         check(model, "accuracy drop (points)", f"{drop:.2f}", "<= 0.5", drop <= 0.5)
-        check(model, "SQNR vs onnxruntime's best", f"{ours['sqnr_db']:.1f} dB", f">= {best['sqnr_db']:.1f} dB",
-              ours["sqnr_db"] >= best["sqnr_db"])
+        check(
+            model,
+            "SQNR vs onnxruntime's best",
+            f"{ours['sqnr_db']:.1f} dB",
+            f">= {best['sqnr_db']:.1f} dB",
+            ours["sqnr_db"] >= best["sqnr_db"],
+        )
         check(model, "int8 file / fp32", f"{ours['size_ratio']:.3f}", "<= 0.27", ours["size_ratio"] <= 0.27)
-        check(model, f"int8 latency / fp32 ({HOST} build)", f"{host['latency_ratio']:.2f}", "<= 0.6",
-              host["latency_ratio"] <= 0.6)
-        check(model, "quantization wall time", f"{ours['quantize_seconds']:.2f} s", f"<= {fastest_quantizer:.2f} s",
-              ours["quantize_seconds"] <= fastest_quantizer)
+        check(
+            model,
+            f"int8 latency / fp32 ({HOST} build)",
+            f"{host['latency_ratio']:.2f}",
+            "<= 0.6",
+            host["latency_ratio"] <= 0.6,
+        )
+        check(
+            model,
+            "quantization wall time",
+            f"{ours['quantize_seconds']:.2f} s",
+            f"<= {fastest_quantizer:.2f} s",
+            ours["quantize_seconds"] <= fastest_quantizer,
+        )
     return checks
 
 

@@ -10,7 +10,6 @@ import onnx_graphsurgeon as gs
 from edgec import ir, runner
 from edgec.progress import Progress
 from edgec.graph_utils import NameGen
-from edgec.quant.observers import SAMPLE as OBSERVER_SAMPLE
 from edgec.quant.observers import HistogramObserver
 
 BATCH = 32
@@ -47,37 +46,52 @@ def batches(samples: Iterable[dict], model: ir.Model, size: int = BATCH) -> Iter
 
 
 def observe(
-    model: ir.Model, calibration, names: Sequence[str], progress: bool = False, label: str = "calibrating"
+    model: ir.Model,
+    calibration,
+    names: Sequence[str],
+    progress: bool = False,
+    label: str = "calibrating",
+    exact_extremes: bool = True,
 ) -> dict[str, HistogramObserver]:
     """Run the calibration set once and return a histogram observer per named tensor.
 
-    onnxruntime computes each observed tensor's exact min and max in the graph (fast reductions);
-    the histogram takes a strided sample of at most SAMPLE values per tensor and batch, with a
-    prime stride so it does not alias with channel or spatial periods.
+    The histogram takes a strided sample of each tensor per run (in the graph when the size is
+    static, so only the sample is copied out), with a prime stride so it does not alias with
+    channel or spatial periods: about 2^20 values per tensor over the set. With
+    `exact_extremes`, onnxruntime also reduces every tensor to its exact min and max (what the
+    minmax method needs; the reductions cost as much as the model itself on PP-LCNet).
     """
-    summarized, outputs = _summarizing(model, names)
+    dynamic = all(t.shape and not isinstance(t.shape[0], int) for t in model.graph.inputs)
+    runs = max(1, -(-len(calibration) // BATCH) if dynamic else len(calibration))
+    # About 2^20 sampled values per tensor over the whole set, never fewer than 4096 per run.
+    per_run = max(4096, (1 << 20) // runs)
+    summarized, outputs = _summarizing(model, names, per_run, exact_extremes)
     # Graph optimizations on: every observed tensor is a graph output, which fusions preserve.
     session = runner.make_session(summarized, optimize=True)
     available = {o.name for o in session.get_outputs()}
-    wanted = [n for n in names if all(o in available for o in outputs[n])]
-    fetch = [o for n in wanted for o in outputs[n]]
+    wanted = [n for n in names if n in outputs and all(o in available for o in outputs[n][:3] if o)]
+    fetch = [o for n in wanted for o in outputs[n][:3] if o]
     observers = {name: HistogramObserver() for name in wanted}
     feeds_names = [i.name for i in session.get_inputs()]
     with Progress(len(calibration), label, enabled=progress) as bar:
         for feeds, count in batches(calibration, model):
             values = dict(zip(fetch, session.run(fetch, {k: feeds[k] for k in feeds_names})))
             for name in wanted:
-                tensor, lo, hi = (values[o] for o in outputs[name])
+                tensor, lo, hi = (values.get(o) for o in outputs[name][:3])
+                size = outputs[name][3]  # static element count when the graph already sampled it
                 flat = tensor.reshape(-1)
-                observers[name].update_summary(float(lo), float(hi), _strided_sample(flat), flat.size)
+                sample = flat if size else _strided_sample(flat, per_run)
+                if lo is None:  # extremes of the sample: enough for every method but minmax
+                    lo, hi = sample.min(initial=np.inf), sample.max(initial=-np.inf)
+                observers[name].update_summary(float(lo), float(hi), sample, size or flat.size)
             bar.update(count)
     return observers
 
 
-def _strided_sample(flat: np.ndarray) -> np.ndarray:
-    if flat.size <= OBSERVER_SAMPLE:
+def _strided_sample(flat: np.ndarray, target: int) -> np.ndarray:
+    if flat.size <= target:
         return flat
-    stride = next(p for p in _PRIMES if p >= flat.size // OBSERVER_SAMPLE)
+    stride = next(p for p in _PRIMES if p >= flat.size // target)
     return flat[stride // 2 :: stride]
 
 
@@ -112,27 +126,59 @@ _PRIMES = [
 ]
 
 
-def _summarizing(model: ir.Model, names: Sequence[str]) -> tuple[ir.Model, dict[str, tuple[str, ...]]]:
-    """A copy of the model that also outputs (tensor, min, max) for each named tensor."""
+def _summarizing(
+    model: ir.Model, names: Sequence[str], per_run: int, exact_extremes: bool
+) -> tuple[ir.Model, dict[str, tuple]]:
+    """A copy of the model that also outputs, per named tensor: the tensor (or, when its size is
+    static and large, a strided sample taken in the graph, which saves copying it out) and, when
+    asked, its exact min and max (reductions in the graph). Values: (tensor or sample name, min
+    name or None, max name or None, static size or None)."""
     summarized = model.copy()
     graph = summarized.graph
     tensors = graph.tensors()
     fresh = NameGen(graph)
     outputs = {}
     present = {t.name for t in graph.outputs}
+    flat_shape = gs.Constant(fresh("observe_flat_shape"), np.array([-1], np.int64))
     for name in names:
         tensor = tensors.get(name)
         if not isinstance(tensor, gs.Variable) or tensor.dtype is None:
             continue
-        lo = gs.Variable(fresh(f"{name}__min"), dtype=tensor.dtype, shape=[])
-        hi = gs.Variable(fresh(f"{name}__max"), dtype=tensor.dtype, shape=[])
-        graph.nodes += [
-            gs.Node("ReduceMin", attrs={"keepdims": 0}, inputs=[tensor], outputs=[lo]),
-            gs.Node("ReduceMax", attrs={"keepdims": 0}, inputs=[tensor], outputs=[hi]),
-        ]
+        extremes = (None, None)
+        if exact_extremes:
+            lo = gs.Variable(fresh(f"{name}__min"), dtype=tensor.dtype, shape=[])
+            hi = gs.Variable(fresh(f"{name}__max"), dtype=tensor.dtype, shape=[])
+            graph.nodes += [
+                gs.Node("ReduceMin", attrs={"keepdims": 0}, inputs=[tensor], outputs=[lo]),
+                gs.Node("ReduceMax", attrs={"keepdims": 0}, inputs=[tensor], outputs=[hi]),
+            ]
+            graph.outputs += [lo, hi]
+            extremes = (lo.name, hi.name)
+        size = _static_size(tensor)
+        if size and size > per_run:
+            flat = gs.Variable(fresh(f"{name}__flat"), dtype=tensor.dtype)
+            sample = gs.Variable(fresh(f"{name}__sample"), dtype=tensor.dtype)
+            stride = next(p for p in _PRIMES if p >= size // per_run)
+            steps = [
+                gs.Constant(fresh(f"{name}__{k}"), np.array([v], np.int64))
+                for k, v in (("start", stride // 2), ("end", size), ("axes", 0), ("step", stride))
+            ]
+            graph.nodes += [
+                gs.Node("Reshape", inputs=[tensor, flat_shape], outputs=[flat]),
+                gs.Node("Slice", inputs=[flat, *steps], outputs=[sample]),
+            ]
+            graph.outputs.append(sample)
+            outputs[name] = (sample.name, *extremes, size)
+            continue
         if name not in present:
             graph.outputs.append(tensor)
             present.add(name)
-        graph.outputs += [lo, hi]
-        outputs[name] = (name, lo.name, hi.name)
+        outputs[name] = (name, *extremes, None)
     return summarized, outputs
+
+
+def _static_size(tensor: gs.Variable) -> int | None:
+    shape = tensor.shape
+    if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return None
+    return int(np.prod(shape, dtype=np.int64))

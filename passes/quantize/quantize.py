@@ -109,10 +109,19 @@ class QuantizePass(Pass):
         """Statistics of every tensor the plan without fallbacks quantizes (a superset of any
         plan with fallbacks), collected once per graph and calibration set: accuracy control
         tries many fallback sets on the same graph."""
-        key = ("quantize-observers", id(ctx.calibration), scheme.name, tuple((n.op, n.name) for n in graph.nodes))
+        exact = self.calib == "minmax"  # the other methods read ranges off sampled histograms
+        key = (
+            "quantize-observers",
+            id(ctx.calibration),
+            scheme.name,
+            exact,
+            tuple((n.op, n.name) for n in graph.nodes),
+        )
         if key not in ctx.cache:
             full = qdq.plan(graph, scheme, set())
-            ctx.cache[key] = collect.observe(ir.Model(graph), ctx.calibration, full.tensors, ctx.progress)
+            ctx.cache[key] = collect.observe(
+                ir.Model(graph), ctx.calibration, full.tensors, ctx.progress, exact_extremes=exact
+            )
         return ctx.cache[key]
 
     def _quantize_constants(self, graph, node, params, scheme, names) -> None:

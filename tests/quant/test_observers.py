@@ -17,7 +17,7 @@ def test_histogram_keeps_every_value_and_exact_extremes_while_it_grows(scales, s
         obs.update(batch)
         seen.append(batch)
     values = np.concatenate(seen)
-    assert obs.hist.sum() == values.size and obs.hist.size == BINS  # memory does not grow
+    assert obs.histogram.sum() == values.size and obs.histogram.size == BINS  # memory does not grow
     assert obs.min == values.min() and obs.max == values.max()
     assert obs.limit >= np.abs(values).max()
 

@@ -7,8 +7,9 @@ int8 is not automatically faster: onnxruntime's int8 depthwise kernels are slowe
 ones here, a stem convolution over 1-3 channels has nothing to gain, and every float island
 costs a dequantize and a quantize. The search times the whole model in onnxruntime (batch 1,
 1 thread, the deployment setting on this host) and greedily keeps a layer in float when that
-makes the model at least 5% faster (a float layer also stores float weights). Layers are tried cheapest-in-int8 first: depthwise and
-short dot products (K = C_in/group x kernel) before the rest, until the time budget runs out.
+makes the model at least 5% faster (a float layer also stores float weights, so small gains do
+not pay for a bigger file). Layers are tried cheapest-in-int8 first: depthwise and short dot
+products (K = C_in/group x kernel) before the rest, until the time budget runs out.
 """
 
 from __future__ import annotations

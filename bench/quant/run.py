@@ -253,6 +253,18 @@ def markdown(report: dict) -> str:
                 f"{sqnr} | {r['size_ratio']:.3f}x | {r['latency_us']:.1f} | {r['latency_ratio']:.2f}x | "
                 f"{r['quantize_seconds']:.2f} |"
             )
+        lines += [
+            "",
+            f"Design choices ({model}: `-O2` cleanup, then the listed passes):",
+            "",
+            "| variant | accuracy | top-1 agreement | SQNR dB | quantize s |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label, r in both["variants"].items():
+            lines.append(
+                f"| {label} | {100 * r['accuracy']:.2f}% | {100 * r['top1_agreement']:.2f}% | "
+                f"{r['sqnr_db']:.1f} | {r['quantize_seconds']:.2f} |"
+            )
         lines.append("")
     lines += ["## Targets", "", "| model | check | measured | target | met |", "|---|---|---:|---:|---|"]
     for check in report["targets"]:

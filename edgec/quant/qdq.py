@@ -43,6 +43,10 @@ def _activations(node: gs.Node) -> list[gs.Tensor]:
 def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
     """Decide which nodes and tensors to quantize (main graph; subgraphs stay float)."""
     candidates = [n for n in graph.nodes if n.op in scheme.quantized_ops and n.name not in fallback and _activations(n)]
+    chosen = {id(n) for n in candidates}
+    # A Relu/Clip is quantized as part of the layer before it; after a float layer (a fallback,
+    # or an op with no int8 kernel) it stays float too, so a fallback layer is float end to end.
+    candidates = [n for n in candidates if n.op not in ABSORBED_ACTIVATIONS or _follows_quantized(n, chosen)]
     core = [n for n in candidates if n.op not in SHARED_OPS]
     tensors: set[str] = set()
     absorbed: dict[str, str] = {}
@@ -60,6 +64,11 @@ def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
     quantized = [n for n in candidates if any(t.name in tensors for t in _activations(n) + list(n.outputs))]
     order = {name: i for i, name in enumerate(graph.tensors())}
     return Plan(quantized, sorted(tensors, key=lambda n: order.get(n, 0)), absorbed)
+
+
+def _follows_quantized(node: gs.Node, chosen: set[int]) -> bool:
+    source = node.inputs[0]
+    return len(source.inputs) == 1 and id(source.inputs[0]) in chosen and source.inputs[0].op not in SHARED_OPS
 
 
 def _absorb_activations(graph, core, tensors, absorbed) -> None:

@@ -16,6 +16,8 @@ from edgec.quant import scheme as schemes
 from edgec.quant.scheme import COMPUTE_OPS
 from edgec.quant.speed import latency_search
 
+AUTO_SAMPLES = 16  # calibration samples calib=auto scores each method on
+
 
 class QuantizePass(Pass):
     name = "quantize"
@@ -25,8 +27,14 @@ class QuantizePass(Pass):
     tolerance = Tolerance(min_cosine=0.98, min_sqnr_db=12.0)
     requires_calibration = True
     scheme: Literal["onnx", "openvino", "tflite", "tensorrt"] = "onnx"
-    calib: Literal["minmax", "percentile", "entropy", "mse"] = "percentile"
+    # "auto" tries percentile, entropy, MSE and min-max ranges (all read off one calibration pass)
+    # and keeps the one whose quantized model is closest to float32 on calibration samples:
+    # no single method wins on every model (see bench/quant/results.md).
+    calib: Literal["auto", "minmax", "percentile", "entropy", "mse"] = "auto"
     percentile: float = 99.99
+    # minmax's extremes: exact (onnxruntime reduces every tensor: costs a second model's worth of
+    # work on PP-LCNet) or read off the sampled histograms (what calib=auto scores and settles on).
+    extremes: Literal["exact", "sampled"] = "exact"
     activations: Literal["", "uint8", "int8"] = ""  # "" takes the scheme's
     per_channel: bool = True
     fallback: tuple[str, ...] = ()  # node names kept entirely in float, weights too
@@ -39,14 +47,16 @@ class QuantizePass(Pass):
     select: Literal["all", "latency"] = "all"
     select_seconds: float = 20.0
     _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
+    _calib_scores: ClassVar[dict | None] = None  # output SQNR per method, when calib=auto chose
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         scheme = schemes.get(self.scheme, self.activations or None)
         ir.infer_shapes(graph)
         if not qdq.plan(graph, scheme, set(self.fallback)).nodes:
             return PassResult(False, {"quantized_nodes": 0})
+        self.settle(graph, ctx)
         observers = self.observers(graph, scheme, ctx)
-        search = self.settle_selection(graph, ctx) if self.select == "latency" else self._search
+        search = self._search
         weights_before = ir.param_bytes(graph)
         plan = self._rewrite(graph, scheme, observers, set(self.float_compute), set(self.fallback))
         ops: dict[str, int] = {}
@@ -56,6 +66,7 @@ class QuantizePass(Pass):
             "scheme": scheme.name,
             "activations": scheme.activation_dtype,
             "calib": self.calib,
+            **({"calib_scores_db": self._calib_scores} if self._calib_scores else {}),
             "quantized_nodes": len(plan.nodes),
             "quantized_ops": ops,
             "activation_tensors": len(plan.tensors),
@@ -67,9 +78,38 @@ class QuantizePass(Pass):
             stats["latency_search"] = {k: v for k, v in search.items() if k != "fallback"}
         return PassResult(True, stats)
 
-    def settle_selection(self, graph: gs.Graph, ctx: PassContext) -> dict:
-        """Run the latency search now and fix its result in the options (select becomes "all"), so
-        the printed pipeline replays it exactly and accuracy control evaluates the final layout."""
+    def settle(self, graph: gs.Graph, ctx: PassContext) -> None:
+        """Make the measured choices now (calibration method, then the latency search) and fix
+        them in the options, so the printed pipeline replays them exactly and accuracy control
+        evaluates the layout the build will have."""
+        if self.calib == "auto":
+            self._choose_calibration(graph, ctx)
+        if self.select == "latency":
+            self._settle_selection(graph, ctx)
+
+    def _choose_calibration(self, graph: gs.Graph, ctx: PassContext) -> None:
+        from edgec import runner
+        from edgec.quant import evaluation
+
+        scheme = schemes.get(self.scheme, self.activations or None)
+        ir.infer_shapes(graph)
+        observers = self.observers(graph, scheme, ctx)
+        samples = ctx.calibration.take(AUTO_SAMPLES)
+        reference = runner.run_model(ir.Model(graph), samples)
+        scores = {}
+        self.extremes = "sampled"
+        for method in ("percentile", "entropy", "mse", "minmax"):
+            self.calib = method
+            trial = ir.Model(graph).copy()
+            self._rewrite(trial.graph, scheme, observers, set(self.float_compute), set(self.fallback))
+            outputs = runner.run_model(trial, samples)
+            scores[method] = round(
+                min(evaluation.sqnr_db([o[k] for o in outputs], [r[k] for r in reference]) for k in reference[0]), 2
+            )
+        self.calib = max(scores, key=scores.get)
+        self._calib_scores = scores
+
+    def _settle_selection(self, graph: gs.Graph, ctx: PassContext) -> dict:
         scheme = schemes.get(self.scheme, self.activations or None)
         ir.infer_shapes(graph)
         observers = self.observers(graph, scheme, ctx)
@@ -109,7 +149,7 @@ class QuantizePass(Pass):
         """Statistics of every tensor the plan without fallbacks quantizes (a superset of any
         plan with fallbacks), collected once per graph and calibration set: accuracy control
         tries many fallback sets on the same graph."""
-        exact = self.calib == "minmax"  # the other methods read ranges off sampled histograms
+        exact = self.calib == "minmax" and self.extremes == "exact"  # the other methods use samples
         key = (
             "quantize-observers",
             id(ctx.calibration),

@@ -38,13 +38,13 @@ def test_bound_holds_on_the_held_out_split(tmp_path, fmnist_calib, fmnist_eval):
         opt="int8",
         calib=fmnist_calib,
         eval=fmnist_eval,
-        max_drop=0.05,
+        max_drop=0.3,
         holdout=0.4,
         output_dir=out,
     )
     control = result.report["accuracy_control"]
     assert control["metric"] == "accuracy" and control["holdout_samples"] == 600
-    assert control["final"]["drop_holdout"] <= 0.05
+    assert control["final"]["drop_holdout"] <= 0.3
     quantize = result.report["passes"][-1]
     assert f"fallback=[{','.join(control['fallback'])}]" in quantize["text"]  # reproducible from the pipeline
     assert quantize["stats"]["fallback"] == control["fallback"]
@@ -59,8 +59,32 @@ def test_bound_holds_on_the_held_out_split(tmp_path, fmnist_calib, fmnist_eval):
         run(onnx.load(edgec.models.registry.get("mobilenetv2-fmnist").path()), {"input": x})[0].argmax(1) == y
     )
     int8 = np.mean(run(onnx.load(out / "model.onnx"), {"input": x})[0].argmax(1) == y)
-    assert 100 * (fp32 - int8) <= 0.05 + 1e-9
+    assert 100 * (fp32 - int8) <= 0.3 + 1e-9
     assert "## Accuracy control" in (out / "report.md").read_text()
+
+
+def test_tight_bound_falls_back_layers_and_an_impossible_one_fails_with_a_report(tmp_path, fmnist_calib):
+    result = edgec.compile(
+        "zoo:mobilenetv2-fmnist",
+        target="raspberry-pi-4",
+        opt="int8",
+        calib=fmnist_calib,
+        min_sqnr=45.0,
+        output_dir=tmp_path / "o",
+    )
+    control = result.report["accuracy_control"]
+    assert control["fallback"] and control["final"]["holdout"] >= 45.0 > control["all_int8"]["search"]
+    assert control["sensitivity"][0]["gain"] >= control["sensitivity"][-1]["gain"]  # ranked
+    with pytest.raises(CheckFailed, match="not met on the held-out split"):
+        edgec.compile(
+            "zoo:lenet5",
+            target="raspberry-pi-4",
+            opt="int8",
+            calib=fmnist_calib,
+            max_drop=-5.0,
+            output_dir=tmp_path / "impossible",
+        )
+    assert json.loads((tmp_path / "impossible" / "report.json").read_text())["ok"] is False
 
 
 def test_unlabelled_data_bounds_agreement_with_float32(tmp_path, fmnist_calib):

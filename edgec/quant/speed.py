@@ -27,6 +27,9 @@ from edgec.quant.scheme import COMPUTE_OPS
 
 MIN_GAIN = 0.05
 RUNS = 30
+# Float layers keep float weights (4x their int8 size); at most this share of the model's
+# weights may go back to float, so speed never quietly undoes the file-size win.
+FLOAT_WEIGHT_BUDGET = 0.10
 
 
 def latency_us(model: ir.Model, runs: int = RUNS) -> float:
@@ -44,6 +47,11 @@ def latency_us(model: ir.Model, runs: int = RUNS) -> float:
         session.run(None, feeds)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e6
+
+
+def _weight_elements(node: gs.Node) -> int:
+    weight = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    return 0 if weight is None else int(weight.size)
 
 
 def _dot_length(node: gs.Node) -> int:
@@ -71,6 +79,8 @@ def latency_search(
         return latency_us(trial)
 
     candidates = sorted((n for n in nodes if n.op in COMPUTE_OPS), key=_dot_length)
+    sizes = {n.name: _weight_elements(n) for n in candidates}
+    budget = FLOAT_WEIGHT_BUDGET * sum(sizes.values())
     all_int8 = best = timed(set())
     chosen: set[str] = set()
     trials = 1
@@ -80,6 +90,8 @@ def latency_search(
             if time.perf_counter() - start > budget_seconds:
                 break
             trial = chosen ^ {node.name}  # add it, or (second sweep) take it back out
+            if sum(sizes[n] for n in trial) > budget:
+                continue
             latency = timed(trial)
             trials += 1
             if latency < best * (1 - MIN_GAIN):

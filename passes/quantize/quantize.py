@@ -16,7 +16,7 @@ from edgec.quant import scheme as schemes
 from edgec.quant.scheme import COMPUTE_OPS
 from edgec.quant.speed import latency_search
 
-AUTO_SAMPLES = 16  # calibration samples calib=auto scores each method on
+AUTO_SAMPLES = 8  # calibration samples calib=auto scores each method on
 
 
 class QuantizePass(Pass):

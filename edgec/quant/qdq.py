@@ -201,7 +201,9 @@ def quantize_weight_input(graph: gs.Graph, node: gs.Node, index: int, axis: int 
     if values is None or not np.issubdtype(values.dtype, np.floating):
         return None
     q, scale = schemes.quantize_weights(values, axis, min_scale)
-    _dequantized_input(graph, node, index, q, scale, np.zeros_like(scale, np.int8), axis, names, f"{weight.name}_q")
+    _dequantized_input(
+        graph, node, index, q, scale, _symmetric_zero(node, np.int8, scale), axis, names, f"{weight.name}_q"
+    )
     return scale
 
 
@@ -211,24 +213,36 @@ def quantize_bias_input(graph, node, index, input_scale, weight_scale, names) ->
         return False
     weight_scale = np.broadcast_to(np.asarray(weight_scale, np.float32), bias.shape)
     q, scale = schemes.quantize_bias(bias, input_scale, weight_scale)
-    _dequantized_input(
-        graph, node, index, q, scale, np.zeros(scale.shape, np.int32), 0, names, f"{node.inputs[index].name}_q"
-    )
+    zero_point = _symmetric_zero(node, np.int32, scale)
+    _dequantized_input(graph, node, index, q, scale, zero_point, 0, names, f"{node.inputs[index].name}_q")
     return True
 
 
+def _symmetric_zero(node: gs.Node, dtype, scale):
+    """Zero points of symmetric constants: left out (None, read as 0 by ONNX) where that saves one
+    per output channel and onnxruntime still fuses the layer (Conv); Gemm/MatMul keep theirs, since
+    onnxruntime 1.32 fuses them into QGemm only when the weight's DequantizeLinear names one."""
+    if node.op in ("Conv", "ConvTranspose"):
+        return None
+    return np.zeros(np.shape(scale), dtype)
+
+
 def _dequantized_input(graph, node, index, q, scale, zero_point, axis, names, base) -> None:
+    """Constant input -> stored `q` + DequantizeLinear. A zero point of None (symmetric weights and
+    biases) is left out: ONNX reads it as 0, and one per channel would cost as much as the scales."""
     source = node.inputs[index]
     stored = gs.Constant(names(base), q)
     scale_c = gs.Constant(names(f"{base}_s"), np.asarray(scale, np.float32))
-    zero_c = gs.Constant(names(f"{base}_zp"), np.asarray(zero_point))
+    operands = [stored, scale_c]
+    if zero_point is not None:
+        operands.append(gs.Constant(names(f"{base}_zp"), np.asarray(zero_point)))
     restored = gs.Variable(names(f"{base}_dq"), dtype=source.dtype, shape=list(q.shape))
     attrs = {"axis": int(axis)} if axis is not None and np.asarray(scale).ndim == 1 else {}
     dq = gs.Node(
         "DequantizeLinear",
         "",
         attrs=attrs,
-        inputs=[stored, scale_c, zero_c],
+        inputs=operands,
         outputs=[restored],
     )
     node.inputs[index] = restored

@@ -72,6 +72,26 @@ def test_onnx_scheme_layout_weights_bias_and_fusable_placement(tmp_path, fmnist_
     assert producers[proto.graph.output[0].name].op_type == "Gemm"
 
 
+def test_onnxruntime_fuses_every_quantized_layer_into_an_int8_kernel(tmp_path):
+    """The Q/DQ layout is only worth its size if onnxruntime runs it as int8: every Conv, residual Add,
+    pooling and Gemm of the MobileNetV2-style CNN must become a QLinear*/QGemm kernel."""
+    import onnxruntime as ort
+
+    out = tmp_path / "o"
+    edgec.compile("zoo:mobilenetv2-fmnist", target="raspberry-pi-4", opt="int8", calib="random:16", output_dir=out)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(out / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(tmp_path / "fused.onnx").graph.node]
+    assert ops.count("QLinearConv") == 22 and ops.count("QLinearAdd") == 4 and ops.count("QGemm") == 1
+    assert "QLinearGlobalAveragePool" in ops
+    assert not {"Conv", "Gemm", "Add", "DequantizeLinear"} & set(ops), ops
+    quantized = onnx.load(out / "model.onnx")
+    conv_weight_dqs = [n for n in quantized.graph.node if n.op_type == "DequantizeLinear" and len(n.input) == 2]
+    assert len(conv_weight_dqs) == 2 * 22  # symmetric Conv weights and biases carry no zero-point tensor
+
+
 def _softmax_concat_model():
     b = GraphBuilder(seed=3)
     x = b.input("x", [1, 4, 6, 6])
@@ -138,7 +158,8 @@ def test_tensorrt_scheme_is_symmetric_with_qdq_only_on_compute_inputs(tmp_path):
             consumers.setdefault(name, []).append(node)
     for node in proto.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            assert int(np.max(np.abs(inits[node.input[2]]))) == 0  # zero point 0
+            # zero point 0, or left out (read as 0) on Conv weights and biases
+            assert len(node.input) == 2 or int(np.max(np.abs(inits[node.input[2]]))) == 0
         if node.op_type == "QuantizeLinear":
             dq = consumers[node.output[0]]
             readers = {r.op_type for d in dq for r in consumers.get(d.output[0], [])}

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgec-installed
 
-.PHONY: demo test test-slow install system-deps models clean
+.PHONY: demo test test-slow bench-quant install system-deps models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: install
 # Suites too slow for every run: re-training the reference models to check determinism.
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# Quantization benchmark against onnxruntime's quantizer (about 15 minutes on 2 cores):
+# rewrites bench/quant/results.json and results.md.
+bench-quant: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.quant.run
 
 # Re-train the reference models (about 15 minutes on 2 cores) and rewrite models/models.json.
 models: install

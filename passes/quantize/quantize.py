@@ -48,6 +48,7 @@ class QuantizePass(Pass):
     select_seconds: float = 20.0
     _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
     _calib_scores: ClassVar[dict | None] = None  # output SQNR per method, when calib=auto chose
+    _chosen: ClassVar[tuple | None] = None  # calib=auto's winning rewrite, reused by run()
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         scheme = schemes.get(self.scheme, self.activations or None)
@@ -58,7 +59,13 @@ class QuantizePass(Pass):
         observers = self.observers(graph, scheme, ctx)
         search = self._search
         weights_before = ir.param_bytes(graph)
-        plan = self._rewrite(graph, scheme, observers, set(self.float_compute), set(self.fallback))
+        chosen, self._chosen = self._chosen, None
+        if chosen is not None and chosen[0] is graph and chosen[1] == (self.calib, self.fallback, self.float_compute):
+            # calib=auto already built this exact rewrite of this graph while scoring it: adopt it.
+            _, _, trial, plan = chosen
+            graph.nodes, graph.inputs, graph.outputs = trial.nodes, trial.inputs, trial.outputs
+        else:
+            plan = self._rewrite(graph, scheme, observers, set(self.float_compute), set(self.fallback))
         ops: dict[str, int] = {}
         for node in plan.nodes:
             ops[node.op] = ops.get(node.op, 0) + 1
@@ -96,18 +103,20 @@ class QuantizePass(Pass):
         observers = self.observers(graph, scheme, ctx)
         samples = ctx.calibration.take(AUTO_SAMPLES)
         reference = runner.run_model(ir.Model(graph), samples)
-        scores = {}
+        scores, trials = {}, {}
         self.extremes = "sampled"
         for method in ("percentile", "entropy", "mse", "minmax"):
             self.calib = method
             trial = ir.Model(graph).copy()
-            self._rewrite(trial.graph, scheme, observers, set(self.float_compute), set(self.fallback))
+            plan = self._rewrite(trial.graph, scheme, observers, set(self.float_compute), set(self.fallback))
             outputs = runner.run_model(trial, samples)
             scores[method] = round(
                 min(evaluation.sqnr_db([o[k] for o in outputs], [r[k] for r in reference]) for k in reference[0]), 2
             )
+            trials[method] = (trial.graph, plan)
         self.calib = max(scores, key=scores.get)
         self._calib_scores = scores
+        self._chosen = (graph, (self.calib, self.fallback, self.float_compute), *trials[self.calib])
 
     def _settle_selection(self, graph: gs.Graph, ctx: PassContext) -> dict:
         scheme = schemes.get(self.scheme, self.activations or None)

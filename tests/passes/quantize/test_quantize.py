@@ -261,6 +261,24 @@ def test_latency_search_settles_into_a_replayable_pipeline(tmp_path, fmnist_cali
     assert (tmp_path / "o" / "model.onnx").read_bytes() == (tmp_path / "again" / "model.onnx").read_bytes()
 
 
+def test_calib_auto_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
+    """calib=auto keeps the model it scored best; replaying the printed choice must rebuild it byte for byte."""
+    result = edgec.compile(
+        "zoo:lenet5", target="raspberry-pi-4", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
+    )
+    step = result.report["passes"][-1]
+    assert "calib=auto" not in result.report["pipeline"] and f"calib={step['stats']['calib']}" in step["text"]
+    again = edgec.compile(
+        "zoo:lenet5",
+        target="raspberry-pi-4",
+        passes=result.report["pipeline"],
+        calib=fmnist_calib,
+        output_dir=tmp_path / "a",
+    )
+    assert "calib_scores_db" not in again.report["passes"][-1]["stats"]
+    assert (tmp_path / "o" / "model.onnx").read_bytes() == (tmp_path / "a" / "model.onnx").read_bytes()
+
+
 def test_remote_targets_quantize_every_layer(tmp_path, fmnist_calib):
     result = edgec.compile(
         "zoo:mobilenetv2-fmnist", target="raspberry-pi-4", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"

@@ -9,8 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import edgec
 from edgec.calib import preprocess as preprocessing
-from edgec import calib as calib_module
-from edgec import bundle, calib, frontends, ir, pipeline_text, presets, samples as sampling
+from edgec import calib as calib_module  # `calib` is compile()'s argument
+from edgec import bundle, frontends, ir, pipeline_text, presets, samples as sampling
 from edgec.backend import Artifact, Backend
 from edgec.compare import Comparison, compare
 from edgec.errors import CheckFailed, EdgecError, PipelineError
@@ -266,7 +266,7 @@ def _calibration(spec, model: ir.Model, preprocess, build: Plan):
                 "images, plugin:FILE.py), or --calib random:N to try it without real data"
             )
         return None
-    return calib.load(str(spec), model, preprocess)
+    return calib_module.load(str(spec), model, preprocess)
 
 
 def _accuracy_control(model, calibration, preprocess, max_drop, min_sqnr, eval_spec, holdout, seed, progress):

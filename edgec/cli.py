@@ -56,7 +56,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="an .onnx file, a TorchScript .pt file, or zoo:NAME (see `edgec models`)")
     p.add_argument("--target", "-t", required=True, help="device profile (see `edgec targets`)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("-O", dest="opt", metavar="LEVEL", help="optimization preset: 0, 1, 2 (default), int8, fp16")
+    group.add_argument(
+        "-O", dest="opt", metavar="LEVEL", help="optimization preset: 0, 1, 2 (default), int8, fp16, compress"
+    )
     group.add_argument("--passes", metavar="TEXT", help="explicit pipeline, e.g. 'fold-constants,fold-batchnorm'")
     p.add_argument("-o", "--output", type=Path, help="output directory (default build/<model>-<target>/)")
     p.add_argument("--backend", help="override the target's preferred backend")
@@ -101,8 +103,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eval",
         metavar="DATA",
-        help="evaluation data for accuracy control: .npz with inputs and "
-        "`labels`, or a directory of class subdirectories of images",
+        help="labelled evaluation data (.npz with inputs and `labels`, or class subdirectories of images): "
+        "the accuracy-control set with --max-drop/--min-sqnr; alone, top-1 accuracy after every lossy pass",
+    )
+    p.add_argument(
+        "--train",
+        metavar="DATA",
+        help="training data for finetune (-O compress fine-tunes with it): .npz with inputs and `labels`, "
+        "or class subdirectories of images",
     )
     p.add_argument("--holdout", type=float, default=0.3, help="share of --eval kept out of the search (default 0.3)")
     p.add_argument("--samples", type=int, default=2, help="number of seeded random check inputs (default 2)")
@@ -141,6 +149,7 @@ def cmd_build(args) -> int:
         min_sqnr=args.min_sqnr,
         eval=args.eval,
         holdout=args.holdout,
+        train=args.train,
         input_shapes=shapes or None,
         input_dtypes=dtypes or None,
         num_samples=args.samples,

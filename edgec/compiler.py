@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 import edgec
 from edgec.calib import preprocess as preprocessing
 from edgec import calib as calib_module  # `calib` is compile()'s argument
@@ -14,7 +16,7 @@ from edgec import bundle, frontends, ir, pipeline_text, presets, samples as samp
 from edgec.backend import Artifact, Backend
 from edgec.compare import Comparison, compare
 from edgec.errors import CheckFailed, EdgecError, PipelineError
-from edgec.instruments import DumpIR, EquivalenceCheck, ProgressDisplay, Timing
+from edgec.instruments import AccuracyMeter, DumpIR, EquivalenceCheck, ProgressDisplay, Timing
 from edgec.ir import iter_nodes
 from edgec.pass_infra import Pass, PassContext
 from edgec.pass_manager import Instrument, PassManager
@@ -60,7 +62,9 @@ def plan(
     backend: str | None = None,
     plugins: Sequence[str] = (),
     registry: Registry | None = None,
+    train: bool = False,
 ) -> Plan:
+    """`train`: training data will be there, so presets may include fine-tuning."""
     if opt is not None and passes is not None:
         raise PipelineError("give -O or --passes, not both")
     registry = registry or Registry()
@@ -69,7 +73,7 @@ def plan(
     target_profile = target if isinstance(target, Target) else registry.target(target)
     chosen, notes = choose_backend(registry, target_profile, backend)
     host = target_profile.detect_host and chosen.name == "onnx"  # onnxruntime on this very machine
-    text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host)
+    text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train)
     legalize = chosen.legalize_passes(target_profile)
     full_text = ",".join(t for t in (text, legalize) if t)
     return Plan(registry, target_profile, chosen, registry.build_pipeline(full_text), notes + registry.warnings)
@@ -116,6 +120,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     min_sqnr: float | None = None,
     eval: str | Path | None = None,  # noqa: A002 - mirrors --eval
     holdout: float = 0.3,
+    train: str | Path | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     input_dtypes: Mapping[str, str] | None = None,
     example_inputs: Any = None,
@@ -128,19 +133,24 @@ def compile(  # noqa: A001 - the public name mirrors the command
 
     `model` is a path (.onnx, TorchScript .pt), "zoo:<name>", an onnx.ModelProto, an
     edgec.ir.Model or a torch.nn.Module with `example_inputs`. `calib` is calibration data for
-    passes that need it (see edgec.calib), `preprocess` the image preprocessing spec for it.
+    passes that need it (see edgec.calib), `preprocess` the image preprocessing spec for it;
+    `train` is training data for fine-tuning (labelled .npz or class folders, see --train).
     Raises EdgecError on bad input and CheckFailed when a numeric check fails (unless
     keep_going, which records it in the report).
     """
     start = time.perf_counter()
-    build = plan(target, opt, passes, backend, plugins, registry)
+    build = plan(target, opt, passes, backend, plugins, registry, train=train is not None)
     loaded = frontends.load(model, input_shapes, input_dtypes, example_inputs)
     work = loaded.model
     preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
     if isinstance(preprocess, str):
         preprocess = preprocessing.parse(preprocess)  # errors early; the manifest gets the canonical text
     calibration = _calibration(calib, work, preprocess, build)
-    check_samples, sample_source = _samples(work, loaded.zoo, inputs, calibration, num_samples, seed)
+    training = _training(train, work, preprocess, build)
+    evaluation_data = _labelled_eval(eval, work, preprocess) if max_drop is None and min_sqnr is None else None
+    check_samples, sample_source = _samples(
+        work, loaded.zoo, inputs, calibration, evaluation_data or training, num_samples, seed
+    )
     out = Path(output_dir) if output_dir else default_output_dir(work.source, build.target.name)
 
     before = _measure(work)
@@ -148,6 +158,8 @@ def compile(  # noqa: A001 - the public name mirrors the command
         target=build.target,
         samples=check_samples,
         calibration=calibration,
+        training=training,
+        teacher=work.copy() if training is not None else None,
         progress=progress,
         warnings=list(build.notes),
         metadata=dict(work.metadata),
@@ -156,10 +168,12 @@ def compile(  # noqa: A001 - the public name mirrors the command
         ctx.warn(f"calibrating on {calibration.source}: accuracy will not be representative of real data")
     check = EquivalenceCheck(check_samples, keep_going=keep_going)
     control = _accuracy_control(work, calibration, preprocess, max_drop, min_sqnr, eval, holdout, seed, progress)
+    meter = AccuracyMeter(evaluation_data) if evaluation_data is not None else None
     instruments = (
         ([ProgressDisplay()] if progress else [])
         + ([DumpIR(dump_dir)] if dump_dir else [])
         + ([control] if control else [])
+        + ([meter] if meter else [])
         + [check, Timing()]
     )
     manager = PassManager(build.passes, instruments)
@@ -171,6 +185,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
         )
         raise
     after = _measure(work)  # before the metadata below, so both sides count the same things
+    work.metadata.update(ctx.metadata)  # what passes recorded for the backend (e.g. the weight container)
     work.metadata.update(
         {
             "edgec.version": edgec.__version__,
@@ -204,6 +219,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
             warnings=ctx.warnings,
             seconds=time.perf_counter() - start,
             accuracy_control=control.report if control else None,
+            accuracy=_accuracy_summary(meter, records),
         )
         bundle.write_json(stage.path / "report.json", report)
         (stage.path / "report.md").write_text(render_markdown(report))
@@ -213,6 +229,14 @@ def compile(  # noqa: A001 - the public name mirrors the command
         bundle.write_json(stage.path / "manifest.json", manifest)
         stage.commit()
     return BuildResult(out, report, manifest, work, artifact)
+
+
+def _accuracy_summary(meter, records) -> dict | None:
+    if meter is None:
+        return None
+    measured = [r.accuracy for r in records if r.accuracy is not None]
+    final = measured[-1] if measured else meter.original
+    return {"data": meter.data.source, "samples": len(meter.data), "original": meter.original, "final": final}
 
 
 def _write_failure_report(out, failure, records, build, model, before, samples, sample_source, ctx, control, start):
@@ -269,10 +293,39 @@ def _calibration(spec, model: ir.Model, preprocess, build: Plan):
     return calib_module.load(str(spec), model, preprocess)
 
 
+def _training(spec, model: ir.Model, preprocess, build: Plan):
+    needs = [p.name for p in build.passes if p.requires_training]
+    if spec is None:
+        if needs:
+            raise EdgecError(
+                f"{', '.join(needs)} needs training data: --train DATA (an .npz with the inputs and `labels`, "
+                "or a directory of class subdirectories of images)"
+            )
+        return None
+    from edgec.quant import evaluation
+
+    data = evaluation.load(str(spec), model, preprocess)
+    if len(data) < 2:
+        raise EdgecError(f"{spec}: {len(data)} training samples")
+    return data
+
+
+def _labelled_eval(spec, model: ir.Model, preprocess):
+    """--eval without an accuracy bound: top-1 accuracy measured after every lossy pass."""
+    if spec is None:
+        return None
+    from edgec.quant import evaluation
+
+    data = evaluation.load(str(spec), model, preprocess)
+    if data.labels is None:
+        raise EdgecError(
+            f"{spec}: --eval without --max-drop/--min-sqnr reports top-1 accuracy per pass and needs labels"
+        )
+    return data
+
+
 def _accuracy_control(model, calibration, preprocess, max_drop, min_sqnr, eval_spec, holdout, seed, progress):
     if max_drop is None and min_sqnr is None:
-        if eval_spec is not None:
-            raise EdgecError("--eval is used by accuracy control: give --max-drop or --min-sqnr with it")
         return None
     from edgec.quant import evaluation
     from edgec.quant.accuracy import AccuracyControl, Bound
@@ -288,15 +341,20 @@ def _accuracy_control(model, calibration, preprocess, max_drop, min_sqnr, eval_s
 
 # Lossy checks judge top-1 agreement and SQNR: worth more than a couple of samples.
 CHECK_SAMPLES_FROM_CALIBRATION = 16
+# Compression's checks judge decisions (top-1 agreement), which takes a few hundred samples.
+CHECK_SAMPLES_FROM_DATASET = 256
 
 
-def _samples(model: ir.Model, zoo, inputs, calibration, count: int, seed: int) -> tuple[list[dict], str]:
+def _samples(model: ir.Model, zoo, inputs, calibration, dataset, count: int, seed: int) -> tuple[list[dict], str]:
     if inputs is not None:
         if isinstance(inputs, (str, Path)):
             return sampling.load_samples(inputs, model), f"file {inputs}"
         return sampling.samples_from_arrays(sampling.stack(list(inputs)), model, "inputs"), "given"
     if calibration is not None:
         return calibration.take(max(count, CHECK_SAMPLES_FROM_CALIBRATION)), f"calibration ({calibration.source})"
+    if dataset is not None:
+        order = np.random.default_rng(seed).permutation(len(dataset))[: max(count, CHECK_SAMPLES_FROM_DATASET)]
+        return [dataset.samples[i] for i in sorted(order)], f"{len(order)} samples of {dataset.source}"
     if zoo is not None and zoo.samples is not None:
         found = zoo.samples(count)
         if found:

@@ -369,14 +369,19 @@ def weights(graph: gs.Graph) -> list[np.ndarray]:
 
 def param_count(graph: gs.Graph) -> int:
     """Elements in floating-point constants (the trainable weights, not shape constants), plus
-    integer weights stored quantized (read by DequantizeLinear); quantization scales and zero
-    points are not parameters."""
+    integer weights stored quantized (read by DequantizeLinear) or shared (indices into a
+    codebook); quantization scales, zero points and codebooks are not parameters."""
+    from edgec.compress import shared
+
     total = sum(int(a.size) for a in weights(graph) if np.issubdtype(a.dtype, np.floating))
     for const in constants(graph).values():
         if _is_quantization_param(const) and np.issubdtype(const.values.dtype, np.floating):
             total -= int(const.values.size)
         elif not np.issubdtype(const.values.dtype, np.floating) and _is_quantized_weight(const):
             total += int(const.values.size)
+    for g in iter_graphs(graph):
+        for weight in shared.shared_weights(g):
+            total += int(weight.indices.values.size) - int(weight.codebook.values.size)
     return total
 
 

@@ -46,6 +46,8 @@ class PassContext:
     target: Any = None  # edgec.targets.Target
     samples: list = field(default_factory=list)  # real or seeded inputs, as used by the checks
     calibration: Any = None  # edgec.calib.CalibrationSet, from --calib
+    training: Any = None  # edgec.quant.evaluation.EvalSet, from --train (labels optional)
+    teacher: Any = None  # edgec.ir.Model: the model before the pipeline, for distillation
     progress: bool = False  # passes with long loops show a progress bar
     cache: dict = field(default_factory=dict)  # expensive results passes may share (calibration stats)
     warnings: list[str] = field(default_factory=list)
@@ -74,6 +76,11 @@ class Pass:
     tolerance: ClassVar[Tolerance | None] = None
     # Passes that read ctx.calibration; the build refuses to start them without --calib.
     requires_calibration: ClassVar[bool] = False
+    # Passes that read ctx.training (--train); the build refuses to start them without it.
+    requires_training: ClassVar[bool] = False
+    # Passes that recover accuracy lost by the lossy passes before them (fine-tuning): those
+    # passes' checks are measured and reported, and judged by this pass's check instead.
+    recovers: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -24,6 +24,7 @@ class PassRecord:
     check: Comparison | None = None
     check_seconds: float = 0.0
     debug: list | None = None  # per-layer precision table when a lossy check failed
+    accuracy: float | None = None  # top-1 accuracy on --eval data after this pass
 
     def to_json(self) -> dict:
         return {
@@ -37,6 +38,7 @@ class PassRecord:
             "check": self.check.to_json() if self.check is not None else None,
             "check_seconds": round(self.check_seconds, 6),
             **({"debug_precision": self.debug} if self.debug else {}),
+            **({"accuracy": self.accuracy} if self.accuracy is not None else {}),
         }
 
 

@@ -40,13 +40,25 @@ LOSSY_PRESETS = {
 }
 
 
-def expand(level: str, scheme: str = "onnx", host: bool = False) -> str:
-    """'2', 'O2' and '-O2' all name the same preset; 'int8' and 'fp16' build on '2'."""
+# Deep Compression: prune, share, entropy-code. With training data (--train) each lossy stage is
+# followed by recovery fine-tuning, which lets pruning go much further; without it the
+# stages stay where accuracy holds untrained (see bench/compress for both).
+COMPRESS_TRAINED = (
+    "prune-magnitude{sparsity=0.92,scope=global},finetune{epochs=3},"
+    "weight-share{bits=6,conv_bits=8},finetune{epochs=1},huffman"
+)
+COMPRESS_UNTRAINED = "prune-magnitude{sparsity=0.5,scope=global},weight-share{bits=6,conv_bits=8},huffman"
+
+
+def expand(level: str, scheme: str = "onnx", host: bool = False, train: bool = False) -> str:
+    """'2', 'O2' and '-O2' all name the same preset; 'int8', 'fp16' and 'compress' build on '2'."""
     key = level.removeprefix("-").removeprefix("O")
     if key in LOSSY_PRESETS:
         select = ",select=latency" if host else ""
         return PRESETS["2"] + "," + LOSSY_PRESETS[key].format(scheme=scheme, select=select)
+    if key == "compress":
+        return PRESETS["2"] + "," + (COMPRESS_TRAINED if train else COMPRESS_UNTRAINED)
     if key not in PRESETS:
-        names = [f"-O{k}" for k in PRESETS] + [f"-O {k}" for k in LOSSY_PRESETS]
+        names = [f"-O{k}" for k in PRESETS] + [f"-O {k}" for k in (*LOSSY_PRESETS, "compress")]
         raise PipelineError(f"unknown optimization level '{level}' (levels: {', '.join(names)})")
     return PRESETS[key]

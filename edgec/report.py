@@ -26,6 +26,7 @@ def build_report(
     warnings: list[str],
     seconds: float,
     accuracy_control: dict | None = None,
+    accuracy: dict | None = None,
 ) -> dict[str, Any]:
     checks = [r.check for r in records if r.check is not None] + [c for c in (final_check, backend_check) if c]
     failed = [r.check for r in records if r.check is not None and not r.check]
@@ -46,6 +47,7 @@ def build_report(
         "nodes": {"before": before["nodes"], "after": after["nodes"]},
         "samples": samples,
         "accuracy_control": accuracy_control,
+        "accuracy": accuracy,
         "warnings": warnings,
         "seconds": round(seconds, 3),
     }
@@ -66,6 +68,49 @@ def _check_cell(check: dict | None) -> str:
         return "not run (unchanged)"
     verdict = "ok" if check["ok"] else "**FAILED**"
     return f"{verdict} vs {check['against']}"
+
+
+# Stats shown as their own tables rather than squeezed into a cell.
+_DETAIL_STATS = ("layers", "storage")
+
+
+def _compression_table(report: dict) -> list[str]:
+    """Per stage: what the weights take as a device would store them, and what it cost."""
+    stages = [p for p in report["passes"] if "storage" in p["stats"]]
+    if not stages:
+        return []
+    first = stages[0]["stats"]["storage"]
+    dense = first["dense_bytes"] + first["other_constant_bytes"]
+    accuracy = report.get("accuracy") or {}
+    lines = [
+        "",
+        "## Compression",
+        "",
+        "| stage | weight bytes | vs dense fp32 | nonzeros | top-1 agreement | SQNR dB | accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| dense fp32 (before) | {dense:,} | 1.0x | {first['elements']:,} | | | "
+        + (f"{accuracy['original']:.2%} |" if accuracy.get("original") is not None else "|"),
+    ]
+    for p in report["passes"]:
+        storage = p["stats"].get("storage")
+        c = p["check"] or {}
+        if storage is None and not (p["name"] == "finetune" and p["modified"]):
+            continue
+        size = f"{storage['weight_bytes']:,} ({storage['coding']})" if storage else "(as above)"
+        ratio = f"{dense / storage['weight_bytes']:.1f}x" if storage else ""
+        agreement = f"{c['top1_agreement']:.2%}" if c.get("top1_agreement") is not None else ""
+        lines.append(
+            f"| {p['index']}. `{p['name']}` | {size} | {ratio} | {storage['nonzeros']:,} |"
+            if storage
+            else f"| {p['index']}. `{p['name']}` | {size} | | |"
+        )
+        lines[-1] += f" {agreement} | {_db(c.get('sqnr_db')) if c else ''} | " + (
+            f"{p['accuracy']:.2%} |" if p.get("accuracy") is not None else "|"
+        )
+    size = report["size_bytes"]
+    ratio = size["before"] / max(size["artifact"], 1)
+    lines += ["", f"Artifact files: {size['artifact']:,} bytes ({ratio:.1f}x smaller than the original model file)."]
+    return lines
 
 
 def render_markdown(report: dict) -> str:
@@ -91,7 +136,9 @@ def render_markdown(report: dict) -> str:
     ]
     for p in report["passes"]:
         c = p["check"] or {}
-        stats = ", ".join(f"{k}={v}" for k, v in p["stats"].items() if v not in (0, None, [], {}))
+        stats = ", ".join(
+            f"{k}={v}" for k, v in p["stats"].items() if v not in (0, None, [], {}) and k not in _DETAIL_STATS
+        )
         cosine = f"{c['cosine']:.6f}" if c else "-"
         sqnr = _db(c.get("sqnr_db")) if c else "-"
         lines.append(
@@ -111,6 +158,7 @@ def render_markdown(report: dict) -> str:
             )
     if report.get("error"):
         lines[2:2] = [f"- **build failed**: {report['error']}"]
+    lines += _compression_table(report)
     for p in report["passes"]:
         if p.get("debug_precision"):
             from edgec.quant.debug import format_table

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from edgec import ir, runner
+import onnx
+
+from edgec import ir
+from edgec import runtime as edgec_runtime
+from edgec.compress import container, storage
 from edgec.backend import Artifact, Backend, Runner
 
 
@@ -15,12 +20,33 @@ class OnnxBackend(Backend):
     install_hint = "pip install onnxruntime"
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
+        if storage.METADATA_KEY in model.metadata:
+            return self._lower_compressed(model, out_dir)
         files = ir.save(model, out_dir / "model.onnx")
         return Artifact(
             self.name, Path("model.onnx"), [f.relative_to(out_dir) for f in files], info={"opset": model.opset}
         )
 
+    def _lower_compressed(self, model: ir.Model, out_dir: Path) -> Artifact:
+        """model.onnx without the big weights, and model.ecw holding them entropy-coded."""
+        spec = json.loads(model.metadata[storage.METADATA_KEY])
+        tensors = storage.container_tensors(model.graph, spec["min_elements"])
+        model.metadata[storage.METADATA_KEY] = storage.describe(spec["coding"], spec["min_elements"], list(tensors))
+        summary = container.write(
+            out_dir / storage.FILE_NAME, {n: c.values for n, c in tensors.items()}, spec["coding"]
+        )
+        proto = model.to_onnx()
+        edgec_runtime.strip_container_tensors(proto, set(tensors))
+        onnx.save(proto, str(out_dir / "model.onnx"))
+        return Artifact(
+            self.name,
+            Path("model.onnx"),
+            [Path("model.onnx"), Path(storage.FILE_NAME)],
+            info={"opset": model.opset, "weight_container": {"coding": spec["coding"], "tensors": summary}},
+        )
+
     def runner(self, artifact: Artifact, out_dir: Path) -> Runner:
-        # Full graph optimizations, as a deployed onnxruntime session would run the file.
-        session = runner.make_session(out_dir / artifact.main, optimize=True)
-        return lambda feeds: runner.run(session, [feeds])[0]
+        # Full graph optimizations, as a deployed onnxruntime session would run the file; through
+        # edgec.runtime, which decodes a weight container the way a device would.
+        loaded = edgec_runtime.load(out_dir / artifact.main)
+        return loaded.run

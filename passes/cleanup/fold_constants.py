@@ -6,6 +6,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from edgec import runner
+from edgec.compress import shared
 from edgec.graph_utils import attr_tensor_to_numpy, is_graph_output, remove_node
 from edgec.ir import Model, iter_graphs
 from edgec.pass_infra import Pass, PassContext, PassResult
@@ -45,6 +46,7 @@ class FoldConstantsPass(Pass):
             node.domain in (None, "", "ai.onnx")
             and node.op not in NONDETERMINISTIC
             and node.op not in self.keep_ops
+            and not shared.is_decode_node(node)  # weight-sharing indices stay indices
             and node.op != "Constant"
             and next(node.subgraphs(), None) is None
             and bool(node.outputs)

@@ -1,0 +1,1 @@
+"""Recovery fine-tuning with distillation from the uncompressed model."""

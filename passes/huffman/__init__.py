@@ -1,0 +1,1 @@
+"""Entropy coding of weights into edgec's compressed weight container."""

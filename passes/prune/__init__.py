@@ -1,0 +1,1 @@
+"""Pruning passes: unstructured magnitude pruning and structured channel pruning."""

@@ -18,7 +18,7 @@ from edgec.compare import Comparison, compare
 from edgec.errors import CheckFailed, EdgecError, PipelineError
 from edgec.instruments import AccuracyMeter, DumpIR, EquivalenceCheck, ProgressDisplay, Timing
 from edgec.ir import iter_nodes
-from edgec.pass_infra import Pass, PassContext
+from edgec.pass_infra import Numerics, Pass, PassContext
 from edgec.pass_manager import Instrument, PassManager
 from edgec.registry import Registry
 from edgec.report import build_report, render_markdown
@@ -149,7 +149,14 @@ def compile(  # noqa: A001 - the public name mirrors the command
     training = _training(train, work, preprocess, build)
     evaluation_data = _labelled_eval(eval, work, preprocess) if max_drop is None and min_sqnr is None else None
     check_samples, sample_source = _samples(
-        work, loaded.zoo, inputs, calibration, evaluation_data or training, num_samples, seed
+        work,
+        loaded.zoo,
+        inputs,
+        calibration,
+        evaluation_data or training,
+        num_samples,
+        seed,
+        lossy=any(p.numerics is Numerics.LOSSY for p in build.passes),
     )
     out = Path(output_dir) if output_dir else default_output_dir(work.source, build.target.name)
 
@@ -345,7 +352,9 @@ CHECK_SAMPLES_FROM_CALIBRATION = 16
 CHECK_SAMPLES_FROM_DATASET = 256
 
 
-def _samples(model: ir.Model, zoo, inputs, calibration, dataset, count: int, seed: int) -> tuple[list[dict], str]:
+def _samples(
+    model: ir.Model, zoo, inputs, calibration, dataset, count: int, seed: int, lossy: bool
+) -> tuple[list[dict], str]:
     if inputs is not None:
         if isinstance(inputs, (str, Path)):
             return sampling.load_samples(inputs, model), f"file {inputs}"
@@ -356,7 +365,8 @@ def _samples(model: ir.Model, zoo, inputs, calibration, dataset, count: int, see
         order = np.random.default_rng(seed).permutation(len(dataset))[: max(count, CHECK_SAMPLES_FROM_DATASET)]
         return [dataset.samples[i] for i in sorted(order)], f"{len(order)} samples of {dataset.source}"
     if zoo is not None and zoo.samples is not None:
-        found = zoo.samples(count)
+        # A lossy pass is judged by top-1 agreement: a handful of images cannot measure that.
+        found = zoo.samples(max(count, CHECK_SAMPLES_FROM_DATASET) if lossy else count)
         if found:
             return sampling.samples_from_arrays(sampling.stack(found), model, f"zoo:{zoo.name}"), f"zoo:{zoo.name}"
     return sampling.random_samples(model, count, seed), f"random (seed {seed})"

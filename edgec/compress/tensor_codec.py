@@ -150,6 +150,8 @@ def encode(array: np.ndarray, coding: str = "huffman", layout: str | None = None
     """The smallest layout (or `layout`) for `array`; decode(header, payload) restores it bit for bit."""
     array = np.asarray(array)
     plans = [p for p in _plans(array, coding) if layout in (None, p[1])]
+    if not plans:
+        raise ValueError(f"layout '{layout}' does not apply to this tensor")
     _, chosen, gap_bits = min(plans, key=lambda p: p[0])
     flat = np.ascontiguousarray(array).reshape(-1)
     symbolic = _symbolic(array)

@@ -132,8 +132,9 @@ def finetune(graph: gs.Graph, teacher_graph: gs.Graph | None, data, settings: Se
             if scheduler is not None:
                 scheduler.step()
             student.constrain()
-            total += float(loss) * len(batch)
-            bar.update(note=f"loss {float(loss):.4f}")
+            value = loss.item()
+            total += value * len(batch)
+            bar.update(note=f"loss {value:.4f}")
         losses.append(round(total / count, 5))
     bar.close()
     student.export()

@@ -34,7 +34,7 @@ BUILTIN_PASSES = {
     "equalize-cross-layer": "edgec.passes.quantize.equalize_cross_layer:EqualizeCrossLayerPass",
     "correct-bias": "edgec.passes.quantize.correct_bias:CorrectBiasPass",
     "prune-magnitude": "edgec.passes.prune.prune_magnitude:PruneMagnitudePass",
-    # "prune-channels": "edgec.passes.prune.prune_channels:PruneChannelsPass",
+    "prune-channels": "edgec.passes.prune.prune_channels:PruneChannelsPass",
     "weight-share": "edgec.passes.share.weight_share:WeightSharePass",
     "huffman": "edgec.passes.huffman.huffman:HuffmanPass",
     "finetune": "edgec.passes.finetune.finetune:FinetunePass",

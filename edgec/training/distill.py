@@ -27,7 +27,7 @@ class Settings:
     lr: float = 1e-3
     batch_size: int = 128
     distill: bool = True
-    temperature: float = 4.0
+    temperature: float = 2.0
     alpha: float = 0.5  # weight of the distillation term when labels exist
     seed: int = 0
     max_samples: int = 0  # 0: all

@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from edgec import ir, runner
 from edgec.compress import FIDELITY, storage
 from edgec.compress.layers import Layer, select, weighted_layers
 from edgec.errors import EdgecError
@@ -26,6 +27,10 @@ class PruneMagnitudePass(Pass):
     first: float | None = None  # sparsity of the model's first layer (default: like the rest)
     last: float | None = None  # ... and of its last layer
     min_elements: int = 64  # smaller weights stay dense: nothing to gain
+    # Without retraining, how far pruning can go depends on the model: when set, `sparsity` is
+    # an upper bound and the pass bisects for the largest sparsity whose top-1 agreement with the
+    # unpruned model, on the check samples, stays at least this.
+    min_agreement: float | None = None
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         for option in ("sparsity", "first", "last"):
@@ -36,22 +41,13 @@ class PruneMagnitudePass(Pass):
         layers = select(every, self.skip)
         if not layers:
             return PassResult(False, {"layers": {}})
-        chosen = {id(layer) for layer in layers}
-        fixed = {}  # id(layer) -> its own sparsity
-        for ends, sparsity in ((every[:1], self.first), (every[-1:], self.last)):
-            if sparsity is not None and id(ends[0]) in chosen:
-                fixed[id(ends[0])] = sparsity
-        free = [layer for layer in layers if id(layer) not in fixed]
         before = sum(int(np.count_nonzero(layer.weight.values)) for layer in layers)
-        for layer in layers:
-            if id(layer) in fixed:
-                _prune_jointly([layer], fixed[id(layer)])
-        if self.scope == "global":
-            _prune_jointly(free, self.sparsity)
-        else:
-            for layer in free:
-                _prune_jointly([layer], self.sparsity)
-        stats = {
+        stats = {}
+        sparsity = self.sparsity
+        if self.min_agreement is not None:
+            sparsity, stats["search"] = self._search(graph, ctx, every, layers)
+        self._prune(every, layers, sparsity)
+        stats |= {
             "layers": {
                 layer.name: {
                     "elements": int(layer.weight.values.size),
@@ -63,9 +59,66 @@ class PruneMagnitudePass(Pass):
         total = sum(layer.weight.values.size for layer in layers)
         nonzeros = sum(int(np.count_nonzero(layer.weight.values)) for layer in layers)
         stats.update({"elements": int(total), "nonzeros": nonzeros, "sparsity": round(1 - nonzeros / total, 4)})
+        if self.min_agreement is not None:
+            stats["chosen_sparsity"] = sparsity
         # What the pruned weights take stored sparse (fixed-width positions, float values).
         stats["storage"] = storage.measure(graph, "fixed")
         return PassResult(nonzeros != before, stats)
+
+    def _prune(self, every: list[Layer], layers: list[Layer], sparsity: float) -> None:
+        chosen = {id(layer) for layer in layers}
+        fixed = {}  # id(layer) -> its own sparsity
+        for ends, own in ((every[:1], self.first), (every[-1:], self.last)):
+            if own is not None and id(ends[0]) in chosen:
+                fixed[id(ends[0])] = own
+        for layer in layers:
+            if id(layer) in fixed:
+                _prune_jointly([layer], fixed[id(layer)])
+        free = [layer for layer in layers if id(layer) not in fixed]
+        if self.scope == "global":
+            _prune_jointly(free, sparsity)
+        else:
+            for layer in free:
+                _prune_jointly([layer], sparsity)
+
+    def _search(self, graph: gs.Graph, ctx: PassContext, every, layers) -> tuple[float, list]:
+        """Bisect [0, sparsity] for the largest sparsity that keeps top-1 agreement >= min_agreement
+        (agreement falls as sparsity grows, up to noise), to 1/2^SEARCH_STEPS of the range."""
+        if not 0.0 < self.min_agreement <= 1.0:
+            raise EdgecError(f"min_agreement={self.min_agreement}: must be in (0, 1]")
+        if not ctx.samples:
+            raise EdgecError("min_agreement needs check samples (--inputs, --eval, --train or --calib data)")
+        originals = [layer.weight.values for layer in layers]
+        reference = _top1(graph, ctx.samples)
+        tried = []
+
+        def agreement(sparsity: float) -> float:
+            self._prune(every, layers, sparsity)
+            value = float(np.mean(_top1(graph, ctx.samples) == reference))
+            for layer, values in zip(layers, originals):
+                layer.weight.values = values
+            tried.append({"sparsity": round(sparsity, 4), "top1_agreement": round(value, 4)})
+            return value
+
+        if agreement(self.sparsity) >= self.min_agreement:
+            return self.sparsity, tried
+        low, high = 0.0, self.sparsity
+        for _ in range(SEARCH_STEPS):
+            middle = (low + high) / 2
+            low, high = (middle, high) if agreement(middle) >= self.min_agreement else (low, middle)
+        return round(low, 4), tried
+
+
+SEARCH_STEPS = 6
+
+
+def _top1(graph: gs.Graph, samples: list[dict]) -> np.ndarray:
+    """The class each sample's first output picks (its last axis), as onnxruntime computes it."""
+    session = runner.make_session(ir.Model(graph), optimize=True)
+    first = session.get_outputs()[0].name
+    return np.concatenate(
+        [out[first].reshape(-1, out[first].shape[-1]).argmax(-1) for out in runner.run(session, samples)]
+    )
 
 
 def _prune_jointly(layers: list[Layer], sparsity: float) -> None:

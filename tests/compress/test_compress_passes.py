@@ -177,3 +177,17 @@ def test_report_has_the_compression_table(tmp_path):
     assert steps["huffman"]["container_bytes"] == ecw  # the table reports the real file
     manifest = json.loads((out / "manifest.json").read_text())
     assert "model.ecw" in manifest["files"]
+
+
+def test_min_agreement_finds_the_largest_sparsity_that_keeps_decisions():
+    model = lenet300()
+    samples = registry.get("lenet300").samples(256)
+    ctx = PassContext(samples=samples)
+    result = apply_pass(PruneMagnitudePass(sparsity=0.95, scope="global", min_agreement=0.97), model.graph, ctx)
+    chosen = result.stats["chosen_sparsity"]
+    tried = {t["sparsity"]: t["top1_agreement"] for t in result.stats["search"]}
+    assert 0.3 < chosen < 0.95 and tried[0.95] < 0.97  # the bound alone was too far
+    assert tried[chosen] >= 0.97 and result.stats["sparsity"] == pytest.approx(chosen, abs=1e-3)
+    assert min(s for s, a in tried.items() if a < 0.97) - chosen < 0.95 / 2**5  # bisected closely
+    with pytest.raises(EdgecError, match="needs check samples"):
+        apply_pass(PruneMagnitudePass(min_agreement=0.9), lenet300().graph, PassContext())

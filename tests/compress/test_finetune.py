@@ -31,7 +31,7 @@ def test_finetune_recovers_accuracy_and_keeps_masks_and_indices(tmp_path, fmnist
         )
 
     build("shared", STAGES)
-    tuned = build("tuned", STAGES + ",finetune{epochs=3,temperature=2}")
+    tuned = build("tuned", STAGES + ",finetune{epochs=3}")
     before, after = initializers(tmp_path / "shared"), initializers(tmp_path / "tuned")
     indices = [name for name in before if name.endswith("_idx")]
     assert len(indices) == 3

@@ -3,7 +3,9 @@ shrinks (fewer MACs, smaller weights, lower latency) instead of holding zeros.
 
 Coupled channels (through BatchNorm, depthwise convolutions, residual Adds, Concats, a Flatten
 into a Gemm) are found by edgec.compress.channels; this pass scores each prunable group's
-channels, picks the ones to keep and measures what it gained.
+channels, picks the ones to keep and measures what it gained. With `compensate` (the default)
+each removed channel's mean over the samples is first moved into the biases of the layers that
+read it (see channels.compensate), which recovers part of what pruning without fine-tuning loses.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ from edgec.compress import FIDELITY, channels
 from edgec.errors import EdgecError
 from edgec.graph_utils import constant_value
 from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.quant import collect
 
 # Latency: the median of this many single-threaded batch-1 runs after a few warm-up ones, which
 # is stable to a few percent on these models and costs well under a second.
 WARMUP_RUNS = 5
 TIMED_RUNS = 30
+# Compensation measures removed channels' means on this many of ctx.samples: means settle fast,
+# and every run copies out the input of each layer that loses a slice.
+COMPENSATION_SAMPLES = 64
 
 
 @dataclass
@@ -51,6 +57,9 @@ class PruneChannelsPass(Pass):
     criterion: Literal["l1", "l2", "bn-gamma"] = "l1"
     skip: tuple[str, ...] = ()  # layers (node or weight names) whose output channels stay
     measure: bool = True  # time onnxruntime before and after (off in tests: it costs runs)
+    # Add what removed channels contribute on average (over ctx.samples) to the biases of the
+    # layers reading them, heads (the last layers before an output) excepted.
+    compensate: bool = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         if not 0.0 <= self.ratio < 1.0:
@@ -61,12 +70,15 @@ class PruneChannelsPass(Pass):
         before = _costs(graph, self.measure)
         plan = self.plan(graph, ctx)
         changed = any(len(plan.kept[g.id]) < g.channels for g in plan.analysis.groups)
+        compensated = None
         if changed:
+            if self.compensate:
+                compensated = _compensate(graph, plan, ctx)
             channels.apply(graph, plan.analysis, plan.kept)
             graph.cleanup()  # the replaced weights and shape constants
             ir.infer_shapes(graph)
         after = _costs(graph, self.measure) if changed else before
-        return PassResult(changed, _stats(plan, before, after))
+        return PassResult(changed, _stats(plan, before, after, compensated))
 
     def plan(self, graph: gs.Graph, ctx: PassContext) -> Plan:
         """The groups of `graph` (which needs inferred shapes) and the channels each keeps.
@@ -182,6 +194,41 @@ def _macs_estimator(graph: gs.Graph, analysis: channels.Analysis):
     return estimate
 
 
+# --- compensation ----------------------------------------------------------------------------
+
+
+def _compensate(graph: gs.Graph, plan: Plan, ctx: PassContext) -> int | None:
+    """Measure the removed channels where their readers read them and move their means into
+    those readers' biases (see channels.compensate); the number of layers changed (None: no
+    samples to measure on)."""
+    if not ctx.samples:
+        ctx.warn("prune-channels: no samples to measure the removed channels on; compensate skipped")
+        return None
+    reads = channels.compensation_reads(graph, plan.analysis, plan.kept)
+    if not reads:
+        return 0  # only heads read removed channels
+    means = _feature_means(graph, reads, ctx.samples[:COMPENSATION_SAMPLES])
+    return len(channels.compensate(graph, plan.analysis, plan.kept, means))
+
+
+def _feature_means(graph: gs.Graph, reads: dict[str, int], samples: list[dict]) -> dict[str, np.ndarray]:
+    """The mean of every feature of each tensor in `reads` (name -> its feature axis) over the
+    samples and every other axis: one run per batch of a copy of the model that outputs them."""
+    model = collect.expose(ir.Model(graph), list(reads))
+    # Optimizations on: every tensor read is a graph output, which fusions keep.
+    session = runner.make_session(model, optimize=True)
+    fetch = [o.name for o in session.get_outputs() if o.name in reads]
+    inputs = [i.name for i in session.get_inputs()]
+    sums, counts = {}, dict.fromkeys(fetch, 0)
+    for feeds, _ in collect.batches(samples, model):
+        for name, value in zip(fetch, session.run(fetch, {k: feeds[k] for k in inputs})):
+            rows = np.moveaxis(value, reads[name], -1)
+            rows = rows.reshape(-1, rows.shape[-1])
+            sums[name] = sums.get(name, 0.0) + rows.sum(axis=0, dtype=np.float64)
+            counts[name] += len(rows)
+    return {name: sums[name] / counts[name] for name in sums if counts[name]}
+
+
 # --- measuring -------------------------------------------------------------------------------
 
 
@@ -207,7 +254,7 @@ def _latency_ms(graph: gs.Graph) -> float:
     return round(statistics.median(times) * 1000, 4)
 
 
-def _stats(plan: Plan, before: dict, after: dict) -> dict:
+def _stats(plan: Plan, before: dict, after: dict, compensated: int | None) -> dict:
     layers, channels_before, channels_after = {}, 0, 0
     pruned = pinned = 0
     for group in plan.analysis.groups:
@@ -238,5 +285,7 @@ def _stats(plan: Plan, before: dict, after: dict) -> dict:
         stats.update({"latency_ms_before": before["latency_ms"], "latency_ms_after": after["latency_ms"]})
     if plan.unscored:
         stats["scored_by_l1"] = len(plan.unscored)
+    if compensated is not None:
+        stats["layers_compensated"] = compensated
     stats["layers"] = layers
     return stats

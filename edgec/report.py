@@ -113,6 +113,34 @@ def _compression_table(report: dict) -> list[str]:
     return lines
 
 
+def _structured_table(report: dict) -> list[str]:
+    """Structured pruning's effect on cost: MACs, parameters, onnxruntime latency (batch 1, 1 thread)."""
+    rows = [p for p in report["passes"] if "macs_before" in p["stats"]]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Structured pruning",
+        "",
+        "| step | MACs | params | latency ms (onnxruntime, batch 1, 1 thread) | channels |",
+        "|---|---|---|---|---|",
+    ]
+    for p in rows:
+        s = p["stats"]
+        latency = (
+            f"{s['latency_ms_before']:.3f} -> {s['latency_ms_after']:.3f} "
+            f"({s['latency_ms_after'] / s['latency_ms_before']:.2f}x)"
+            if s.get("latency_ms_before")
+            else "not measured"
+        )
+        lines.append(
+            f"| {p['index']}. `{p['name']}` | {s['macs_before']:,} -> {s['macs_after']:,} "
+            f"({s['macs_after'] / max(s['macs_before'], 1):.2f}x) | {s['params_before']:,} -> {s['params_after']:,} "
+            f"| {latency} | {s['channels_before']:,} -> {s['channels_after']:,} |"
+        )
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     status = "all checks ok" if report["ok"] else "**checks FAILED**"
     size, params, nodes = report["size_bytes"], report["params"], report["nodes"]
@@ -159,6 +187,7 @@ def render_markdown(report: dict) -> str:
     if report.get("error"):
         lines[2:2] = [f"- **build failed**: {report['error']}"]
     lines += _compression_table(report)
+    lines += _structured_table(report)
     for p in report["passes"]:
         if p.get("debug_precision"):
             from edgec.quant.debug import format_table

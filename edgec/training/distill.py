@@ -16,7 +16,9 @@ import onnx_graphsurgeon as gs
 import torch
 import torch.nn.functional as F
 
+from edgec import ir, runner
 from edgec.errors import EdgecError
+from edgec.quant import collect
 from edgec.progress import Progress
 from edgec.training.graph_module import GraphModule
 
@@ -73,6 +75,17 @@ def _loss(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Ten
     return sum(weight * term for weight, term in terms)
 
 
+def _teacher_scores(teacher_graph: gs.Graph, samples: list[dict]) -> torch.Tensor:
+    """The uncompressed model's scores on every sample, computed once by onnxruntime: any model
+    it runs can teach, whatever ops the trainable module supports."""
+    name = score_tensor(teacher_graph)
+    model = collect.expose(ir.Model(teacher_graph), [name])
+    session = runner.make_session(model, optimize=True)
+    inputs = [i.name for i in session.get_inputs()]
+    parts = [session.run([name], {k: feeds[k] for k in inputs})[0] for feeds, _ in collect.batches(samples, model)]
+    return torch.from_numpy(np.concatenate(parts).astype(np.float32))
+
+
 def finetune(graph: gs.Graph, teacher_graph: gs.Graph | None, data, settings: Settings, progress: bool = False) -> dict:
     """Train `graph` in place on `data` (an EvalSet); returns what happened, for the pass stats."""
     start = time.perf_counter()
@@ -97,16 +110,7 @@ def finetune(graph: gs.Graph, teacher_graph: gs.Graph | None, data, settings: Se
     if settings.distill:
         if teacher_graph is None:
             raise EdgecError("finetune{distill=true} needs the uncompressed model as teacher")
-        teacher = GraphModule(teacher_graph, trainable=False)
-        with torch.no_grad():
-            teacher_scores = torch.cat(
-                [
-                    _forward(
-                        teacher, {k: v[i : i + 256] for k, v in feeds.items()}, score_tensor(teacher_graph), batchable
-                    )
-                    for i in range(0, count, 256)
-                ]
-            )
+        teacher_scores = _teacher_scores(teacher_graph, samples)
 
     optimizer = torch.optim.Adam(student.params, lr=settings.lr)
     generator = torch.Generator().manual_seed(settings.seed)

@@ -282,6 +282,20 @@ class GraphModule(torch.nn.Module):
             *data.shape[:axis], *index.shape, *data.shape[axis + 1 :]
         )
 
+    def _op_Constant(self, node):
+        value = node.attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return torch.from_numpy(np.array(value.values))
+        for key, dtype in (
+            ("value_float", np.float32),
+            ("value_floats", np.float32),
+            ("value_int", np.int64),
+            ("value_ints", np.int64),
+        ):
+            if key in node.attrs:
+                return torch.from_numpy(np.asarray(node.attrs[key], dtype))
+        raise EdgecError(f"fine-tuning cannot run Constant node '{node.name}' (attributes {sorted(node.attrs)})")
+
     def _op_Cast(self, node, x):
         return torch.as_tensor(x).to(_DTYPES[int(node.attrs["to"])])
 

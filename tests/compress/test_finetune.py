@@ -73,3 +73,20 @@ def test_compress_preset_without_training_data_builds_and_loads(tmp_path, capsys
     model = edgec.runtime.load(out)
     x = np.zeros((1, 1, 28, 28), np.float32)
     assert model.run({"input": x})["logits"].shape == (1, 10)
+
+
+def test_teacher_runs_in_onnxruntime_so_any_export_can_teach(tmp_path, fmnist_train):
+    """The MobileNetV2 export still has Constant nodes (and BatchNorm) before -O2; the teacher's
+    scores come from onnxruntime, and the student (after -O2) trains in torch."""
+    result = edgec.compile(
+        "zoo:mobilenetv2-fmnist",
+        target="arduino-nano-33-ble",
+        opt=None,
+        passes="remove-identity,fold-constants,eliminate-dead-code,fold-batchnorm,"
+        "prune-magnitude{sparsity=0.3,scope=global},finetune{epochs=1,max_samples=512}",
+        train=fmnist_train,
+        output_dir=tmp_path / "o",
+    )
+    stats = result.report["passes"][-1]["stats"]
+    assert stats["samples"] == 512 and stats["teacher_agreement"] > 0.9
+    assert result.report["ok"]

@@ -34,6 +34,7 @@ from edgec import presets, runtime
 from edgec.models import fashion_mnist, registry
 
 HERE = Path(__file__).parent
+ALL_PARTS = "dc,untrained,fidelity,structured"
 TARGET = "arduino-nano-33-ble"
 # The paper's anchors (Han et al. 2016, Table 1, MNIST) and this issue's targets.
 PAPER = {"lenet300": 40.0, "lenet5": 39.0}
@@ -401,7 +402,7 @@ def targets(report: dict) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="dc,untrained,fidelity,structured")
+    parser.add_argument("--parts", default=ALL_PARTS, help="a partial run keeps the other parts of results.json")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--orientation-pages", type=int, default=100)
     args = parser.parse_args(argv)
@@ -416,6 +417,15 @@ def main(argv=None) -> int:
         "structured": {},
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "results.json"
+    if parts != set(ALL_PARTS.split(",")) and previous.exists():
+        # A partial rerun keeps the other parts' earlier numbers.
+        kept = json.loads(previous.read_text())
+        sections = {"dc": "deep_compression", "untrained": "untrained", "fidelity": "fidelity"}
+        for part in ALL_PARTS.split(","):
+            if part not in parts:
+                key = sections.get(part, part)
+                report[key] = kept.get(key, {})
 
     def save() -> None:
         """After every part, so a later part that fails loses nothing measured before it."""

@@ -114,7 +114,10 @@ class GraphModule(torch.nn.Module):
         """Trained values back into the graph's constants."""
         self.constrain()
         for tensor, param in zip(self._owners, self.params):
-            tensor.values = param.detach().numpy().astype(tensor.values.dtype)
+            values = param.detach().numpy().astype(tensor.values.dtype)
+            # Masking multiplies negative weights by 0 and leaves -0.0, whose sign bit a sparse
+            # layout would have to store: pruned weights go back as +0.0.
+            tensor.values = np.where(values == 0, np.zeros((), values.dtype), values)
 
     # --- ONNX ops with ONNX semantics ---------------------------------------------------------
 

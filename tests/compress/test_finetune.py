@@ -7,6 +7,7 @@ from onnx import numpy_helper
 
 import edgec
 from edgec.cli import main
+from edgec.compress.layers import weighted_layers
 
 pytest.importorskip("torch")
 
@@ -90,3 +91,7 @@ def test_teacher_runs_in_onnxruntime_so_any_export_can_teach(tmp_path, fmnist_tr
     stats = result.report["passes"][-1]["stats"]
     assert stats["samples"] == 512 and stats["teacher_agreement"] > 0.9
     assert result.report["ok"]
+    # Masked weights come back as +0.0: a -0.0 would cost a sparse container entry.
+    weights = np.concatenate([layer.weight.values.ravel() for layer in weighted_layers(result.model.graph, 64)])
+    zeros = weights[weights == 0]
+    assert zeros.size >= int(0.3 * weights.size) and not np.signbit(zeros).any()

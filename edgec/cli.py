@@ -162,7 +162,8 @@ def cmd_build(args) -> int:
     size = report["size_bytes"]
     status = "all checks ok" if result.ok else "CHECKS FAILED (see report.md)"
     print(
-        f"{result.output_dir}/: {result.artifact.main} ({size['artifact']:,} bytes, {size['before']:,} before), "
+        f"{result.output_dir}/: {' + '.join(str(f) for f in result.artifact.files)} "
+        f"({size['artifact']:,} bytes, {size['before']:,} before), "
         f"{len(report['passes'])} passes, {status}"
     )
     return 0 if result.ok else 1

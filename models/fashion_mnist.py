@@ -61,3 +61,21 @@ def load(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 def normalize(images: np.ndarray) -> np.ndarray:
     """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28], the input every reference model expects."""
     return ((images.astype(np.float32) / 255.0 - MEAN) / STD)[:, None, :, :]
+
+
+def export_npz(split: str, path: str | Path, count: int | None = None) -> Path:
+    """A labelled .npz for --train/--eval/--calib: `input` (a stack of normalized (1, 1, 28, 28)
+    samples, as the bundled models take them) and `labels`."""
+    images, labels = load(split)
+    images, labels = images[:count], labels[:count]
+    np.savez(path, input=normalize(images)[:, None], labels=labels)
+    return Path(path)
+
+
+if __name__ == "__main__":  # python -m edgec.models.fashion_mnist train fmnist_train.npz [COUNT]
+    import sys
+
+    if len(sys.argv) not in (3, 4) or sys.argv[1] not in _FILES:
+        sys.exit("usage: python -m edgec.models.fashion_mnist train|test OUT.npz [COUNT]")
+    written = export_npz(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else None)
+    print(f"{written}: Fashion-MNIST {sys.argv[1]} split")

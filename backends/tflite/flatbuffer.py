@@ -83,7 +83,8 @@ class ModelBuilder:
             tensor.shapeSignature = [int(d) for d in shape_signature]
         tensor.buffer = 0
         if data is not None:
-            array = np.ascontiguousarray(np.asarray(data, dtype.newbyteorder("<")))
+            # copy(order="C"), not ascontiguousarray, which turns scalars into 1-element arrays.
+            array = np.asarray(data, dtype.newbyteorder("<")).copy(order="C")
             if list(array.shape) != tensor.shape:
                 raise ValueError(f"tensor '{name}': data shape {array.shape} != {tensor.shape}")
             buffer = schema.BufferT()

@@ -22,6 +22,12 @@ NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
 
 
+def stored_axis(axis: int, rank: int, nhwc: bool) -> int:
+    """Where ONNX axis `axis` of a tensor lives in its TFLite storage."""
+    axis %= rank
+    return NCHW_TO_NHWC.index(axis) if nhwc else axis
+
+
 @dataclass
 class Lowered:
     index: int  # tensor index in the TFLite subgraph

@@ -99,3 +99,43 @@ def test_unsupported_attributes_are_refused():
     g.output(g.op("Conv", [x, g.weight(4, 2, 3, 3)], group=2))
     with pytest.raises(EdgecError, match="group=2 is neither 1 nor depthwise"):
         lower(g.model())
+
+
+def test_concat_split_slice_pad_on_nhwc_activations_remap_their_axes():
+    g = GraphBuilder()
+    x = g.input("x", [1, 3, 6, 6])
+    a = g.op("Conv", [x, g.weight(4, 3, 1, 1)])  # NHWC inside
+    b = g.op("LeakyRelu", [g.op("Conv", [x, g.weight(2, 3, 1, 1)])], alpha=0.2)
+    y = g.op("Concat", [a, b, g.weight(1, 1, 6, 6)], axis=1)  # a constant joins, permuted to NHWC
+    y1, y2 = g.op("Split", [y, g.const(np.array([3, 4], np.int64))], n_out=2, axis=1)
+    y = g.op(
+        "Add",
+        [g.op("Slice", [y1, *(g.const(np.array(v, np.int64)) for v in ([1], [7], [2], [2]))]), g.const(np.float32(1))],
+    )
+    y = g.op("Pad", [y, g.const(np.array([0, 1, 0, 2, 0, 0, 1, 0], np.int64)), g.const(np.float32(0.5))])
+    g.output(y)
+    g.output(g.op("ReduceMean", [y2], axes=[1, 3], keepdims=1))
+    g.output(g.op("ReduceMax", [y2], axes=[2], keepdims=0))
+    assert compare(g.model()) < 1e-5
+
+
+def test_transpose_gather_squeeze_and_unary_math():
+    g = GraphBuilder()
+    x = g.input("x", [1, 2, 3, 4])
+    y = g.op("Conv", [x, g.weight(2, 2, 1, 1)])
+    y = g.op("Transpose", [y], perm=[0, 3, 1, 2])  # from stored NHWC in one TRANSPOSE
+    y = g.op("Gather", [y, g.const(np.array([2, -1], np.int64))], axis=3)
+    y = g.op("Exp", [g.op("Neg", [g.op("Abs", [y])])])
+    y = g.op("Sqrt", [g.op("Pow", [y, g.const(np.float32(2.0))])])
+    y = g.op("Squeeze", [g.op("Unsqueeze", [y, g.const(np.array([0], np.int64))]), g.const(np.array([0], np.int64))])
+    g.output(g.op("Log", [g.op("Add", [y, g.const(np.float32(1.0))])]))
+    assert compare(g.model()) < 1e-5
+
+
+def test_prelu_slopes_and_max_min_follow_the_layout():
+    g = GraphBuilder()
+    x = g.input("x", [1, 3, 5, 5])
+    y = g.op("Conv", [x, g.weight(4, 3, 3, 3)], pads=[1, 1, 1, 1])
+    y = g.op("PRelu", [y, g.weight(4, 1, 1)])
+    g.output(g.op("Min", [g.op("Max", [y, g.weight(1, 4, 1, 1)]), g.const(np.float32(0.8))]))
+    assert compare(g.model()) < 1e-5

@@ -1,6 +1,7 @@
 """The lowering table: ONNX op type -> function(ctx, node) that emits TFLite operators."""
 
-from edgec.backends.tflite.ops import activation, conv, dense, elementwise, pool, shape
+from edgec.backends.tflite.ops import activation, conv, dense, elementwise, pool, reduce, shape, tensor
 
-LOWERINGS = {**activation.LOWERINGS, **conv.LOWERINGS, **dense.LOWERINGS, **elementwise.LOWERINGS}
-LOWERINGS |= {**pool.LOWERINGS, **shape.LOWERINGS}
+LOWERINGS = {}
+for family in (activation, conv, dense, elementwise, pool, reduce, shape, tensor):
+    LOWERINGS |= family.LOWERINGS

@@ -78,7 +78,23 @@ def lower_softmax(ctx, node) -> None:
     )
 
 
+def lower_leaky_relu(ctx, node) -> None:
+    x = ctx.get(node.inputs[0])
+    options = schema.LeakyReluOptionsT()
+    options.alpha = float(node.attrs.get("alpha", 0.01))
+    out = ctx.new(node.outputs[0], nhwc=x.nhwc)
+    ctx.builder.operator(
+        schema.BuiltinOperator.LEAKY_RELU, [x.index], [out.index], options, schema.BuiltinOptions.LeakyReluOptions
+    )
+
+
 LOWERINGS = {
+    "LeakyRelu": lower_leaky_relu,
+    "Exp": _unary(schema.BuiltinOperator.EXP),
+    "Log": _unary(schema.BuiltinOperator.LOG),
+    "Sqrt": _unary(schema.BuiltinOperator.SQRT),
+    "Abs": _unary(schema.BuiltinOperator.ABS),
+    "Neg": _unary(schema.BuiltinOperator.NEG),
     "Relu": _unary(schema.BuiltinOperator.RELU),
     "Sigmoid": _unary(schema.BuiltinOperator.LOGISTIC),
     "Tanh": _unary(schema.BuiltinOperator.TANH),

@@ -14,6 +14,10 @@ _OPS = {
     "Sub": (schema.BuiltinOperator.SUB, schema.SubOptionsT, schema.BuiltinOptions.SubOptions),
     "Mul": (schema.BuiltinOperator.MUL, schema.MulOptionsT, schema.BuiltinOptions.MulOptions),
     "Div": (schema.BuiltinOperator.DIV, schema.DivOptionsT, schema.BuiltinOptions.DivOptions),
+    "Pow": (schema.BuiltinOperator.POW, schema.PowOptionsT, schema.BuiltinOptions.PowOptions),
+    "PRelu": (schema.BuiltinOperator.PRELU, None, 0),
+    "Max": (schema.BuiltinOperator.MAXIMUM, None, 0),
+    "Min": (schema.BuiltinOperator.MINIMUM, None, 0),
 }
 
 
@@ -35,10 +39,13 @@ def _binary(op_type: str):
     builtin, options_class, kind = _OPS[op_type]
 
     def lower(ctx, node) -> None:
+        if len(node.inputs) != 2:
+            refuse(node, f"{len(node.inputs)} inputs: only two are lowered")
         nhwc = any(not isinstance(t, gs.Constant) and ctx.get(t).nhwc for t in node.inputs)
         operands = [_operand(ctx, node, t, nhwc) for t in node.inputs]
         out = ctx.new(node.outputs[0], nhwc=nhwc)
-        ctx.builder.operator(builtin, operands, [out.index], options_class(), kind)
+        options = options_class() if options_class is not None else None
+        ctx.builder.operator(builtin, operands, [out.index], options, kind)
 
     return lower
 

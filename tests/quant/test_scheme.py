@@ -65,3 +65,13 @@ def test_tflite_fixes_softmax_logistic_and_tanh_outputs():
     fixed = schemes.get("tflite").fixed_outputs
     assert fixed["Softmax"] == (1 / 256, -128) and fixed["Sigmoid"] == (1 / 256, -128)
     assert fixed["Tanh"] == (1 / 128, 0)
+
+
+def test_subnormal_weights_get_a_nonzero_scale():
+    from edgec.quant.scheme import quantize_weights
+
+    w = np.array([[1e-44, -2e-44], [0.0, 0.0], [0.5, -1.0]], np.float32)
+    for axis in (None, 0):
+        q, scale = quantize_weights(w, axis)
+        assert np.all(scale > 0) and np.all(np.isfinite(scale))
+        assert np.all(np.abs(q.astype(np.float64) * scale.reshape(-1, 1) - w) <= scale.reshape(-1, 1) / 2 + 1e-45)

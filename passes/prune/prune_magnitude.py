@@ -7,11 +7,12 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from edgec import ir, runner
+from edgec import ir
 from edgec.compress import FIDELITY, storage
 from edgec.compress.layers import Layer, select, weighted_layers
 from edgec.errors import EdgecError
 from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.quant import evaluation
 
 
 class PruneMagnitudePass(Pass):
@@ -113,12 +114,9 @@ SEARCH_STEPS = 6
 
 
 def _top1(graph: gs.Graph, samples: list[dict]) -> np.ndarray:
-    """The class each sample's first output picks (its last axis), as onnxruntime computes it."""
-    session = runner.make_session(ir.Model(graph), optimize=True)
-    first = session.get_outputs()[0].name
-    return np.concatenate(
-        [out[first].reshape(-1, out[first].shape[-1]).argmax(-1) for out in runner.run(session, samples)]
-    )
+    """The class each sample's first output picks, as onnxruntime computes it."""
+    data = evaluation.EvalSet(samples, None, "check samples")
+    return evaluation.top1(evaluation.predict(ir.Model(graph), data, optimize=True))
 
 
 def _prune_jointly(layers: list[Layer], sparsity: float) -> None:

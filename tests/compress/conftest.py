@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from edgec.models import fashion_mnist
@@ -7,9 +6,7 @@ from edgec.models import fashion_mnist
 def _labelled(split: str, count: int, path):
     if not fashion_mnist.available():
         pytest.skip("apt-get install dataset-fashion-mnist")
-    images, labels = fashion_mnist.load(split)
-    np.savez(path, input=fashion_mnist.normalize(images[:count])[:, None], labels=labels[:count])
-    return path
+    return fashion_mnist.export_npz(split, path, count)
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,7 @@ from tests.helpers import run
 def fmnist_eval(tmp_path_factory):
     if not fashion_mnist.available():
         pytest.skip("apt-get install dataset-fashion-mnist")
-    images, labels = fashion_mnist.load("test")
-    path = tmp_path_factory.mktemp("eval") / "eval.npz"
-    np.savez(path, input=fashion_mnist.normalize(images[:1500])[:, None], labels=labels[:1500])
-    return path
+    return fashion_mnist.export_npz("test", tmp_path_factory.mktemp("eval") / "eval.npz", 1500)
 
 
 def _accuracy(model_path, path):

@@ -239,6 +239,13 @@ def test_a_large_bias_widens_the_weight_scale_instead_of_saturating_int32(tmp_pa
     np.testing.assert_allclose(run(model, feeds)[0], run(original, feeds)[0], rtol=1e-3, atol=30)
 
 
+def replay(result, model: str, target: str, calib, out):
+    """Build again from the printed pipeline; the model file must come out byte for byte the same."""
+    again = edgec.compile(model, target=target, passes=result.report["pipeline"], calib=calib, output_dir=out)
+    assert (result.output_dir / "model.onnx").read_bytes() == (out / "model.onnx").read_bytes()
+    return again
+
+
 def test_latency_search_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
     result = edgec.compile(
         "zoo:mobilenetv2-fmnist", target="x86-64", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
@@ -250,15 +257,8 @@ def test_latency_search_settles_into_a_replayable_pipeline(tmp_path, fmnist_cali
     assert "select=all" in step["text"] and "select=latency" not in result.report["pipeline"]
     for layer in step["stats"]["fallback"]:
         assert layer in step["text"]
-    again = edgec.compile(
-        "zoo:mobilenetv2-fmnist",
-        target="x86-64",
-        passes=result.report["pipeline"],
-        calib=fmnist_calib,
-        output_dir=tmp_path / "again",
-    )
+    again = replay(result, "zoo:mobilenetv2-fmnist", "x86-64", fmnist_calib, tmp_path / "again")
     assert "latency_search" not in again.report["passes"][-1]["stats"]
-    assert (tmp_path / "o" / "model.onnx").read_bytes() == (tmp_path / "again" / "model.onnx").read_bytes()
 
 
 def test_calib_auto_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
@@ -268,15 +268,8 @@ def test_calib_auto_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
     )
     step = result.report["passes"][-1]
     assert "calib=auto" not in result.report["pipeline"] and f"calib={step['stats']['calib']}" in step["text"]
-    again = edgec.compile(
-        "zoo:lenet5",
-        target="raspberry-pi-4",
-        passes=result.report["pipeline"],
-        calib=fmnist_calib,
-        output_dir=tmp_path / "a",
-    )
+    again = replay(result, "zoo:lenet5", "raspberry-pi-4", fmnist_calib, tmp_path / "a")
     assert "calib_scores_db" not in again.report["passes"][-1]["stats"]
-    assert (tmp_path / "o" / "model.onnx").read_bytes() == (tmp_path / "a" / "model.onnx").read_bytes()
 
 
 def test_remote_targets_quantize_every_layer(tmp_path, fmnist_calib):

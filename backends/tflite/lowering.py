@@ -64,9 +64,10 @@ class Context:
     def temporary(self, shape, dtype=np.float32) -> int:
         return self.builder.tensor(self.name("tmp"), shape, dtype)
 
-    def transpose(self, index: int, shape, perm) -> int:
-        out_shape = [shape[p] for p in perm]
-        out = self.temporary(out_shape)
+    def transpose(self, index: int, shape, perm, out: int | None = None) -> int:
+        """A TRANSPOSE of tensor `index` (stored with `shape`) into `out`, or a new tensor."""
+        if out is None:
+            out = self.temporary([shape[p] for p in perm])
         self.builder.operator(
             schema.BuiltinOperator.TRANSPOSE,
             [index, self.builder.constant(self.name("perm"), np.asarray(perm, np.int32))],
@@ -75,6 +76,27 @@ class Context:
             schema.BuiltinOptions.TransposeOptions,
         )
         return out
+
+    def constant_in_layout(self, name: str, values: np.ndarray, nhwc: bool) -> int:
+        """A constant operand next to activations stored NHWC: left-padded to rank 4 (NumPy
+        broadcasting) and permuted like them."""
+        values = np.asarray(values)
+        if nhwc:
+            values = values.reshape((1,) * (4 - values.ndim) + values.shape).transpose(NCHW_TO_NHWC)
+        return self.builder.constant(self.name(name), values.copy(order="C"))
+
+    def pad(self, source: int, paddings: np.ndarray, value: float, out: int) -> None:
+        """PAD with zeros, or PADV2 with another fill value; `paddings` is (rank, 2) in stored order."""
+        inputs = [source, self.builder.constant(self.name("paddings"), np.asarray(paddings, np.int32))]
+        if value == 0.0:
+            self.builder.operator(
+                schema.BuiltinOperator.PAD, inputs, [out], schema.PadOptionsT(), schema.BuiltinOptions.PadOptions
+            )
+            return
+        inputs.append(self.builder.constant(self.name("fill"), np.array(value, np.float32)))
+        self.builder.operator(
+            schema.BuiltinOperator.PADV2, inputs, [out], schema.PadV2OptionsT(), schema.BuiltinOptions.PadV2Options
+        )
 
     def as_nhwc(self, value: Lowered) -> int:
         """A 4-D tensor in NHWC (a TRANSPOSE when it is stored in ONNX layout)."""
@@ -110,7 +132,7 @@ def lower(model: ir.Model) -> bytes:
     """A .tflite flatbuffer computing what `model` computes, for static float32 graphs."""
     from edgec.backends.tflite.ops import LOWERINGS
 
-    graph = model.graph
+    graph = model.copy().graph  # the batch fix and shape inference stay out of the caller's IR
     _fix_batch(graph)
     ir.infer_shapes(graph)
     unsupported = sorted({f"{n.name or '?'} ({n.op})" for n in graph.nodes if n.op not in LOWERINGS})

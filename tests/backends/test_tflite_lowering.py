@@ -139,3 +139,11 @@ def test_prelu_slopes_and_max_min_follow_the_layout():
     y = g.op("PRelu", [y, g.weight(4, 1, 1)])
     g.output(g.op("Min", [g.op("Max", [y, g.weight(1, 4, 1, 1)]), g.const(np.float32(0.8))]))
     assert compare(g.model()) < 1e-5
+
+
+def test_reflect_pad_on_nhwc():
+    g = GraphBuilder()
+    x = g.input("x", [1, 2, 5, 5])
+    y = g.op("Conv", [x, g.weight(2, 2, 1, 1)])
+    g.output(g.op("Pad", [y, g.const(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64))], mode="reflect"))
+    assert compare(g.model()) < 1e-6

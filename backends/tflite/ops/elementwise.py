@@ -6,7 +6,6 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from ai_edge_litert import schema_py_generated as schema
 
-from edgec.backends.tflite.lowering import NCHW_TO_NHWC
 from edgec.backends.tflite.ops.common import refuse
 
 _OPS = {
@@ -23,10 +22,7 @@ _OPS = {
 
 def _operand(ctx, node, tensor, nhwc: bool) -> int:
     if isinstance(tensor, gs.Constant):
-        values = np.asarray(tensor.values, np.float32)
-        if nhwc:  # left-pad to rank 4, then the same permutation as the activations
-            values = values.reshape((1,) * (4 - values.ndim) + values.shape).transpose(NCHW_TO_NHWC)
-        return ctx.builder.constant(ctx.name(tensor.name), np.ascontiguousarray(values))
+        return ctx.constant_in_layout(tensor.name, np.asarray(tensor.values, np.float32), nhwc)
     value = ctx.get(tensor)
     if nhwc:
         if len(value.shape) != 4:

@@ -28,26 +28,7 @@ def explicit_pads(ctx, node, source: int, nchw_shape, value: float) -> int:
     top, left, bottom, right = (int(p) for p in node.attrs["pads"])
     n, c, h, w = nchw_shape
     out = ctx.temporary([n, h + top + bottom, w + left + right, c])
-    paddings = ctx.builder.constant(
-        ctx.name("paddings"), np.array([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
-    )
-    if value == 0.0:
-        ctx.builder.operator(
-            schema.BuiltinOperator.PAD,
-            [source, paddings],
-            [out],
-            schema.PadOptionsT(),
-            schema.BuiltinOptions.PadOptions,
-        )
-    else:
-        fill = ctx.builder.constant(ctx.name("fill"), np.array(value, np.float32))
-        ctx.builder.operator(
-            schema.BuiltinOperator.PADV2,
-            [source, paddings, fill],
-            [out],
-            schema.PadV2OptionsT(),
-            schema.BuiltinOptions.PadV2Options,
-        )
+    ctx.pad(source, [[0, 0], [top, bottom], [left, right], [0, 0]], value, out)
     return out
 
 

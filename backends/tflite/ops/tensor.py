@@ -17,9 +17,7 @@ from edgec.backends.tflite.ops.shape import lower_reshape
 def _stored(ctx, tensor, nhwc: bool) -> int:
     """`tensor` in the wanted layout (constants are permuted rather than transposed at run time)."""
     if isinstance(tensor, gs.Constant):
-        values = np.asarray(tensor.values)
-        values = values.transpose(NCHW_TO_NHWC) if nhwc else values
-        return ctx.builder.constant(ctx.name(tensor.name), values.copy(order="C"))
+        return ctx.constant_in_layout(tensor.name, tensor.values, nhwc)
     value = ctx.get(tensor)
     return ctx.as_nhwc(value) if nhwc else ctx.as_nchw(value)
 
@@ -43,15 +41,8 @@ def lower_transpose(ctx, node) -> None:
     perm = [int(p) for p in node.attrs.get("perm", list(reversed(range(rank))))]
     if x.nhwc:  # one TRANSPOSE from the stored NHWC straight to the result
         perm = [NHWC_TO_NCHW[p] for p in perm]
-    out = ctx.new(node.outputs[0], nhwc=False)
-    permutation = ctx.builder.constant(ctx.name("perm"), np.array(perm, np.int32))
-    ctx.builder.operator(
-        schema.BuiltinOperator.TRANSPOSE,
-        [x.index, permutation],
-        [out.index],
-        schema.TransposeOptionsT(),
-        schema.BuiltinOptions.TransposeOptions,
-    )
+    stored = ctx.builder.subgraph.tensors[x.index].shape
+    ctx.transpose(x.index, stored, perm, out=ctx.new(node.outputs[0], nhwc=False).index)
 
 
 def _ints(node, position: int, attr: str, default=None):
@@ -74,31 +65,16 @@ def lower_pad(ctx, node) -> None:
     if min(pads) < 0:
         refuse(node, "negative pads (cropping) are not supported")
     order = NCHW_TO_NHWC if x.nhwc else range(rank)
-    paddings = ctx.builder.constant(ctx.name("paddings"), np.array([[begin[a], end[a]] for a in order], np.int32))
+    paddings = np.array([[begin[a], end[a]] for a in order], np.int32)
     out = ctx.new(node.outputs[0], nhwc=x.nhwc)
-    if mode == "constant" and value == 0.0:
-        ctx.builder.operator(
-            schema.BuiltinOperator.PAD,
-            [x.index, paddings],
-            [out.index],
-            schema.PadOptionsT(),
-            schema.BuiltinOptions.PadOptions,
-        )
-    elif mode == "constant":
-        fill = ctx.builder.constant(ctx.name("fill"), np.array(value, np.float32))
-        ctx.builder.operator(
-            schema.BuiltinOperator.PADV2,
-            [x.index, paddings, fill],
-            [out.index],
-            schema.PadV2OptionsT(),
-            schema.BuiltinOptions.PadV2Options,
-        )
+    if mode == "constant":
+        ctx.pad(x.index, paddings, value, out.index)
     elif mode == "reflect":
         options = schema.MirrorPadOptionsT()
         options.mode = schema.MirrorPadMode.REFLECT
         ctx.builder.operator(
             schema.BuiltinOperator.MIRROR_PAD,
-            [x.index, paddings],
+            [x.index, ctx.builder.constant(ctx.name("paddings"), paddings)],
             [out.index],
             options,
             schema.BuiltinOptions.MirrorPadOptions,

@@ -96,17 +96,16 @@ def _compression_table(report: dict) -> list[str]:
         c = p["check"] or {}
         if storage is None and not (p["name"] == "finetune" and p["modified"]):
             continue
-        size = f"{storage['weight_bytes']:,} ({storage['coding']})" if storage else "(as above)"
-        ratio = f"{dense / storage['weight_bytes']:.1f}x" if storage else ""
-        agreement = f"{c['top1_agreement']:.2%}" if c.get("top1_agreement") is not None else ""
-        lines.append(
-            f"| {p['index']}. `{p['name']}` | {size} | {ratio} | {storage['nonzeros']:,} |"
-            if storage
-            else f"| {p['index']}. `{p['name']}` | {size} | | |"
-        )
-        lines[-1] += f" {agreement} | {_db(c.get('sqnr_db')) if c else ''} | " + (
-            f"{p['accuracy']:.2%} |" if p.get("accuracy") is not None else "|"
-        )
+        cells = [f"{p['index']}. `{p['name']}`"]
+        if storage:
+            ratio = f"{dense / storage['weight_bytes']:.1f}x"
+            cells += [f"{storage['weight_bytes']:,} ({storage['coding']})", ratio, f"{storage['nonzeros']:,}"]
+        else:
+            cells += ["(as above)", "", ""]
+        cells.append(f"{c['top1_agreement']:.2%}" if c.get("top1_agreement") is not None else "")
+        cells.append(_db(c.get("sqnr_db")) if c else "")
+        cells.append(f"{p['accuracy']:.2%}" if p.get("accuracy") is not None else "")
+        lines.append("|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|")
     size = report["size_bytes"]
     ratio = size["before"] / max(size["artifact"], 1)
     lines += ["", f"Artifact files: {size['artifact']:,} bytes ({ratio:.1f}x smaller than the original model file)."]

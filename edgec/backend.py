@@ -5,14 +5,25 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
 from edgec import ir
 from edgec.compare import Tolerance
+from edgec.errors import EdgecError
 
 Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """A setting of one backend (--keep-layout, --io-dtype...): type, default, help, allowed values."""
+
+    kind: type
+    default: Any
+    help: str
+    choices: tuple = ()
 
 
 @dataclass
@@ -40,6 +51,22 @@ class Backend:
     quantized_tolerance: ClassVar[Tolerance] = Tolerance(min_cosine=0.999, min_sqnr_db=30.0)
     # The int8 layout its runtime fuses (see edgec.quant.scheme); -O int8 quantizes for it.
     quant_scheme: ClassVar[str] = "onnx"
+    options: ClassVar[Mapping[str, BackendOption]] = {}
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] = {name: option.default for name, option in self.options.items()}
+
+    def configure(self, settings: Mapping[str, Any]) -> "Backend":
+        """Apply user settings; an option this backend does not have is a user error."""
+        for name, value in settings.items():
+            option = self.options.get(name)
+            if option is None:
+                known = ", ".join(sorted(self.options)) or "none"
+                raise EdgecError(f"backend '{self.name}' has no option '{name}' (its options: {known})")
+            if option.choices and value not in option.choices:
+                raise EdgecError(f"backend '{self.name}': {name} must be one of {', '.join(option.choices)}")
+            self.settings[name] = option.kind(value)
+        return self
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         quantized = any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in ir.iter_nodes(model.graph))

@@ -62,6 +62,16 @@ def _build_parser() -> argparse.ArgumentParser:
     group.add_argument("--passes", metavar="TEXT", help="explicit pipeline, e.g. 'fold-constants,fold-batchnorm'")
     p.add_argument("-o", "--output", type=Path, help="output directory (default build/<model>-<target>/)")
     p.add_argument("--backend", help="override the target's preferred backend")
+    p.add_argument(
+        "--keep-layout",
+        action="store_true",
+        help="tflite: 4-D inputs and outputs keep the model's NCHW layout (default: NHWC, recorded in the manifest)",
+    )
+    p.add_argument(
+        "--io-dtype",
+        choices=("float32", "int8"),
+        help="tflite: with -O int8, int8 makes the model read and write int8 (default float32)",
+    )
     p.add_argument("--print-pipeline", action="store_true", help="print the expanded pipeline and exit")
     p.add_argument("--dump-dir", type=Path, help="write the IR after every pass here (000_input.onnx, 001_...)")
     p.add_argument(
@@ -129,8 +139,12 @@ def cmd_build(args) -> int:
     from edgec import compiler
 
     shapes, dtypes = _input_shapes(args.input_shape)
+    options = {"keep_layout": True} if args.keep_layout else {}
+    if args.io_dtype:
+        options["io_dtype"] = args.io_dtype
     if args.print_pipeline:
-        print(compiler.plan(args.target, args.opt, args.passes, args.backend, args.plugin).pipeline)
+        plan = compiler.plan(args.target, args.opt, args.passes, args.backend, args.plugin, backend_options=options)
+        print(plan.pipeline)
         return 0
     result = compiler.compile(
         args.model,
@@ -155,6 +169,7 @@ def cmd_build(args) -> int:
         num_samples=args.samples,
         seed=args.seed,
         progress=not args.quiet,
+        backend_options=options,
     )
     report = result.report
     for warning in report["warnings"]:

@@ -25,10 +25,19 @@ class Tolerance:
     min_cosine: float | None = None
     min_sqnr_db: float | None = None
     min_top1_agreement: float | None = None
+    # int8 outputs: `lsb` names each one's quantization step; such an output is judged only by
+    # the share of its elements within max_lsb steps (at least min_within_lsb).
+    lsb: tuple[tuple[str, float], ...] = ()
+    max_lsb: float | None = None
+    min_within_lsb: float | None = None
 
     def describe(self) -> str:
         parts = []
+        if self.lsb:
+            parts.append(f">= {self.min_within_lsb:.0%} of int8 output elements within {self.max_lsb:g} LSB")
         for key, value in asdict(self).items():
+            if key in ("lsb", "max_lsb", "min_within_lsb"):
+                continue
             if value is not None:
                 op = "<=" if key.startswith("max") else ">="
                 parts.append(f"{key.removeprefix('max_').removeprefix('min_')} {op} {value:g}")
@@ -46,6 +55,9 @@ class Tolerance:
             min_cosine=pick(self.min_cosine, other.min_cosine, False),
             min_sqnr_db=pick(self.min_sqnr_db, other.min_sqnr_db, False),
             min_top1_agreement=pick(self.min_top1_agreement, other.min_top1_agreement, False),
+            lsb=self.lsb or other.lsb,
+            max_lsb=pick(self.max_lsb, other.max_lsb, True),
+            min_within_lsb=pick(self.min_within_lsb, other.min_within_lsb, False),
         )
 
 
@@ -70,6 +82,7 @@ class Comparison:
     against: str
     tolerance: Tolerance
     failures: list[str] = field(default_factory=list)
+    within_lsb: float | None = None  # least share of elements within max_lsb steps, int8 outputs
 
     def __bool__(self) -> bool:
         return self.ok
@@ -92,7 +105,8 @@ class Comparison:
             # JSON has no infinity; null means the outputs were identical.
             "sqnr_db": None if math.isinf(self.sqnr_db) else self.sqnr_db,
             "top1_agreement": self.top1_agreement,
-            "tolerance": {k: v for k, v in asdict(self.tolerance).items() if v is not None},
+            **({"within_lsb": self.within_lsb} if self.within_lsb is not None else {}),
+            "tolerance": {k: v for k, v in asdict(self.tolerance).items() if v not in (None, ())},
             "failures": list(self.failures),
         }
 
@@ -114,6 +128,8 @@ def compare(
     worst = dict(max_abs_err=0.0, max_rel_err=0.0, cosine=1.0, sqnr_db=math.inf)
     top1: list[float] = []
     failures: list[str] = []
+    lsb = dict(tolerance.lsb)
+    shares: list[float] = []
     for name in names:
         ref = np.concatenate([np.asarray(r[name]).ravel() for r in reference]).astype(np.float64)
         got = np.concatenate([np.asarray(c[name]).ravel() for c in candidate]).astype(np.float64)
@@ -128,6 +144,15 @@ def compare(
         agreement = _top1_agreement([r[name] for r in reference], [c[name] for c in candidate])
         if agreement is not None:
             top1.append(agreement)
+        if name in lsb:
+            share = _within_lsb(ref, got, lsb[name], tolerance.max_lsb)
+            shares.append(share)
+            if share < tolerance.min_within_lsb:
+                failures.append(
+                    f"output '{name}': {share:.2%} of elements within {tolerance.max_lsb:g} LSB "
+                    f"({lsb[name]:.3g}) < {tolerance.min_within_lsb:.0%}"
+                )
+            continue
         failures += _judge(name, metrics, agreement, tolerance)
     return Comparison(
         ok=not failures,
@@ -135,8 +160,17 @@ def compare(
         against=against,
         tolerance=tolerance,
         failures=failures,
+        within_lsb=min(shares) if shares else None,
         **worst,
     )
+
+
+def _within_lsb(ref: np.ndarray, got: np.ndarray, step: float, steps: float) -> float:
+    """Share of elements at most `steps` quantization steps apart (with a float32 hair of slack:
+    both sides computed (q - zp) * scale in float32)."""
+    if ref.size == 0:
+        return 1.0
+    return float(np.mean(np.abs(ref - got) <= steps * step * (1 + 1e-5)))
 
 
 def _metrics(ref: np.ndarray, got: np.ndarray) -> dict:

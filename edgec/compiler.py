@@ -63,8 +63,10 @@ def plan(
     plugins: Sequence[str] = (),
     registry: Registry | None = None,
     train: bool = False,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """`train`: training data will be there, so presets may include fine-tuning."""
+    """`train`: training data will be there, so presets may include fine-tuning;
+    `backend_options`: settings of the chosen backend (e.g. tflite's keep_layout, io_dtype)."""
     if opt is not None and passes is not None:
         raise PipelineError("give -O or --passes, not both")
     registry = registry or Registry()
@@ -72,6 +74,7 @@ def plan(
         registry.load_plugin(plugin)
     target_profile = target if isinstance(target, Target) else registry.target(target)
     chosen, notes = choose_backend(registry, target_profile, backend)
+    chosen.configure(backend_options or {})
     host = target_profile.detect_host and chosen.name == "onnx"  # onnxruntime on this very machine
     text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train)
     legalize = chosen.legalize_passes(target_profile)
@@ -128,6 +131,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     seed: int = sampling.DEFAULT_SEED,
     progress: bool = False,
     registry: Registry | None = None,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> BuildResult:
     """Compile `model` for `target` and write the bundle to `output_dir` (default build/<model>-<target>/).
 
@@ -135,11 +139,14 @@ def compile(  # noqa: A001 - the public name mirrors the command
     edgec.ir.Model or a torch.nn.Module with `example_inputs`. `calib` is calibration data for
     passes that need it (see edgec.calib), `preprocess` the image preprocessing spec for it;
     `train` is training data for fine-tuning (labelled .npz or class folders, see --train).
+    `backend_options` are settings of the chosen backend (see `edgec backends`).
     Raises EdgecError on bad input and CheckFailed when a numeric check fails (unless
     keep_going, which records it in the report).
     """
     start = time.perf_counter()
-    build = plan(target, opt, passes, backend, plugins, registry, train=train is not None)
+    build = plan(
+        target, opt, passes, backend, plugins, registry, train=train is not None, backend_options=backend_options
+    )
     loaded = frontends.load(model, input_shapes, input_dtypes, example_inputs)
     work = loaded.model
     preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
@@ -227,6 +234,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
             seconds=time.perf_counter() - start,
             accuracy_control=control.report if control else None,
             accuracy=_accuracy_summary(meter, records),
+            artifact=artifact.info,
         )
         bundle.write_json(stage.path / "report.json", report)
         (stage.path / "report.md").write_text(render_markdown(report))
@@ -407,8 +415,11 @@ def _layout(tensor_name: str, model: ir.Model) -> str | None:
 def _manifest(
     model: ir.Model, build: Plan, artifact: Artifact, root: Path, extra: list[Path], records, preprocess
 ) -> dict:
+    # What the backend's file itself reads and writes (NHWC, int8...) overrides the IR's view.
+    ports = {p["name"]: p for p in artifact.info.get("inputs", []) + artifact.info.get("outputs", [])}
+
     def spec(s: dict) -> dict:
-        return {**s, "layout": _layout(s["name"], model)}
+        return {**s, "layout": _layout(s["name"], model), **ports.get(s["name"], {})}
 
     inputs = [spec(s) for s in model.input_specs()]
     if preprocess and len(inputs) == 1:
@@ -432,6 +443,7 @@ def _manifest(
         "quantization": quantization,
         "outputs": [spec(s) for s in model.output_specs()],
         "files": bundle.file_table(root, list(artifact.files) + extra),
+        **({"notes": artifact.info["notes"]} if artifact.info.get("notes") else {}),
     }
 
 

@@ -41,6 +41,8 @@ BUILTIN_PASSES = {
 }
 BUILTIN_BACKENDS = {
     "onnx": "edgec.backends.onnx:OnnxBackend",
+    "tflite": "edgec.backends.tflite:TfliteBackend",
+    "tflm": "edgec.backends.tflm:TflmBackend",
 }
 ENTRY_POINT_GROUPS = {"passes": "edgec.passes", "backends": "edgec.backends", "targets": "edgec.targets"}
 

@@ -27,6 +27,7 @@ def build_report(
     seconds: float,
     accuracy_control: dict | None = None,
     accuracy: dict | None = None,
+    artifact: dict | None = None,
 ) -> dict[str, Any]:
     checks = [r.check for r in records if r.check is not None] + [c for c in (final_check, backend_check) if c]
     failed = [r.check for r in records if r.check is not None and not r.check]
@@ -48,6 +49,7 @@ def build_report(
         "samples": samples,
         "accuracy_control": accuracy_control,
         "accuracy": accuracy,
+        "artifact": artifact or {},
         "warnings": warnings,
         "seconds": round(seconds, 3),
     }
@@ -140,6 +142,30 @@ def _structured_table(report: dict) -> list[str]:
     return lines
 
 
+def _artifact_section(report: dict) -> list[str]:
+    """What the backend wrote, as its runtime sees it: precision, ports, operators, notes."""
+    info = report.get("artifact") or {}
+    if "inputs" not in info:
+        return []
+    lines = ["", f"## Artifact ({report['backend']}, {info.get('precision', '?')})", ""]
+    lines += [
+        "| port | name | shape | dtype | layout | quantization (scale, zero point) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in ("inputs", "outputs"):
+        for port in info[kind]:
+            q = port.get("quantization")
+            quant = f"{q['scale']:.6g}, {q['zero_point']}" if q else ""
+            shape = "x".join(str(d) for d in port["shape"])
+            lines.append(
+                f"| {kind[:-1]} | `{port['name']}` | {shape} | {port['dtype']} | {port['layout'] or ''} | {quant} |"
+            )
+    if info.get("operators"):
+        lines += ["", "Operators: " + ", ".join(f"{name} x{count}" for name, count in info["operators"].items()) + "."]
+    lines += [f"- {note}" for note in info.get("notes", [])]
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     status = "all checks ok" if report["ok"] else "**checks FAILED**"
     size, params, nodes = report["size_bytes"], report["params"], report["nodes"]
@@ -181,8 +207,10 @@ def render_markdown(report: dict) -> str:
                 f"**{label.replace('_', ' ')}** ({'ok' if c['ok'] else 'FAILED'} vs {c['against']}): "
                 f"max abs err {_err(c['max_abs_err'])}, max rel err {_err(c['max_rel_err'])}, "
                 f"cosine {c['cosine']:.6f}, SQNR {_db(c['sqnr_db'])} dB"
+                + (f"; {c['within_lsb']:.2%} of int8 output elements within 1 LSB" if "within_lsb" in c else "")
                 + (f"; {'; '.join(c['failures'])}" if c["failures"] else "")
             )
+    lines += _artifact_section(report)
     if report.get("error"):
         lines[2:2] = [f"- **build failed**: {report['error']}"]
     lines += _compression_table(report)

@@ -27,7 +27,7 @@ def _error_line(capsys) -> str:
 
 def test_build_writes_the_bundle_and_a_complete_report(tmp_path, capsys):
     out = tmp_path / "lenet5-pi"
-    assert main([LENET5, "--target", "raspberry-pi-4", "-O2", "-o", str(out)]) == 0
+    assert main([LENET5, "--target", "raspberry-pi-4", "--backend", "onnx", "-O2", "-o", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.json", "report.md"]
     report = json.loads((out / "report.json").read_text())
     assert report["ok"] and report["target"] == "raspberry-pi-4" and report["backend"] == "onnx"
@@ -137,7 +137,8 @@ def test_torchscript_with_input_shape(tmp_path, capsys):
     path = tmp_path / "net.pt"
     torch.jit.script(module).save(str(path))
     out = tmp_path / "o"
-    assert main([str(path), "-t", "raspberry-pi-5", "--input-shape", "input=1x3x8x8", "-o", str(out), "-q"]) == 0
+    build = [str(path), "-t", "raspberry-pi-5", "--backend", "onnx", "--input-shape", "input=1x3x8x8"]
+    assert main([*build, "-o", str(out), "-q"]) == 0
     model = onnx.load(out / "model.onnx")
     assert [n.op_type for n in model.graph.node] == ["Conv", "Relu"]  # BatchNorm folded
     x = torch.randn(1, 3, 8, 8)

@@ -1,0 +1,175 @@
+"""The TFLite backend: edgec's own lowering to .tflite, validated in LiteRT's interpreter."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edgec import ir
+from edgec.backend import Artifact, Backend, BackendOption, Runner
+from edgec.compare import Tolerance
+from edgec.errors import EdgecError
+
+NCHW_TO_NHWC = (0, 2, 3, 1)
+NHWC_TO_NCHW = (0, 3, 1, 2)
+
+
+class TfliteBackend(Backend):
+    name = "tflite"
+    summary = "TFLite flatbuffer (float32, float16 weights or full int8) for LiteRT / XNNPACK, NNAPI, Edge TPU"
+    requires = ("ai_edge_litert", "flatbuffers")
+    install_hint = "pip install 'edgec[tflite]'"
+    quant_scheme = "tflite"
+    options = {
+        "keep_layout": BackendOption(bool, False, "4-D inputs and outputs stay NCHW (a TRANSPOSE inside)"),
+        "io_dtype": BackendOption(str, "float32", "int8: a quantized model reads and writes int8", ("float32", "int8")),
+    }
+    # float16 weights feed float32 kernels while the IR computed in float16: an fp16-level budget.
+    fp16_tolerance = Tolerance(min_cosine=0.9999, min_sqnr_db=40.0)
+
+    def check_tolerance(self, model: ir.Model) -> Tolerance:
+        """int8: at most 1 LSB of the output's scale on >= 99% of the elements (the kernels
+        requantize in fixed point where the IR rounds once in float)."""
+        nodes = list(ir.iter_nodes(model.graph))
+        if any(n.op == "DequantizeLinear" for n in nodes):
+            lsb = {}
+            for out in model.graph.outputs:
+                producer = out.inputs[0] if len(out.inputs) == 1 else None
+                if producer is not None and producer.op == "DequantizeLinear":
+                    lsb[out.name] = float(np.max(producer.inputs[1].values))
+            fallback = self.quantized_tolerance
+            return Tolerance(
+                min_cosine=fallback.min_cosine,
+                min_sqnr_db=fallback.min_sqnr_db,
+                lsb=tuple(lsb.items()),
+                max_lsb=1.0,
+                min_within_lsb=0.99,
+            )
+        if any(n.op == "Cast" for n in nodes) and _has_float16(model):
+            return self.fp16_tolerance
+        return self.tolerance
+
+    def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
+        from edgec.backends.tflite.lowering import lower_model
+
+        start = time.perf_counter()
+        lowering = lower_model(model, self.settings["keep_layout"], self.settings["io_dtype"])
+        seconds = time.perf_counter() - start
+        only_int8 = tuple(target.precisions.get(self.name, ())) == ("int8",)
+        notes = []
+        if only_int8:
+            _require_full_int8(lowering, target.name)
+            notes.append(
+                f"{target.name}: run `edgetpu_compiler model.tflite` next; it maps the int8 operators to the "
+                "Edge TPU and leaves the rest on the CPU"
+            )
+        if lowering.left_float:
+            notes.append(f"io_dtype int8: {', '.join(lowering.left_float)} stayed float (no int8 tensor there)")
+        (out_dir / "model.tflite").write_bytes(lowering.flatbuffer)
+        info = {
+            "precision": lowering.precision,
+            "inputs": [p.to_json() for p in lowering.inputs],
+            "outputs": [p.to_json() for p in lowering.outputs],
+            "operators": dict(sorted(_operator_counts(lowering.flatbuffer).items())),
+            "lowering_seconds": round(seconds, 4),
+            "notes": notes,
+        }
+        return Artifact(self.name, Path("model.tflite"), [Path("model.tflite")], info=info)
+
+    def runner(self, artifact: Artifact, out_dir: Path) -> Runner:
+        return interpreter_runner((out_dir / artifact.main).read_bytes(), artifact.info)
+
+
+def interpreter_runner(flatbuffer: bytes, info: dict, threads: int | None = None) -> Runner:
+    """Runs the file in LiteRT's interpreter (XNNPACK) on IR-shaped float inputs: NHWC ports get
+    transposed and int8 ports (de)quantized with their parameters, so results compare with the IR."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with _native_stderr_silenced():
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+        interpreter.allocate_tensors()
+    inputs = {d["name"]: d for d in interpreter.get_input_details()}
+    outputs = {d["name"]: d for d in interpreter.get_output_details()}
+
+    def run(feeds):
+        for port in info["inputs"]:
+            value = np.asarray(feeds[port["name"]])
+            if port["layout"] == "NHWC":
+                value = value.transpose(NCHW_TO_NHWC)
+            if "quantization" in port:
+                q = port["quantization"]
+                value = np.clip(np.round(value / q["scale"]) + q["zero_point"], -128, 127)
+            interpreter.set_tensor(inputs[port["name"]]["index"], value.astype(port["dtype"]))
+        interpreter.invoke()
+        results = {}
+        for port in info["outputs"]:
+            value = interpreter.get_tensor(outputs[port["name"]]["index"])
+            if "quantization" in port:
+                q = port["quantization"]
+                value = ((value.astype(np.float32) - q["zero_point"]) * q["scale"]).astype(np.float32)
+            if port["layout"] == "NHWC":
+                value = value.transpose(NHWC_TO_NCHW)
+            results[port["name"]] = value
+        return results
+
+    return run
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """LiteRT's C++ side prints 'INFO: Created TensorFlow Lite XNNPACK delegate' straight to file
+    descriptor 2; a build's stderr is for warnings and errors."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _has_float16(model: ir.Model) -> bool:
+    return any(
+        getattr(t, "dtype", None) is not None and np.dtype(t.dtype) == np.float16
+        for t in model.graph.tensors().values()
+    )
+
+
+def _operator_counts(flatbuffer: bytes) -> Counter:
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    codes = [names.get(c.builtinCode, str(c.builtinCode)) for c in model.operatorCodes]
+    return Counter(codes[op.opcodeIndex] for op in model.subgraphs[0].operators)
+
+
+def _require_full_int8(lowering, target: str) -> None:
+    """Every operator int8: QUANTIZE/DEQUANTIZE only at the model's edges."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if lowering.precision != "int8":
+        raise EdgecError(f"{target} runs only full-int8 TFLite models: build with -O int8 --calib DATA")
+    model = schema.ModelT.InitFromPackedBuf(lowering.flatbuffer, 0)
+    graph = model.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    edges = set(graph.inputs) | set(graph.outputs)
+    floating = (schema.TensorType.FLOAT32, schema.TensorType.FLOAT16)
+    offenders = []
+    for op in graph.operators:
+        name = names[model.operatorCodes[op.opcodeIndex].builtinCode]
+        touched = [i for i in list(op.inputs) + list(op.outputs) if i >= 0 and graph.tensors[i].type in floating]
+        if touched and not (name in ("QUANTIZE", "DEQUANTIZE") and set(touched) <= edges):
+            offenders.append(f"{name} ({graph.tensors[op.outputs[0]].name})")
+    if offenders:
+        listed = json.dumps(offenders[:8])[1:-1]
+        raise EdgecError(f"{target} needs every operator in int8; float ones remain: {listed}")

@@ -1,9 +1,13 @@
-"""ONNX IR (NCHW) -> TFLite float32 (NHWC): the lowering context and the driver.
+"""ONNX IR (NCHW) -> TFLite (NHWC) in float32, float16 weights or full int8: context and driver.
 
 Activations of rank 4 live in NHWC inside the TFLite graph; each lowered tensor remembers
 whether it was transposed (`nhwc`), so op lowerings convert weights and attributes instead of
-inserting transposes. Only the model's 4-D inputs and outputs get a TRANSPOSE, so callers
-still feed and read NCHW.
+inserting transposes. The model's 4-D inputs and outputs are NHWC too, unless `keep_layout`
+asks for the ONNX layout (then they get a TRANSPOSE).
+
+Precision follows the IR: Q/DQ (the tflite scheme) becomes int8 tensors with TFLite quantization
+(see quantized.py); float16 constants are stored as float16 and DEQUANTIZEd to float32, which is
+TFLite's float16-weights format (the kernels compute in float32, or fp16 where a delegate can).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import onnx_graphsurgeon as gs
 from ai_edge_litert import schema_py_generated as schema
 
 from edgec import ir
-from edgec.backends.tflite.flatbuffer import ModelBuilder
+from edgec.backends.tflite import quantized
+from edgec.backends.tflite.flatbuffer import TENSOR_TYPES, ModelBuilder, Quantization
 from edgec.errors import EdgecError
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
@@ -39,17 +44,41 @@ class Lowered:
 class Context:
     builder: ModelBuilder
     values: dict[str, Lowered] = field(default_factory=dict)
+    quant: dict[str, quantized.QuantParams] = field(default_factory=dict)  # int8 tensors by ONNX name
     count: int = 0
 
     def name(self, base: str) -> str:
         self.count += 1
         return f"{base}:{self.count}"
 
+    def quantization(self, name: str, axis: int | None = None) -> Quantization | None:
+        """The TFLite parameters of an int8 ONNX tensor; `axis` is where its channel axis is stored."""
+        params = self.quant.get(name)
+        if params is None:
+            return None
+        return Quantization(params.scale, params.zero_point, 0 if axis is None else axis)
+
+    def stored(self, name: str, values: np.ndarray, source: gs.Constant, axis: int | None = None) -> int:
+        """A constant derived from `source` (permuted, reshaped) stored as `source` is: int8 with
+        its quantization (channel axis at `axis` after the permutation), float16 behind a
+        DEQUANTIZE, or float32."""
+        values = np.asarray(values)
+        if source.name in self.quant:
+            return self.builder.constant(self.name(name), values.copy(order="C"), self.quantization(source.name, axis))
+        if values.dtype == np.float16:
+            half = self.builder.constant(self.name(name), values.copy(order="C"))
+            full = self.temporary(values.shape)
+            self.builder.operator(schema.BuiltinOperator.DEQUANTIZE, [half], [full])
+            return full
+        if np.issubdtype(values.dtype, np.floating):
+            values = values.astype(np.float32)
+        return self.builder.constant(self.name(name), values.copy(order="C"))
+
     def get(self, tensor: gs.Tensor) -> Lowered:
         if isinstance(tensor, gs.Constant):
             if tensor.name not in self.values:
                 values = np.asarray(tensor.values)
-                self.values[tensor.name] = Lowered(self.builder.constant(tensor.name, values), values.shape)
+                self.values[tensor.name] = Lowered(self.stored(tensor.name, values, tensor), values.shape)
             return self.values[tensor.name]
         return self.values[tensor.name]
 
@@ -57,17 +86,39 @@ class Context:
         """The TFLite tensor for an ONNX output (shape from shape inference)."""
         shape = tuple(int(d) for d in tensor.shape)
         stored = tuple(shape[i] for i in NCHW_TO_NHWC) if nhwc else shape
-        lowered = Lowered(self.builder.tensor(tensor.name, stored, np.dtype(tensor.dtype)), shape, nhwc)
+        index = self.builder.tensor(
+            tensor.name, stored, _compute_dtype(tensor.dtype), None, self.quantization(tensor.name)
+        )
+        lowered = Lowered(index, shape, nhwc)
         self.values[tensor.name] = lowered
         return lowered
 
-    def temporary(self, shape, dtype=np.float32) -> int:
-        return self.builder.tensor(self.name("tmp"), shape, dtype)
+    def temporary(self, shape, dtype=np.float32, like: int | None = None) -> int:
+        """A new tensor; `like` copies another tensor's type and quantization (int8 stays int8)."""
+        if like is None:
+            return self.builder.tensor(self.name("tmp"), shape, dtype)
+        model = self.builder.subgraph.tensors[like]
+        index = self.builder.tensor(self.name("tmp"), shape, np.float32)
+        self.builder.subgraph.tensors[index].type = model.type
+        self.builder.subgraph.tensors[index].quantization = model.quantization
+        return index
+
+    def is_int8(self, index: int) -> bool:
+        return self.builder.subgraph.tensors[index].type == schema.TensorType.INT8
+
+    def quantize_value(self, index: int, value: float) -> np.ndarray:
+        """`value` as tensor `index` stores it: an int8 (clamped, -inf -> -128) or a float32."""
+        tensor = self.builder.subgraph.tensors[index]
+        if tensor.type != schema.TensorType.INT8:
+            return np.array(value, np.float32)
+        scale, zero_point = tensor.quantization.scale[0], tensor.quantization.zeroPoint[0]
+        level = -128 if value == -np.inf else (127 if value == np.inf else round(value / scale) + zero_point)
+        return np.array(np.clip(level, -128, 127), np.int8)
 
     def transpose(self, index: int, shape, perm, out: int | None = None) -> int:
         """A TRANSPOSE of tensor `index` (stored with `shape`) into `out`, or a new tensor."""
         if out is None:
-            out = self.temporary([shape[p] for p in perm])
+            out = self.temporary([shape[p] for p in perm], like=index)
         self.builder.operator(
             schema.BuiltinOperator.TRANSPOSE,
             [index, self.builder.constant(self.name("perm"), np.asarray(perm, np.int32))],
@@ -77,23 +128,29 @@ class Context:
         )
         return out
 
-    def constant_in_layout(self, name: str, values: np.ndarray, nhwc: bool) -> int:
+    def constant_in_layout(self, tensor: gs.Constant, nhwc: bool) -> int:
         """A constant operand next to activations stored NHWC: left-padded to rank 4 (NumPy
-        broadcasting) and permuted like them."""
-        values = np.asarray(values)
+        broadcasting) and permuted like them; stored as the IR stores it."""
+        values = np.asarray(tensor.values)
         if nhwc:
             values = values.reshape((1,) * (4 - values.ndim) + values.shape).transpose(NCHW_TO_NHWC)
-        return self.builder.constant(self.name(name), values.copy(order="C"))
+        return self.stored(tensor.name, values, tensor)
 
     def pad(self, source: int, paddings: np.ndarray, value: float, out: int) -> None:
-        """PAD with zeros, or PADV2 with another fill value; `paddings` is (rank, 2) in stored order."""
+        """PAD with zeros, or PADV2 with another fill value; `paddings` is (rank, 2) in stored order.
+        (PAD fills an int8 tensor with its zero point, which is the real value 0.)"""
         inputs = [source, self.builder.constant(self.name("paddings"), np.asarray(paddings, np.int32))]
-        if value == 0.0:
+        fill = self.quantize_value(source, value)
+        zero = self.quantize_value(source, 0.0)
+        if fill == zero:
             self.builder.operator(
                 schema.BuiltinOperator.PAD, inputs, [out], schema.PadOptionsT(), schema.BuiltinOptions.PadOptions
             )
             return
-        inputs.append(self.builder.constant(self.name("fill"), np.array(value, np.float32)))
+        model = self.builder.subgraph.tensors[source]
+        inputs.append(self.builder.constant(self.name("fill"), fill))
+        if model.quantization is not None:
+            self.builder.subgraph.tensors[inputs[-1]].quantization = model.quantization
         self.builder.operator(
             schema.BuiltinOperator.PADV2, inputs, [out], schema.PadV2OptionsT(), schema.BuiltinOptions.PadV2Options
         )
@@ -128,12 +185,74 @@ def _fix_batch(graph: gs.Graph) -> None:
                 tensor.shape = None
 
 
-def lower(model: ir.Model) -> bytes:
-    """A .tflite flatbuffer computing what `model` computes, for static float32 graphs."""
+@dataclass
+class Port:
+    """A model input or output as the .tflite file has it."""
+
+    name: str
+    shape: tuple[int, ...]  # as stored
+    dtype: str
+    layout: str | None  # "NHWC" or "NCHW" for 4-D tensors
+    quantization: tuple[float, int] | None  # (scale, zero point) of an int8 port
+
+    def to_json(self) -> dict:
+        spec = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
+        if self.quantization is not None:
+            spec["quantization"] = {"scale": self.quantization[0], "zero_point": self.quantization[1]}
+        return spec
+
+
+@dataclass
+class Lowering:
+    flatbuffer: bytes
+    inputs: list[Port]
+    outputs: list[Port]
+    precision: str  # fp32, fp16 (float16 weights) or int8
+    left_float: list[str] = field(default_factory=list)  # I/O that --io-dtype int8 could not make int8
+
+
+def _has_tensor_type(dtype) -> bool:
+    try:  # bfloat16 and strings have no NumPy dtype TFLite's types map from
+        return _compute_dtype(dtype) in TENSOR_TYPES
+    except TypeError:
+        return False
+
+
+def _compute_dtype(dtype) -> np.dtype:
+    """float16 activations compute in float32: TFLite's float16 format stores only weights halved."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _precision(graph: gs.Graph) -> str:
+    ops = {n.op for n in graph.nodes}
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:
+        return "int8"
+    halves = any(isinstance(t, gs.Constant) and t.values.dtype == np.float16 for t in graph.tensors().values())
+    return "fp16" if halves else "fp32"
+
+
+def lower(model: ir.Model, keep_layout: bool = True, io_dtype: str = "float32") -> bytes:
+    """A .tflite flatbuffer computing what `model` computes (ONNX layout at the I/O by default)."""
+    return lower_model(model, keep_layout, io_dtype).flatbuffer
+
+
+def lower_model(model: ir.Model, keep_layout: bool = False, io_dtype: str = "float32") -> Lowering:
+    """Lower a static-shape IR. `keep_layout`: 4-D inputs/outputs stay NCHW (a TRANSPOSE inside)
+    instead of NHWC; `io_dtype` int8: a quantized model reads and writes int8 tensors."""
     from edgec.backends.tflite.ops import LOWERINGS
 
+    if io_dtype not in ("float32", "int8"):
+        raise EdgecError(f"tflite: io dtype '{io_dtype}' is not float32 or int8")
     graph = model.copy().graph  # the batch fix and shape inference stay out of the caller's IR
     _fix_batch(graph)
+    precision = _precision(graph)
+    params = quantized.fold_qdq(graph) if precision == "int8" else {}
+    left_float: list[str] = []
+    if io_dtype == "int8":
+        if precision != "int8":
+            raise EdgecError("tflite: --io-dtype int8 needs a quantized model (-O int8)")
+        left_float = quantized.int8_io(graph, params)
     ir.infer_shapes(graph)
     unsupported = sorted({f"{n.name or '?'} ({n.op})" for n in graph.nodes if n.op not in LOWERINGS})
     if unsupported:
@@ -141,28 +260,67 @@ def lower(model: ir.Model) -> bytes:
     for tensor in graph.inputs + graph.outputs:
         if tensor.shape is None or not all(isinstance(d, int) for d in tensor.shape):
             raise EdgecError(f"tflite: '{tensor.name}' needs a static shape (use --input-shape)")
-    ctx = Context(ModelBuilder())
-    inputs = []
-    for tensor in graph.inputs:
-        shape = tuple(tensor.shape)
-        index = ctx.builder.tensor(tensor.name, shape, np.dtype(tensor.dtype))
-        inputs.append(index)
-        if len(shape) == 4:  # NCHW in, NHWC inside
-            ctx.values[tensor.name] = Lowered(ctx.transpose(index, shape, NCHW_TO_NHWC), shape, nhwc=True)
-        else:
-            ctx.values[tensor.name] = Lowered(index, shape)
+        if not _has_tensor_type(tensor.dtype):
+            raise EdgecError(f"tflite: '{tensor.name}' has type {tensor.dtype}, which TFLite has no tensor type for")
+    ctx = Context(ModelBuilder(), quant=params)
+    inputs = [_lower_input(ctx, tensor, keep_layout) for tensor in graph.inputs]
     for node in graph.nodes:
-        LOWERINGS[node.op](ctx, node)
-    outputs = []
+        _lower_node(ctx, node, LOWERINGS[node.op])
+    outputs = [_lower_output(ctx, tensor, keep_layout) for tensor in graph.outputs]
+    ctx.builder.set_io([p[0] for p in inputs], [p[0] for p in outputs])
+    return Lowering(ctx.builder.to_bytes(), [p[1] for p in inputs], [p[1] for p in outputs], precision, left_float)
+
+
+def _port(ctx: Context, index: int, name: str, layout: str | None) -> Port:
+    tensor = ctx.builder.subgraph.tensors[index]
+    dtype = {v: k for k, v in TENSOR_TYPES.items()}[tensor.type]
+    params = ctx.quant.get(name)
+    quant = (float(params.scale.ravel()[0]), int(params.zero_point.ravel()[0])) if params is not None else None
+    return Port(name, tuple(tensor.shape), str(dtype), layout, quant)
+
+
+def _lower_input(ctx: Context, tensor: gs.Variable, keep_layout: bool) -> tuple[int, Port]:
+    shape = tuple(tensor.shape)
+    four_d = len(shape) == 4
+    stored = shape if keep_layout or not four_d else tuple(shape[i] for i in NCHW_TO_NHWC)
+    index = ctx.builder.tensor(tensor.name, stored, _compute_dtype(tensor.dtype), None, ctx.quantization(tensor.name))
+    if four_d and keep_layout:  # NCHW in, NHWC inside
+        ctx.values[tensor.name] = Lowered(ctx.transpose(index, shape, NCHW_TO_NHWC), shape, nhwc=True)
+    else:
+        ctx.values[tensor.name] = Lowered(index, shape, nhwc=four_d)
+    layout = ("NCHW" if keep_layout else "NHWC") if four_d else None
+    return index, _port(ctx, index, tensor.name, layout)
+
+
+def _lower_output(ctx: Context, tensor: gs.Variable, keep_layout: bool) -> tuple[int, Port]:
+    value = ctx.values[tensor.name]
     tensors = ctx.builder.subgraph.tensors
-    for tensor in graph.outputs:
-        value = ctx.values[tensor.name]
-        if value.nhwc:  # the NCHW copy carries the ONNX name, callers look outputs up by it
-            tensors[value.index].name = f"{tensor.name}:nhwc"
-            index = ctx.as_nchw(value)
-            tensors[index].name = tensor.name
-            outputs.append(index)
-        else:
-            outputs.append(value.index)
-    ctx.builder.set_io(inputs, outputs)
-    return ctx.builder.to_bytes()
+    index = value.index
+    if value.nhwc and keep_layout:  # the NCHW copy carries the ONNX name, callers look outputs up by it
+        tensors[index].name = f"{tensor.name}:nhwc"
+        index = ctx.as_nchw(value)
+    tensors[index].name = tensor.name  # also where a Cast aliased the output to another tensor
+    layout = ("NHWC" if value.nhwc and not keep_layout else "NCHW") if len(value.shape) == 4 else None
+    return index, _port(ctx, index, tensor.name, layout)
+
+
+def _lower_node(ctx: Context, node: gs.Node, lowering) -> None:
+    """Run the op's lowering; an int8 op whose TFLite kernel keeps its input's parameters but
+    whose output has its own in the IR is followed by a requantizing QUANTIZE."""
+    sources = [t.name for t in node.inputs if t.name in ctx.quant and not isinstance(t, gs.Constant)]
+    outputs = [t.name for t in node.outputs if t.name in ctx.quant]
+    if node.op not in quantized.SAME_PARAMS_OPS or not sources or not outputs:
+        lowering(ctx, node)
+        return
+    shared = ctx.quant[sources[0]]
+    wanted = {name: ctx.quant[name] for name in outputs if not ctx.quant[name].same_as(shared)}
+    ctx.quant.update({name: shared for name in wanted})
+    lowering(ctx, node)
+    ctx.quant.update(wanted)
+    for name in wanted:
+        value = ctx.values[name]
+        source = ctx.builder.subgraph.tensors[value.index]
+        source.name = ctx.name(f"{name}/shared")
+        target = ctx.builder.tensor(name, source.shape, np.int8, None, ctx.quantization(name))
+        ctx.builder.operator(schema.BuiltinOperator.QUANTIZE, [value.index], [target])
+        ctx.values[name] = Lowered(target, value.shape, value.nhwc)

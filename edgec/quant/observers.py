@@ -170,6 +170,8 @@ def _kl_threshold(abs_hist: np.ndarray, limit: float, target_bins: int = 128) ->
         sums = np.bincount(level, weights=abs_hist[:i], minlength=target_bins)
         filled = np.bincount(level, weights=occupied, minlength=target_bins)
         candidate = np.where(occupied, sums[level] / np.maximum(filled[level], 1), 0.0)
+        if candidate.sum() == 0:  # every observed value lies beyond this threshold
+            continue
         p = reference / total
         q = candidate / candidate.sum()
         mask = p > 0

@@ -7,7 +7,8 @@ Activations get QuantizeLinear -> DequantizeLinear on the tensors around quantiz
 the way onnxruntime and OpenVINO pattern-match them into int8 kernels: a Conv/Gemm/MatMul reads
 DQ'd inputs and an int8 weight through DQ, and writes into Q (a following Relu/Clip is absorbed
 by that Q's range, so the runtime drops it). Weights become int8 initializers + DequantizeLinear
-(per output channel), biases int32 with scale s_in * s_w. Graph outputs stay float.
+(per output channel), biases int32 with scale s_in * s_w. Graph outputs stay float, except in
+schemes for fully int8 runtimes (TFLite), where they get Q/DQ and keep their names.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
                     tensors.add(out.name)
     if scheme.output_qdq:
         _absorb_activations(graph, core, tensors, absorbed)
-        _extend_through_shared_ops(graph, candidates, tensors)
-    for out in graph.outputs:  # the model's outputs stay float
-        tensors.discard(out.name)
+        _extend_through_shared_ops(graph, candidates, tensors, scheme.float_outputs)
+    if scheme.float_outputs:
+        for out in graph.outputs:
+            tensors.discard(out.name)
     quantized = [n for n in candidates if any(t.name in tensors for t in _activations(n) + list(n.outputs))]
     order = {name: i for i, name in enumerate(graph.tensors())}
     return Plan(quantized, sorted(tensors, key=lambda n: order.get(n, 0)), absorbed)
@@ -84,7 +86,7 @@ def _absorb_activations(graph, core, tensors, absorbed) -> None:
                 absorbed[out.name] = follower.outputs[0].name
 
 
-def _extend_through_shared_ops(graph, candidates, tensors) -> None:
+def _extend_through_shared_ops(graph, candidates, tensors, float_outputs: bool) -> None:
     """Reshape/MaxPool/Concat... stay int8 when their input is: their output gets Q/DQ too."""
     changed = True
     while changed:
@@ -92,7 +94,11 @@ def _extend_through_shared_ops(graph, candidates, tensors) -> None:
         for node in candidates:
             if node.op in SHARED_OPS and any(t.name in tensors for t in _activations(node)):
                 for out in node.outputs:
-                    if _is_float(out) and out.name not in tensors and not is_graph_output(graph, out):
+                    if (
+                        _is_float(out)
+                        and out.name not in tensors
+                        and not (float_outputs and is_graph_output(graph, out))
+                    ):
                         tensors.add(out.name)
                         changed = True
 
@@ -158,8 +164,10 @@ def _share(graph, plan_, params, ranges, scheme) -> None:
 
 
 def insert_activation_qdq(graph: gs.Graph, tensor: gs.Variable, scale, zero_point, names: NameGen) -> None:
-    """x -> QuantizeLinear -> DequantizeLinear -> (every former reader of x)."""
+    """x -> QuantizeLinear -> DequantizeLinear -> (every former reader of x). A graph output
+    keeps its name on the DequantizeLinear's output, so callers still find it."""
     readers = list(tensor.outputs)
+    output_slots = [i for i, t in enumerate(graph.outputs) if t is tensor]
     q_scale = gs.Constant(names(f"{tensor.name}_s"), np.asarray(scale, np.float32))
     q_zero = gs.Constant(names(f"{tensor.name}_zp"), np.asarray(zero_point))
     quantized = gs.Variable(names(f"{tensor.name}_q"), dtype=np.asarray(zero_point).dtype, shape=tensor.shape)
@@ -175,6 +183,11 @@ def insert_activation_qdq(graph: gs.Graph, tensor: gs.Variable, scale, zero_poin
         for i, t in enumerate(reader.inputs):
             if t is tensor:
                 reader.inputs[i] = restored
+    if output_slots:
+        original = tensor.name
+        tensor.name, restored.name = names(f"{original}_f"), original
+        for i in output_slots:
+            graph.outputs[i] = restored
     graph.nodes.extend([q, dq])
 
 

@@ -48,6 +48,9 @@ class Scheme:
     quantized_ops: tuple[str, ...]  # ops whose activation inputs and outputs get Q/DQ
     output_qdq: bool = True  # False: Q/DQ only on inputs (TensorRT's explicit quantization)
     fixed_outputs: dict = field(default_factory=dict)  # op -> (scale, zero point)
+    # False: the model's outputs are quantized too (a fully int8 TFLite model has int8 outputs);
+    # the IR still returns float through a final DequantizeLinear.
+    float_outputs: bool = True
 
     @property
     def qrange(self) -> tuple[int, int]:
@@ -90,6 +93,7 @@ SCHEMES = {
         + SHARED_OPS
         + ABSORBED_ACTIVATIONS,
         fixed_outputs={"Softmax": (1 / 256, -128), "Sigmoid": (1 / 256, -128), "Tanh": (1 / 128, 0)},
+        float_outputs=False,
     ),
     "tensorrt": Scheme("tensorrt", "int8", True, COMPUTE_OPS + ("Add",), output_qdq=False),
 }
@@ -109,6 +113,7 @@ def get(name: str, activation_dtype: str | None = None) -> Scheme:
             scheme.quantized_ops,
             scheme.output_qdq,
             scheme.fixed_outputs,
+            scheme.float_outputs,
         )
     return scheme
 

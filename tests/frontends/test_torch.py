@@ -49,6 +49,7 @@ def test_compile_api_takes_a_module(tmp_path):
     result = edgec.compile(
         module,
         target="raspberry-pi-5",
+        backend="onnx",
         opt="2",
         output_dir=tmp_path / "o",
         example_inputs={"image": image, "scale": scale},

@@ -1,7 +1,24 @@
 """The lowering table: ONNX op type -> function(ctx, node) that emits TFLite operators."""
 
-from edgec.backends.tflite.ops import activation, conv, dense, elementwise, pool, reduce, shape, tensor
+from edgec.backends.tflite.ops import (
+    activation,
+    constant,
+    conv,
+    conv_transpose,
+    dense,
+    elementwise,
+    layernorm,
+    pool,
+    quantize,
+    reduce,
+    resize,
+    shape,
+    tensor,
+)
+from edgec.backends.tflite.ops.dtypes import float32_only
 
 LOWERINGS = {}
-for family in (activation, conv, dense, elementwise, pool, reduce, shape, tensor):
+for family in (activation, conv, conv_transpose, dense, elementwise, layernorm, pool, reduce, resize, shape, tensor):
+    LOWERINGS |= {op: float32_only(lower) for op, lower in family.LOWERINGS.items()}
+for family in (constant, quantize):  # typed by what they convert: constants of any type, int8 <-> float
     LOWERINGS |= family.LOWERINGS

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from edgec.backends.tflite.ops.common import constant, present, refuse
+from edgec.backends.tflite.lowering import stored_axis
+from edgec.backends.tflite.ops.common import constant, present
+from edgec.backends.tflite.ops.emit import reshape
 
 
 def _unary(builtin):
@@ -40,12 +42,13 @@ def lower_clip(ctx, node) -> None:
     steps = [(op, v) for op, v in steps if np.isfinite(v)]
     stored = ctx.builder.subgraph.tensors[x.index].shape
     for i, (op, value) in enumerate(steps):
-        target = out.index if i == len(steps) - 1 else ctx.temporary(stored)
-        bound = ctx.builder.constant(ctx.name("bound"), np.array(value, np.float32))
+        target = out.index if i == len(steps) - 1 else ctx.temporary(stored, like=x.index)
+        bound = ctx.builder.constant(ctx.name("bound"), ctx.quantize_value(x.index, value))
+        ctx.builder.subgraph.tensors[bound].quantization = ctx.builder.subgraph.tensors[x.index].quantization
         ctx.builder.operator(op, [current, bound], [target])
         current = target
-    if not steps:
-        refuse(node, "a Clip without bounds should have been removed")
+    if not steps:  # no bounds: the identity, which TFLite spells as a RESHAPE to the same shape
+        reshape(ctx, x.index, stored, out=out.index)
 
 
 def lower_hard_sigmoid(ctx, node) -> None:
@@ -66,16 +69,26 @@ def lower_hard_sigmoid(ctx, node) -> None:
 
 
 def lower_softmax(ctx, node) -> None:
+    """SOFTMAX works on the last stored axis; another axis is swapped there and back (an NHWC
+    tensor's channels already are last)."""
     x = ctx.get(node.inputs[0])
-    axis = int(node.attrs.get("axis", -1)) % len(x.shape)
-    if x.nhwc or axis != len(x.shape) - 1:
-        refuse(node, "only softmax over the last axis")
+    rank = len(x.shape)
+    axis = stored_axis(int(node.attrs.get("axis", -1)), rank, x.nhwc)
     options = schema.SoftmaxOptionsT()
     options.beta = 1.0
-    out = ctx.new(node.outputs[0], nhwc=False)
+    out = ctx.new(node.outputs[0], nhwc=x.nhwc)
+    stored = ctx.builder.subgraph.tensors[x.index].shape
+    swap = list(range(rank))
+    swap[axis], swap[-1] = swap[-1], swap[axis]
+    source, target = x.index, out.index
+    if axis != rank - 1:
+        source = ctx.transpose(x.index, stored, swap)
+        target = ctx.temporary([stored[p] for p in swap], like=out.index)
     ctx.builder.operator(
-        schema.BuiltinOperator.SOFTMAX, [x.index], [out.index], options, schema.BuiltinOptions.SoftmaxOptions
+        schema.BuiltinOperator.SOFTMAX, [source], [target], options, schema.BuiltinOptions.SoftmaxOptions
     )
+    if target != out.index:
+        ctx.transpose(target, [stored[p] for p in swap], swap, out=out.index)
 
 
 def lower_leaky_relu(ctx, node) -> None:

@@ -16,44 +16,115 @@ def padding_mode(node):
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto == "SAME_UPPER":  # TFLite's SAME puts the odd pixel at the end too
         return schema.Padding.SAME
-    if auto == "SAME_LOWER":
-        refuse(node, "auto_pad=SAME_LOWER has no TFLite equivalent")
+    if auto == "SAME_LOWER":  # the odd pixel at the start: explicit pads
+        return None
     if auto == "VALID" or not any(node.attrs.get("pads", [])):
         return schema.Padding.VALID
     return None
 
 
-def explicit_pads(ctx, node, source: int, nchw_shape, value: float) -> int:
-    """A PAD (or PADV2 with `value`) of the NHWC tensor `source` by the node's ONNX pads."""
-    top, left, bottom, right = (int(p) for p in node.attrs["pads"])
+def onnx_pads(node, nchw_shape) -> list[int]:
+    """[top, left, bottom, right]: the node's pads, or what its auto_pad SAME_* works out to."""
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto == "VALID":
+        return [0, 0, 0, 0]
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        return [int(p) for p in node.attrs.get("pads", [0, 0, 0, 0])]
+    kernel = node.attrs.get("kernel_shape") or np.shape(node.inputs[1].values)[2:]  # Conv: from its weights
+    strides, dilations = node.attrs.get("strides", [1, 1]), node.attrs.get("dilations", [1, 1])
+    begin, end = [], []
+    for size, k, s, d in zip(nchw_shape[2:], kernel, strides, dilations, strict=True):
+        total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(large if auto == "SAME_LOWER" else small)
+        end.append(small if auto == "SAME_LOWER" else large)
+    return begin + end
+
+
+def explicit_pads(ctx, node, source: int, nchw_shape, value: float, extra=(0, 0)) -> int:
+    """A PAD (or PADV2 with `value`) of the NHWC tensor `source` by the node's ONNX pads, plus
+    `extra` rows and columns at the end (the windows ceil_mode adds)."""
+    top, left, bottom, right = onnx_pads(node, nchw_shape)
+    bottom, right = bottom + extra[0], right + extra[1]
     n, c, h, w = nchw_shape
-    out = ctx.temporary([n, h + top + bottom, w + left + right, c])
+    out = ctx.temporary([n, h + top + bottom, w + left + right, c], like=source)
     ctx.pad(source, [[0, 0], [top, bottom], [left, right], [0, 0]], value, out)
     return out
+
+
+def _tflite_same(sizes, outs, kernel, strides, pads) -> bool:
+    """Whether TFLite's SAME padding gives these output sizes and these [top, left, bottom, right] pads."""
+    begin, end = [], []
+    for n, k, s in zip(sizes, kernel, strides, strict=True):
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        begin.append(total // 2)
+        end.append(total - total // 2)
+    return list(outs) == [-(-n // s) for n, s in zip(sizes, strides, strict=True)] and list(pads) == begin + end
+
+
+def _window_counts(out: int, kernel: int, stride: int, begin: int, low: int, high: int) -> np.ndarray:
+    """How many positions of each output's window fall inside [low, high) of the unpadded axis."""
+    starts = np.arange(out) * stride - begin
+    return np.minimum(starts + kernel, high) - np.maximum(starts, low)
+
+
+def _average_correction(node, sizes, outs, kernel, strides, pads) -> np.ndarray | None:
+    """AVERAGE_POOL over an explicitly padded input divides by the whole window; ONNX divides by
+    the window's positions inside the input (count_include_pad=0) or inside input and pads, never
+    the ceil_mode overhang. The factor window / count per output pixel, None when it is all ones."""
+    counted = int(node.attrs.get("count_include_pad", 0))
+    counts = np.ones((1,), np.int64)
+    for axis in range(2):
+        begin, end = pads[axis], pads[axis + 2]
+        low, high = (-begin, sizes[axis] + end) if counted else (0, sizes[axis])
+        counts = np.multiply.outer(counts, _window_counts(outs[axis], kernel[axis], strides[axis], begin, low, high))
+    if (counts <= 0).any():
+        refuse(node, "a pooling window that covers no input pixel")
+    window = kernel[0] * kernel[1]
+    return None if (counts == window).all() else (window / counts).astype(np.float32).reshape(1, *outs, 1)
 
 
 def _pool(builtin, fill):
     def lower(ctx, node) -> None:
         x = ctx.get(node.inputs[0])
-        kernel = list(node.attrs["kernel_shape"])
+        kernel = [int(k) for k in node.attrs["kernel_shape"]]
         if len(kernel) != 2:
             refuse(node, "only 2-D pooling has a TFLite kernel")
-        if int(node.attrs.get("ceil_mode", 0)):
-            refuse(node, "ceil_mode=1 is not supported")
         if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
-            refuse(node, "dilated pooling is not supported")
-        source, mode = ctx.as_nhwc(x), padding_mode(node)
-        if mode is None:
-            if fill is None and not int(node.attrs.get("count_include_pad", 0)):
-                refuse(node, "explicit pads that are not SAME, with count_include_pad=0")
-            source, mode = explicit_pads(ctx, node, source, x.shape, fill or 0.0), schema.Padding.VALID
+            refuse(node, "dilated pooling: TFLite pools have no dilation")
+        strides = [int(s) for s in node.attrs.get("strides", [1, 1])]
+        out = ctx.new(node.outputs[0], nhwc=True)
+        sizes, outs, pads = x.shape[2:], out.shape[2:], onnx_pads(node, x.shape)
+        # ceil_mode: the last windows may run past the padded input
+        extra = [max((outs[i] - 1) * strides[i] + kernel[i] - (sizes[i] + pads[i] + pads[i + 2]), 0) for i in range(2)]
+        average = fill is None
+        counted = average and int(node.attrs.get("count_include_pad", 0))
+        source, mode, correction = ctx.as_nhwc(x), schema.Padding.VALID, None
+        if not counted and not any(extra) and _tflite_same(sizes, outs, kernel, strides, pads):
+            mode = schema.Padding.SAME  # TFLite's SAME averages over the pixels inside the input too
+        elif any(pads) or any(extra):
+            source = explicit_pads(ctx, node, source, x.shape, fill or 0.0, extra)
+            if average:
+                correction = _average_correction(node, sizes, outs, kernel, strides, pads)
+        if correction is not None and ctx.is_int8(source):
+            refuse(node, "int8 average pooling whose divisor ONNX shrinks at the borders")
         options = schema.Pool2DOptionsT()
         options.padding = mode
-        options.filterHeight, options.filterWidth = (int(k) for k in kernel)
-        strides = list(node.attrs.get("strides", [1, 1]))
-        options.strideH, options.strideW = int(strides[0]), int(strides[1])
-        out = ctx.new(node.outputs[0], nhwc=True)
-        ctx.builder.operator(builtin, [source], [out.index], options, schema.BuiltinOptions.Pool2DOptions)
+        options.filterHeight, options.filterWidth = kernel
+        options.strideH, options.strideW = strides
+        stored = ctx.builder.subgraph.tensors[out.index].shape
+        target = out.index if correction is None else ctx.temporary(stored)
+        ctx.builder.operator(builtin, [source], [target], options, schema.BuiltinOptions.Pool2DOptions)
+        if correction is not None:
+            factor = ctx.builder.constant(ctx.name("count_correction"), correction)
+            ctx.builder.operator(
+                schema.BuiltinOperator.MUL,
+                [target, factor],
+                [out.index],
+                schema.MulOptionsT(),
+                schema.BuiltinOptions.MulOptions,
+            )
 
     return lower
 

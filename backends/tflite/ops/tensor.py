@@ -17,7 +17,7 @@ from edgec.backends.tflite.ops.shape import lower_reshape
 def _stored(ctx, tensor, nhwc: bool) -> int:
     """`tensor` in the wanted layout (constants are permuted rather than transposed at run time)."""
     if isinstance(tensor, gs.Constant):
-        return ctx.constant_in_layout(tensor.name, tensor.values, nhwc)
+        return ctx.constant_in_layout(tensor, nhwc)
     value = ctx.get(tensor)
     return ctx.as_nhwc(value) if nhwc else ctx.as_nchw(value)
 
@@ -90,24 +90,30 @@ def lower_slice(ctx, node) -> None:
     axes = _ints(node, 3, "axes", list(range(len(starts))))
     steps = _ints(node, 4, "steps", [1] * len(starts))
     begin, stop, stride = [0] * rank, list(x.shape), [1] * rank
+    to_first = set()  # axes a negative step walks down to index 0
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
         axis %= rank
         size = x.shape[axis]
-        if step < 1:
-            refuse(node, "negative or zero steps are not supported")
-        start = min(max(start + size if start < 0 else start, 0), size)
-        end = min(max(end + size if end < 0 else end, 0), size)
-        begin[axis], stop[axis], stride[axis] = start, max(end, start), step
+        if step == 0:
+            refuse(node, "a step of 0")
+        if step > 0:
+            start = min(max(start + size if start < 0 else start, 0), size)
+            end = min(max(end + size if end < 0 else end, 0), size)
+            begin[axis], stop[axis], stride[axis] = start, max(end, start), step
+            continue
+        start = min(max(start + size if start < 0 else start, 0), size - 1)
+        end = min(max(end + size if end < 0 else end, -1), size - 1)
+        begin[axis], stop[axis], stride[axis] = start, min(end, start), step
+        if end < 0:  # STRIDED_SLICE reads an end of -1 as the last index: the end mask means "to the start"
+            to_first.add(axis)
     order = NCHW_TO_NHWC if x.nhwc else range(rank)
+    options = schema.StridedSliceOptionsT()
+    options.endMask = sum(1 << i for i, axis in enumerate(order) if axis in to_first)
     arrays = [np.array([values[a] for a in order], np.int32) for values in (begin, stop, stride)]
     inputs = [x.index] + [ctx.builder.constant(ctx.name(n), a) for n, a in zip(("begin", "end", "strides"), arrays)]
     out = ctx.new(node.outputs[0], nhwc=x.nhwc)
     ctx.builder.operator(
-        schema.BuiltinOperator.STRIDED_SLICE,
-        inputs,
-        [out.index],
-        schema.StridedSliceOptionsT(),
-        schema.BuiltinOptions.StridedSliceOptions,
+        schema.BuiltinOperator.STRIDED_SLICE, inputs, [out.index], options, schema.BuiltinOptions.StridedSliceOptions
     )
 
 

@@ -25,7 +25,7 @@ def _initializers(proto):
 
 def test_int8_lenet5_is_a_quarter_the_size_and_keeps_its_accuracy(tmp_path, fmnist_calib, fmnist_test):
     result = edgec.compile(
-        "zoo:lenet5", target="raspberry-pi-4", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
+        "zoo:lenet5", target="raspberry-pi-4", backend="onnx", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
     )
     assert result.ok
     step = result.report["passes"][-1]
@@ -78,7 +78,9 @@ def test_onnxruntime_fuses_every_quantized_layer_into_an_int8_kernel(tmp_path):
     import onnxruntime as ort
 
     out = tmp_path / "o"
-    edgec.compile("zoo:mobilenetv2-fmnist", target="raspberry-pi-4", opt="int8", calib="random:16", output_dir=out)
+    edgec.compile(
+        "zoo:mobilenetv2-fmnist", target="raspberry-pi-4", backend="onnx", opt="int8", calib="random:16", output_dir=out
+    )
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "fused.onnx")
     options.log_severity_level = 3
@@ -241,8 +243,10 @@ def test_a_large_bias_widens_the_weight_scale_instead_of_saturating_int32(tmp_pa
 
 def replay(result, model: str, target: str, calib, out):
     """Build again from the printed pipeline; the model file must come out byte for byte the same."""
-    again = edgec.compile(model, target=target, passes=result.report["pipeline"], calib=calib, output_dir=out)
-    assert (result.output_dir / "model.onnx").read_bytes() == (out / "model.onnx").read_bytes()
+    pipeline, backend = result.report["pipeline"], result.report["backend"]
+    again = edgec.compile(model, target=target, passes=pipeline, backend=backend, calib=calib, output_dir=out)
+    main = result.artifact.main
+    assert (result.output_dir / main).read_bytes() == (out / main).read_bytes()
     return again
 
 
@@ -264,7 +268,7 @@ def test_latency_search_settles_into_a_replayable_pipeline(tmp_path, fmnist_cali
 def test_calib_auto_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
     """calib=auto keeps the model it scored best; replaying the printed choice must rebuild it byte for byte."""
     result = edgec.compile(
-        "zoo:lenet5", target="raspberry-pi-4", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
+        "zoo:lenet5", target="raspberry-pi-4", backend="onnx", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
     )
     step = result.report["passes"][-1]
     assert "calib=auto" not in result.report["pipeline"] and f"calib={step['stats']['calib']}" in step["text"]
@@ -274,7 +278,12 @@ def test_calib_auto_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
 
 def test_remote_targets_quantize_every_layer(tmp_path, fmnist_calib):
     result = edgec.compile(
-        "zoo:mobilenetv2-fmnist", target="raspberry-pi-4", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
+        "zoo:mobilenetv2-fmnist",
+        target="raspberry-pi-4",
+        backend="onnx",
+        opt="int8",
+        calib=fmnist_calib,
+        output_dir=tmp_path / "o",
     )
     assert "select=latency" not in result.report["pipeline"]  # this machine cannot time a Pi
     assert result.report["passes"][-1]["stats"]["fallback"] == []

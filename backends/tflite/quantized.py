@@ -1,0 +1,229 @@
+"""Q/DQ IR -> int8 tensors: which ONNX nodes become TFLite int8 kernels, and their quantization.
+
+The IR marks int8 the ONNX way: float ops between DequantizeLinear and QuantizeLinear. A TFLite
+int8 op instead reads and writes int8 tensors that carry (scale, zero point). `fold_qdq` rewires
+each node whose every float input comes through a DequantizeLinear and whose outputs all go into
+QuantizeLinear (directly, or through a Relu/Clip the requantization absorbs) to the int8 tensors
+around it, and records their parameters. Q/DQ left over become QUANTIZE/DEQUANTIZE operators;
+int8-stored weights of float layers are dequantized into float constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from edgec.errors import EdgecError
+
+# ONNX ops whose TFLite lowering has int8 kernels (TFLite's quantization spec).
+INT8_OPS = {
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "ConvTranspose",
+    "Add",
+    "Sub",
+    "Mul",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "ReduceMax",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "HardSwish",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Concat",
+    "Pad",
+    "Slice",
+    "Split",
+    "Gather",
+    "Resize",
+}
+# TFLite's int8 kernels for these copy or pick values: input and output must share parameters
+# (the lowering requantizes with a QUANTIZE where the IR gave the output its own).
+SAME_PARAMS_OPS = {"MaxPool", "AveragePool", "ReduceMax", "Concat", "Pad", "Reshape", "Flatten", "Squeeze"}
+SAME_PARAMS_OPS |= {"Unsqueeze", "Transpose", "Slice", "Split", "Gather", "Resize"}
+# Float constant inputs that are attributes in disguise, not data: they stay float.
+PARAMETER_INPUTS = {"Clip": {1, 2}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "Reshape": {1}, "Slice": {1, 2, 3, 4}}
+ABSORBED = ("Relu", "Clip")
+
+
+@dataclass
+class QuantParams:
+    """real = (q - zero_point) * scale; per channel along ONNX axis `axis` when scale has > 1 entry."""
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None = None
+
+    def same_as(self, other: "QuantParams") -> bool:
+        return np.array_equal(self.scale, other.scale) and np.array_equal(self.zero_point, other.zero_point)
+
+
+def dq_params(node: gs.Node, rank: int) -> QuantParams:
+    scale = np.asarray(node.inputs[1].values, np.float32)
+    if len(node.inputs) > 2 and not node.inputs[2].is_empty():
+        zero_point = np.asarray(node.inputs[2].values)
+    else:
+        zero_point = np.zeros(scale.shape, np.int8)
+    axis = int(node.attrs.get("axis", 1)) % max(rank, 1) if scale.size > 1 else None
+    return QuantParams(scale.reshape(-1) if scale.size > 1 else scale, zero_point, axis)
+
+
+def _producer(tensor: gs.Tensor) -> gs.Node | None:
+    return tensor.inputs[0] if len(tensor.inputs) == 1 else None
+
+
+def _is_dq_of(tensor: gs.Tensor, constant: bool) -> bool:
+    node = _producer(tensor)
+    return (
+        node is not None
+        and node.op == "DequantizeLinear"
+        and isinstance(node.inputs[0], gs.Constant) == constant
+        and len(tensor.outputs) >= 1
+    )
+
+
+def _only_quantizers(tensor: gs.Tensor, graph_outputs: set[int]) -> list[gs.Node] | None:
+    """The QuantizeLinear nodes reading `tensor`, when they are all that reads it."""
+    readers = list(tensor.outputs)
+    if id(tensor) in graph_outputs or not readers or any(r.op != "QuantizeLinear" for r in readers):
+        return None
+    first = dq_params(readers[0], 0)
+    if any(not dq_params(r, 0).same_as(first) for r in readers[1:]):
+        return None
+    return readers
+
+
+def _plan_node(node: gs.Node, graph_outputs: set[int]) -> tuple[list, gs.Node | None] | None:
+    """(the quantizers after it, an absorbed Relu/Clip or None) when `node` can run in int8."""
+    if node.op not in INT8_OPS:
+        return None
+    parameters = PARAMETER_INPUTS.get(node.op, set())
+    for i, tensor in enumerate(node.inputs):
+        if tensor.is_empty() or i in parameters:
+            continue
+        floating = tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.floating)
+        if floating and not (_is_dq_of(tensor, constant=False) or _is_dq_of(tensor, constant=True)):
+            return None
+    if len(node.outputs) != 1 and node.op != "Split":
+        return None
+    quantizers = []
+    absorbed = None
+    for out in node.outputs:
+        readers = _only_quantizers(out, graph_outputs)
+        if readers is None and node.op not in ABSORBED and len(node.outputs) == 1 and len(out.outputs) == 1:
+            follower = out.outputs[0]
+            if follower.op in ABSORBED and id(out) not in graph_outputs:
+                readers = _only_quantizers(follower.outputs[0], graph_outputs)
+                absorbed = follower if readers is not None else None
+        if readers is None:
+            return None
+        quantizers.append(readers)
+    return quantizers, absorbed
+
+
+def fold_qdq(graph: gs.Graph) -> dict[str, QuantParams]:
+    """Rewire int8-capable nodes to int8 tensors (in place); returns every int8 tensor's parameters."""
+    graph_outputs = {id(t) for t in graph.outputs}
+    plans = [(node, _plan_node(node, graph_outputs)) for node in list(graph.nodes)]
+    params: dict[str, QuantParams] = {}
+    for node, plan in plans:
+        if plan is None:
+            continue
+        quantizers, absorbed = plan
+        for i, tensor in enumerate(node.inputs):
+            source = _producer(tensor)
+            if source is None or source.op != "DequantizeLinear":
+                continue
+            stored = source.inputs[0]
+            params[stored.name] = dq_params(source, len(stored.shape or ()))
+            node.inputs[i] = stored
+        last = absorbed or node
+        for i, readers in enumerate(quantizers):
+            target = readers[0].outputs[0]
+            params[target.name] = dq_params(readers[0], 0)
+            for extra in readers[1:]:  # same parameters: their readers share the first's int8 tensor
+                for reader in list(extra.outputs[0].outputs):
+                    reader.inputs[reader.inputs.index(extra.outputs[0])] = target
+                extra.outputs.clear()
+            for q in readers:
+                q.inputs.clear()
+                q.outputs.clear()
+            if absorbed is not None:
+                inner = gs.Variable(f"{node.outputs[0].name}", dtype=target.dtype, shape=target.shape)
+                params[inner.name] = params[target.name]
+                node.outputs[0] = inner
+                absorbed.inputs[0] = inner
+            last.outputs[i] = target
+    _dequantize_float_weights(graph)
+    graph.cleanup(remove_unused_graph_inputs=False)
+    for node in graph.nodes:  # parameters of the int8 tensors QUANTIZE/DEQUANTIZE read or write
+        if node.op == "QuantizeLinear":
+            params[node.outputs[0].name] = dq_params(node, 0)
+        elif node.op == "DequantizeLinear":
+            params[node.inputs[0].name] = dq_params(node, len(node.inputs[0].shape or ()))
+    return params
+
+
+def _dequantize_float_weights(graph: gs.Graph) -> None:
+    """An int8 weight read by a float layer: TFLite's float kernels want float constants."""
+    for node in list(graph.nodes):
+        if node.op != "DequantizeLinear" or not isinstance(node.inputs[0], gs.Constant) or not node.outputs:
+            continue
+        stored = np.asarray(node.inputs[0].values)
+        p = dq_params(node, stored.ndim)
+        shape = [1] * stored.ndim
+        if p.axis is not None:
+            shape[p.axis] = -1
+        real = (stored.astype(np.float64) - p.zero_point.astype(np.float64).reshape(shape)) * p.scale.reshape(shape)
+        out = node.outputs[0]
+        constant = gs.Constant(out.name, real.astype(np.float32))
+        for reader in list(out.outputs):
+            reader.inputs[reader.inputs.index(out)] = constant
+        node.outputs.clear()
+
+
+def int8_io(graph: gs.Graph, params: dict[str, QuantParams]) -> list[str]:
+    """The model reads and writes int8: a float input that only feeds QuantizeLinear becomes that
+    int8 tensor, a DequantizeLinear'd output its int8 source (names kept). Returns those left float."""
+    left_float = []
+    for position, tensor in enumerate(list(graph.inputs)):
+        readers = list(tensor.outputs)
+        if not readers or any(r.op != "QuantizeLinear" for r in readers) or len(readers) > 1:
+            left_float.append(tensor.name)
+            continue
+        quantized = readers[0].outputs[0]
+        readers[0].outputs.clear()
+        readers[0].inputs.clear()
+        name = tensor.name
+        params[name] = params.pop(quantized.name)
+        quantized.name, quantized.shape = name, tensor.shape
+        graph.inputs[position] = quantized
+    for position, tensor in enumerate(list(graph.outputs)):
+        source = _producer(tensor)
+        if source is None or source.op != "DequantizeLinear" or isinstance(source.inputs[0], gs.Constant):
+            left_float.append(tensor.name)
+            continue
+        quantized = source.inputs[0]
+        if len(quantized.outputs) > 1:
+            raise EdgecError(f"tflite: output '{tensor.name}' is also read inside the model; keep --io-dtype float32")
+        source.inputs.clear()
+        source.outputs.clear()
+        name = tensor.name
+        params[name] = params.pop(quantized.name)
+        quantized.name = name
+        graph.outputs[position] = quantized
+    graph.cleanup(remove_unused_graph_inputs=False)
+    return left_float

@@ -256,7 +256,10 @@ def lower_model(model: ir.Model, keep_layout: bool = False, io_dtype: str = "flo
     ir.infer_shapes(graph)
     unsupported = sorted({f"{n.name or '?'} ({n.op})" for n in graph.nodes if n.op not in LOWERINGS})
     if unsupported:
-        raise EdgecError(f"tflite: no lowering for {len(unsupported)} nodes: {', '.join(unsupported[:10])}")
+        raise EdgecError(
+            f"tflite: no lowering for {len(unsupported)} nodes: {', '.join(unsupported[:10])}"
+            " (another --backend, e.g. onnx, can take this model)"
+        )
     for tensor in graph.inputs + graph.outputs:
         if tensor.shape is None or not all(isinstance(d, int) for d in tensor.shape):
             raise EdgecError(f"tflite: '{tensor.name}' needs a static shape (use --input-shape)")

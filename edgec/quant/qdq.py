@@ -63,6 +63,8 @@ def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
     if scheme.float_outputs:
         for out in graph.outputs:
             tensors.discard(out.name)
+    else:
+        _extend_back_through_shared_ops(candidates, tensors)
     quantized = [n for n in candidates if any(t.name in tensors for t in _activations(n) + list(n.outputs))]
     order = {name: i for i, name in enumerate(graph.tensors())}
     return Plan(quantized, sorted(tensors, key=lambda n: order.get(n, 0)), absorbed)
@@ -100,6 +102,20 @@ def _extend_through_shared_ops(graph, candidates, tensors, float_outputs: bool) 
                         and not (float_outputs and is_graph_output(graph, out))
                     ):
                         tensors.add(out.name)
+                        changed = True
+
+
+def _extend_back_through_shared_ops(candidates, tensors) -> None:
+    """Fully int8 runtimes: a Flatten/Reshape... feeding an int8 layer gets its input quantized
+    too, so it runs in int8 instead of in float before the QuantizeLinear."""
+    changed = True
+    while changed:
+        changed = False
+        for node in candidates:
+            if node.op in SHARED_OPS and any(o.name in tensors for o in node.outputs):
+                for tensor in _activations(node):
+                    if tensor.name not in tensors:
+                        tensors.add(tensor.name)
                         changed = True
 
 

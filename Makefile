@@ -4,13 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgec-installed
 
-.PHONY: demo test test-slow bench-quant bench-compress install system-deps models clean
+.PHONY: demo test test-slow bench-quant bench-compress install system-deps test-data models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 is pinned in the extras: it resolves to a local CPU build, never the CUDA one.
-	$(BIN)/pip install --quiet -e '.[torch,zoo,test,tflite]'
+	$(BIN)/pip install --quiet -e '.[torch,zoo,test,tflite,tflm]'
 	touch $(STAMP)
 
 install: $(STAMP) system-deps
@@ -18,13 +18,18 @@ install: $(STAMP) system-deps
 system-deps:
 	./scripts/install-system-deps
 
+# Pretrained .tflite models (BlazeFace, ...) the TFLite-import tests read, unpacked from the
+# mediapipe wheel into build/testdata/ (downloaded once, not installed; see the script).
+test-data: $(STAMP)
+	$(BIN)/python scripts/fetch-mediapipe-models
+
 demo: install
 	$(BIN)/edgec inspect zoo:mobilenetv2-fmnist --target raspberry-pi-4 --target arduino-nano-33-ble
 	$(BIN)/edgec zoo:mobilenetv2-fmnist --target raspberry-pi-4 -O2 -o build/demo
 	@echo
 	@cat build/demo/report.md
 
-test: install
+test: install test-data
 	$(BIN)/python -m pytest -q
 
 # Suites too slow for every run: re-training the reference models to check determinism.

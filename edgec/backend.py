@@ -52,6 +52,8 @@ class Backend:
     # The int8 layout its runtime fuses (see edgec.quant.scheme); -O int8 quantizes for it.
     quant_scheme: ClassVar[str] = "onnx"
     options: ClassVar[Mapping[str, BackendOption]] = {}
+    # Whether it stores entropy-coded weights (the huffman pass's model.ecw) next to its model.
+    weight_container: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] = {name: option.default for name, option in self.options.items()}

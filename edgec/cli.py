@@ -53,7 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog="Other commands: edgec inspect MODEL | edgec debug-precision MODEL --calib DATA | edgec passes | "
         "edgec targets | edgec models",
     )
-    p.add_argument("model", help="an .onnx file, a TorchScript .pt file, or zoo:NAME (see `edgec models`)")
+    p.add_argument("model", help="an .onnx, TorchScript .pt or .tflite file, or zoo:NAME (see `edgec models`)")
     p.add_argument("--target", "-t", required=True, help="device profile (see `edgec targets`)")
     group = p.add_mutually_exclusive_group()
     group.add_argument(

@@ -25,6 +25,8 @@ from edgec.report import build_report, render_markdown
 from edgec.targets import Target
 
 DEFAULT_OPT = "2"
+# Passes whose output only a backend with a weight container (edgec.compress.container) can store.
+WEIGHT_CONTAINER_PASSES = ("huffman",)
 
 
 @dataclass
@@ -74,12 +76,24 @@ def plan(
         registry.load_plugin(plugin)
     target_profile = target if isinstance(target, Target) else registry.target(target)
     chosen, notes = choose_backend(registry, target_profile, backend)
-    chosen.configure(backend_options or {})
-    host = target_profile.detect_host and chosen.name == "onnx"  # onnxruntime on this very machine
-    text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train)
-    legalize = chosen.legalize_passes(target_profile)
-    full_text = ",".join(t for t in (text, legalize) if t)
-    return Plan(registry, target_profile, chosen, registry.build_pipeline(full_text), notes + registry.warnings)
+
+    def pipeline_for(chosen: Backend) -> list[Pass]:
+        chosen.configure(backend_options or {})
+        host = target_profile.detect_host and chosen.name == "onnx"  # onnxruntime on this very machine
+        text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train)
+        legalize = chosen.legalize_passes(target_profile)
+        return registry.build_pipeline(",".join(t for t in (text, legalize) if t))
+
+    pipeline = pipeline_for(chosen)
+    coded = [p.name for p in pipeline if p.name in WEIGHT_CONTAINER_PASSES]
+    if coded and not chosen.weight_container and not backend:
+        notes.append(
+            f"backend '{chosen.name}' cannot store {coded[0]}-coded weights; wrote ONNX + the weight container "
+            "instead (decoded by edgec.runtime; use --backend to insist)"
+        )
+        chosen = registry.backend("onnx")
+        pipeline = pipeline_for(chosen)
+    return Plan(registry, target_profile, chosen, pipeline, notes + registry.warnings)
 
 
 def choose_backend(registry: Registry, target: Target, requested: str | None) -> tuple[Backend, list[str]]:
@@ -135,7 +149,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
 ) -> BuildResult:
     """Compile `model` for `target` and write the bundle to `output_dir` (default build/<model>-<target>/).
 
-    `model` is a path (.onnx, TorchScript .pt), "zoo:<name>", an onnx.ModelProto, an
+    `model` is a path (.onnx, TorchScript .pt, .tflite), "zoo:<name>", an onnx.ModelProto, an
     edgec.ir.Model or a torch.nn.Module with `example_inputs`. `calib` is calibration data for
     passes that need it (see edgec.calib), `preprocess` the image preprocessing spec for it;
     `train` is training data for fine-tuning (labelled .npz or class folders, see --train).

@@ -18,6 +18,7 @@ class OnnxBackend(Backend):
     summary = "ONNX model for onnxruntime (any device with an onnxruntime build)"
     requires = ("onnxruntime",)
     install_hint = "pip install onnxruntime"
+    weight_container = True
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         if storage.METADATA_KEY in model.metadata:

@@ -59,10 +59,10 @@ class TfliteBackend(Backend):
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         from edgec.backends.tflite.lowering import lower_model
 
-        start = time.perf_counter()
-        lowering = lower_model(model, self.settings["keep_layout"], self.settings["io_dtype"])
-        seconds = time.perf_counter() - start
         only_int8 = tuple(target.precisions.get(self.name, ())) == ("int8",)
+        start = time.perf_counter()
+        lowering = lower_model(model, self.settings["keep_layout"], self.settings["io_dtype"], full_int8=only_int8)
+        seconds = time.perf_counter() - start
         notes = []
         if only_int8:
             _require_full_int8(lowering, target.name)

@@ -123,6 +123,31 @@ class ModelBuilder:
         self.subgraph.operators.append(op)
         return len(self.subgraph.operators) - 1
 
+    def compact(self) -> int:
+        """Drop tensors no operator or model port refers to (left by peephole rewrites), and their
+        buffers: TFLite Micro plans arena space even for unused tensors. Returns how many."""
+        graph = self.subgraph
+        used = set(graph.inputs) | set(graph.outputs)
+        for op in graph.operators:
+            used.update(i for i in list(op.inputs) + list(op.outputs) if i >= 0)
+        keep = [i for i in range(len(graph.tensors)) if i in used]
+        if len(keep) == len(graph.tensors):
+            return 0
+        index = {old: new for new, old in enumerate(keep)}
+        removed = len(graph.tensors) - len(keep)
+        graph.tensors = [graph.tensors[i] for i in keep]
+        for op in graph.operators:
+            op.inputs = [index[i] if i >= 0 else i for i in op.inputs]
+            op.outputs = [index[i] for i in op.outputs]
+        graph.inputs = [index[i] for i in graph.inputs]
+        graph.outputs = [index[i] for i in graph.outputs]
+        buffers = sorted({t.buffer for t in graph.tensors if t.buffer})
+        renumber = {old: new for new, old in enumerate(buffers, start=1)}
+        self.model.buffers = [self.model.buffers[0]] + [self.model.buffers[b] for b in buffers]
+        for tensor in graph.tensors:
+            tensor.buffer = renumber.get(tensor.buffer, 0)
+        return removed
+
     def set_io(self, inputs, outputs) -> None:
         self.subgraph.inputs = [int(i) for i in inputs]
         self.subgraph.outputs = [int(o) for o in outputs]

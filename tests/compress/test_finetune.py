@@ -24,6 +24,7 @@ def test_finetune_recovers_accuracy_and_keeps_masks_and_indices(tmp_path, fmnist
         return edgec.compile(
             "zoo:lenet300",
             target="arduino-nano-33-ble",
+            backend="onnx",
             passes=passes,
             train=fmnist_train,
             eval=fmnist_eval,
@@ -82,6 +83,7 @@ def test_teacher_runs_in_onnxruntime_so_any_export_can_teach(tmp_path, fmnist_tr
     result = edgec.compile(
         "zoo:mobilenetv2-fmnist",
         target="arduino-nano-33-ble",
+        backend="onnx",
         opt=None,
         passes="remove-identity,fold-constants,eliminate-dead-code,fold-batchnorm,"
         "prune-magnitude{sparsity=0.3,scope=global},finetune{epochs=1,max_samples=512}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgec.backends.tflite.ops.common import bias, constant, refuse

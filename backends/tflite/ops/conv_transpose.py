@@ -19,17 +19,19 @@ def _onnx_pads_before(node, in_size: int, out_size: int, kernel: int, stride: in
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto not in ("SAME_UPPER", "SAME_LOWER") and "output_shape" not in node.attrs:
         return pads
+    # An output_shape longer than the transposed conv makes grows at the end (bias only there).
     total = max(stride * (in_size - 1) + extra + kernel - out_size, 0)
-    # onnxruntime and the ONNX reference put the odd row at the end for SAME_UPPER (and for an
-    # explicit output_shape), at the start for SAME_LOWER.
-    return total - total // 2 if auto == "SAME_LOWER" else total // 2
+    # The ONNX spec and onnxruntime: SAME_UPPER crops the smaller half at the start; SAME_LOWER
+    # and an explicit output_shape without auto_pad crop the larger half there.
+    return total // 2 if auto == "SAME_UPPER" else total - total // 2
 
 
-def _tflite_pad_before(same: bool, size: int, kernel: int, stride: int) -> int:
-    """The leading padding TFLite derives for a TRANSPOSE_CONV whose output is `size` long
-    (ComputePaddingHeightWidth with the output in the role of a conv's input)."""
+def _tflite_fits(same: bool, size: int, kernel: int, stride: int, in_size: int, before: int) -> bool:
+    """Whether TRANSPOSE_CONV accepts an output `size` long for this input and crops `before` from
+    its start. TFLite treats the output as the input of the matching conv: that conv's output
+    size must be the input's, and its leading padding is what the transposed conv crops."""
     steps = math.ceil(size / stride) if same else int((size + stride - kernel) / stride)
-    return max(int(((steps - 1) * stride + kernel - size) / 2), 0)
+    return steps == in_size and max(int(((steps - 1) * stride + kernel - size) / 2), 0) == before
 
 
 def _dilated(weight: np.ndarray, dilations) -> np.ndarray:
@@ -79,12 +81,14 @@ def lower_conv_transpose(ctx, node) -> None:
     sizes = [h_out, w_out]
     for mode in (schema.Padding.SAME, schema.Padding.VALID):
         same = mode == schema.Padding.SAME
-        if all(_tflite_pad_before(same, sizes[i], kernel[i], strides[i]) == before[i] for i in range(2)):
+        if all(_tflite_fits(same, sizes[i], kernel[i], strides[i], x.shape[2 + i], before[i]) for i in range(2)):
             full, target = sizes, out.index
             break
-    else:  # a VALID output long enough to hold the ONNX window, then the crop
+    else:  # a VALID output long enough to hold the ONNX window (output_padding < stride), then the crop
         mode = schema.Padding.VALID
         full = [max(before[i] + sizes[i], (x.shape[2 + i] - 1) * strides[i] + kernel[i]) for i in range(2)]
+        if not all(_tflite_fits(False, full[i], kernel[i], strides[i], x.shape[2 + i], 0) for i in range(2)):
+            refuse(node, f"an output of {sizes} needs more rows past the end than TRANSPOSE_CONV writes")
         target = ctx.temporary([n, *full, c_out], like=out.index)
     options = schema.TransposeConvOptionsT()
     options.padding = mode

@@ -85,6 +85,18 @@ def _average_correction(node, sizes, outs, kernel, strides, pads) -> np.ndarray 
     return None if (counts == window).all() else (window / counts).astype(np.float32).reshape(1, *outs, 1)
 
 
+def _check_ceil_mode_sizes(node, sizes, outs, kernel, strides, pads) -> None:
+    """onnxruntime drops a last window that would start in the end padding; ONNX shape inference
+    keeps it, and the graph's shapes downstream were inferred with it."""
+    for i in range(2):
+        padded = sizes[i] + pads[i] + pads[i + 2]
+        count = -(-(padded - kernel[i]) // strides[i]) + 1
+        if (count - 1) * strides[i] >= sizes[i] + pads[i]:
+            count -= 1
+        if count != outs[i]:
+            refuse(node, f"ceil_mode=1: the inferred output size {outs[i]} keeps a window that starts in the padding")
+
+
 def _pool(builtin, fill):
     def lower(ctx, node) -> None:
         x = ctx.get(node.inputs[0])
@@ -96,6 +108,8 @@ def _pool(builtin, fill):
         strides = [int(s) for s in node.attrs.get("strides", [1, 1])]
         out = ctx.new(node.outputs[0], nhwc=True)
         sizes, outs, pads = x.shape[2:], out.shape[2:], onnx_pads(node, x.shape)
+        if int(node.attrs.get("ceil_mode", 0)):
+            _check_ceil_mode_sizes(node, sizes, outs, kernel, strides, pads)
         # ceil_mode: the last windows may run past the padded input
         extra = [max((outs[i] - 1) * strides[i] + kernel[i] - (sizes[i] + pads[i] + pads[i + 2]), 0) for i in range(2)]
         average = fill is None

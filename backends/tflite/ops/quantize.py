@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 from ai_edge_litert import schema_py_generated as schema
 
 from edgec.backends.tflite.flatbuffer import TENSOR_TYPES
@@ -13,6 +14,9 @@ def _convert(builtin):
     """Layout-preserving conversions; the int8 side's parameters come from ctx.quant."""
 
     def lower(ctx, node) -> None:
+        scale = node.inputs[1]
+        if not isinstance(node.inputs[0], gs.Constant) and np.size(getattr(scale, "values", 1)) > 1:
+            refuse(node, "per-axis quantization of an activation: TFLite quantizes activations per tensor")
         x = ctx.get(node.inputs[0])
         out = ctx.new(node.outputs[0], nhwc=x.nhwc)
         ctx.builder.operator(builtin, [x.index], [out.index])

@@ -104,7 +104,7 @@ def _matches(kind: str, rounding, ctm: str, axes, flags) -> bool:
     return True
 
 
-def _scales(node, shape_in, shape_out) -> list[float]:
+def _scales(node, shape_in) -> list[float]:
     """The scale ONNX's coordinate transform uses on each axis."""
     rank = len(shape_in)
     axes = [int(a) % rank for a in node.attrs.get("axes", range(rank))]
@@ -120,13 +120,15 @@ def _scales(node, shape_in, shape_out) -> list[float]:
     return [float(ratios.get(a, 1.0)) for a in range(rank)]
 
 
+def _listed(values) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
 def lower_resize(ctx, node) -> None:
     x = ctx.get(node.inputs[0])
     out_shape = tuple(int(d) for d in node.outputs[0].shape)
     if len(x.shape) != 4:
         refuse(node, f"input of rank {len(x.shape)}: only 4-D NCHW inputs are resized")
-    if out_shape[:2] != tuple(x.shape[:2]):
-        refuse(node, "resizing the batch or channel axis is not supported")
     for position, what in ((2, "scales"), (3, "sizes")):
         if present(node, position) and not isinstance(node.inputs[position], gs.Constant):
             refuse(node, f"{what} computed at run time: TFLite needs the output size when it is built")
@@ -139,7 +141,9 @@ def lower_resize(ctx, node) -> None:
         refuse(node, f"coordinate_transformation_mode={ctm}: TFLite has no such resize (e.g. no crop-and-resize)")
     if kind == "nearest" and nearest_mode not in ROUNDING:
         refuse(node, f"nearest_mode={nearest_mode} is not an ONNX rounding mode")
-    scales = _scales(node, x.shape, out_shape)
+    scales = _scales(node, x.shape)
+    if out_shape[:2] != tuple(x.shape[:2]) or scales[:2] != [1.0, 1.0]:
+        refuse(node, f"scales {_listed(scales[:2])} resize the batch or channel axis: TFLite resizes H and W only")
     if int(node.attrs.get("antialias", 0)) and kind == "linear" and min(scales[2:]) < 1:
         refuse(node, "antialias=1 when downsampling: TFLite's bilinear resize does not filter")
     axes = [(x.shape[a], out_shape[a], scales[a]) for a in (2, 3)]
@@ -149,7 +153,7 @@ def lower_resize(ctx, node) -> None:
         detail = f", nearest_mode={nearest_mode}" if kind == "nearest" else ""
         refuse(
             node,
-            f"coordinate_transformation_mode={ctm}{detail} with scales {scales[2:]} and sizes "
+            f"coordinate_transformation_mode={ctm}{detail} with scales {_listed(scales[2:])} and sizes "
             f"{list(x.shape[2:])} -> {list(out_shape[2:])} samples other pixels than any TFLite {kind} resize",
         )
     if kind == "nearest":

@@ -1,0 +1,142 @@
+"""TFLite frontend: a .tflite flatbuffer (float, or int8/uint8 quantized) becomes ONNX IR."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections import Counter
+from pathlib import Path
+
+from onnx import helper
+
+from edgec import ir
+from edgec.errors import EdgecError, ModelLoadError
+
+# The opset the torch frontend exports too: every backend edgec lowers to reads it.
+OPSET = 17
+INSTALL_HINT = ".tflite models need the tflite extra: pip install 'edgec[tflite]' (ai-edge-litert)"
+FILE_IDENTIFIER = b"TFL3"
+
+
+def is_tflite(path: Path) -> bool:
+    """A .tflite name, or the TFLite file identifier at bytes 4..8 of the flatbuffer."""
+    if path.suffix == ".tflite":
+        return True
+    with open(path, "rb") as f:
+        return f.read(8)[4:8] == FILE_IDENTIFIER
+
+
+def load(path: str | os.PathLike) -> ir.Model:
+    path = Path(path)
+    return from_bytes(path.read_bytes(), source=str(path))
+
+
+def from_bytes(data: bytes, source: str = "<memory>") -> ir.Model:
+    """Subgraph 0 of a TFLite model as an ONNX graph with the same input and output names,
+    layouts and dtypes (int8 inputs stay int8: DequantizeLinear follows them)."""
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        raise EdgecError(INSTALL_HINT)
+    from edgec.frontends.tflite_context import Context
+    from edgec.frontends.tflite_ops import CONVERTERS
+
+    model = _parse(data, source)
+    ops = [op_name(model, op) for op in model.subgraphs[0].operators]
+    unsupported = Counter(name for name in ops if name not in CONVERTERS)
+    if unsupported:
+        listed = ", ".join(f"{name} x{count}" for name, count in sorted(unsupported.items()))
+        raise ModelLoadError(f"{source}: TFLite operators with no ONNX conversion: {listed}")
+    ctx = Context(model, data, source)
+    inputs = [_graph_input(ctx, int(i)) for i in ctx.graph.inputs]
+    for name, op in zip(ops, ctx.graph.operators):
+        CONVERTERS[name](ctx, op)
+    outputs = [_graph_output(ctx, int(i)) for i in ctx.graph.outputs]
+    graph_name = ctx.graph.name.decode() if ctx.graph.name else Path(source).stem
+    graph = helper.make_graph(ctx.nodes, graph_name or "tflite", inputs, outputs, ctx.initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgec-tflite")
+    imported = ir.from_proto(proto, source=source)
+    imported.graph.cleanup()  # views and Q/DQ made for a consumer that never came
+    return imported
+
+
+def op_name(model, op) -> str:
+    """BUILTIN_NAME, or CUSTOM:<code> for custom operators."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    code = model.operatorCodes[op.opcodeIndex]
+    # Codes past 127 live only in builtinCode; older files fill only deprecatedBuiltinCode.
+    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        return f"CUSTOM:{(code.customCode or b'').decode(errors='replace')}"
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return names.get(builtin, f"BUILTIN_{builtin}")
+
+
+def _parse(data: bytes, source: str):
+    from ai_edge_litert import schema_py_generated as schema
+
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise ModelLoadError(f"{source}: not a TFLite model (no {FILE_IDENTIFIER.decode()} file identifier)")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(data, 0)
+        _check_indices(model)
+    except Exception as exc:  # flatbuffers reads past the end as IndexError, struct.error, ValueError...
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise ModelLoadError(
+            f"{source}: not a readable TFLite model (truncated or corrupt: {type(exc).__name__}: {detail})"
+        ) from exc
+    return model
+
+
+def _check_indices(model) -> None:
+    """Every index the conversion follows points inside its table (corrupt files often do not)."""
+    if not model.subgraphs:
+        raise ValueError("no subgraph")
+    graph = model.subgraphs[0]
+    tensors = len(graph.tensors or [])
+    for tensor in graph.tensors or []:
+        if not 0 <= tensor.buffer < len(model.buffers or []):
+            raise IndexError("tensor buffer")
+    for op in graph.operators or []:
+        if not 0 <= op.opcodeIndex < len(model.operatorCodes or []):
+            raise IndexError("operator code")
+        if any(not -1 <= i < tensors for i in list(op.inputs) + list(op.outputs)):
+            raise IndexError("operator tensor")
+    if any(not 0 <= i < tensors for i in list(graph.inputs) + list(graph.outputs)):
+        raise IndexError("graph input or output")
+
+
+def _onnx_type(ctx, index: int) -> int:
+    return helper.np_dtype_to_tensor_dtype(ctx.dtype(index))
+
+
+def _graph_input(ctx, index: int):
+    from edgec.frontends.tflite_context import QUANTIZED_ACTIVATIONS
+
+    name = ctx.fresh(ctx.names[index], own=True)
+    dtype, quant = ctx.dtype(index), ctx.quant(index)
+    if dtype.kind == "f" and dtype.itemsize != 4:
+        ctx.fail(f"input '{name}' is {dtype}; activations must be float32 (float16 only as constants)")
+    if quant is not None:
+        if dtype not in QUANTIZED_ACTIVATIONS or quant.scale.size != 1:
+            ctx.fail(f"input '{name}': only per-tensor int8/uint8 quantized inputs are supported")
+        scale, zero_point = ctx.quant_params(index)
+        ctx.int8_outputs[index] = name
+        ctx.views[(index, False)] = ctx.emit("DequantizeLinear", [name, scale, zero_point], f"{name}_dq")
+    else:
+        ctx.views[(index, False)] = name
+    return helper.make_tensor_value_info(name, _onnx_type(ctx, index), list(ctx.shape(index)))
+
+
+def _graph_output(ctx, index: int):
+    """The output under its TFLite name, layout and dtype: int8 outputs end in QuantizeLinear."""
+    name = ctx.names[index]
+    if ctx.is_constant(index):
+        values = ctx.real(index) if ctx.dtype(index).kind == "f" else ctx.array(index)
+        ctx.emit("Identity", [ctx.initializer(values, f"{name}_value")], "", ctx.fresh(name, own=True))
+    elif ctx.quant(index) is not None:
+        if ctx.int8_outputs.get(index) != name:
+            scale, zero_point = ctx.quant_params(index)
+            ctx.emit("QuantizeLinear", [ctx.operand(index), scale, zero_point], "", ctx.fresh(name, own=True))
+    elif ctx.operand(index) != name:  # an alias (DEQUANTIZE) or a graph input
+        ctx.emit("Identity", [ctx.operand(index)], "", ctx.fresh(name, own=True))
+    return helper.make_tensor_value_info(name, _onnx_type(ctx, index), list(ctx.shape(index)))

@@ -39,6 +39,9 @@ class Lowered:
     index: int  # tensor index in the TFLite subgraph
     shape: tuple[int, ...]  # the ONNX (logical) shape
     nhwc: bool = False  # stored transposed from NCHW
+    # A 2-D tensor flattened from NHWC without transposing back: stored column j holds ONNX
+    # column columns[j]. Only fully connected layers read it (they permute their weights).
+    columns: np.ndarray | None = None
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Context:
     values: dict[str, Lowered] = field(default_factory=dict)
     quant: dict[str, quantized.QuantParams] = field(default_factory=dict)  # int8 tensors by ONNX name
     full_int8: bool = False  # every op in int8, even where a float island would run faster
+    graph_outputs: set[str] = field(default_factory=set)
     count: int = 0
 
     def name(self, base: str) -> str:
@@ -167,6 +171,8 @@ class Context:
 
     def as_nchw(self, value: Lowered) -> int:
         """The tensor in ONNX layout (a TRANSPOSE when it is stored NHWC)."""
+        if value.columns is not None:
+            raise EdgecError("tflite: internal: a column-permuted flatten reached a layer that cannot permute")
         if not value.nhwc:
             return value.index
         return self.transpose(value.index, [value.shape[i] for i in NCHW_TO_NHWC], NHWC_TO_NCHW)
@@ -286,7 +292,7 @@ def lower_model(
             raise EdgecError(f"tflite: '{tensor.name}' needs a static shape (use --input-shape)")
         if not _has_tensor_type(tensor.dtype):
             raise EdgecError(f"tflite: '{tensor.name}' has type {tensor.dtype}, which TFLite has no tensor type for")
-    ctx = Context(ModelBuilder(), quant=params, full_int8=full_int8)
+    ctx = Context(ModelBuilder(), quant=params, full_int8=full_int8, graph_outputs={t.name for t in graph.outputs})
     inputs = [_lower_input(ctx, tensor, keep_layout) for tensor in graph.inputs]
     for node in graph.nodes:
         _lower_node(ctx, node, LOWERINGS[node.op])

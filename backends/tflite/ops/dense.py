@@ -14,7 +14,11 @@ def _fully_connected(ctx, node, x, weight: np.ndarray, bias: np.ndarray | None) 
     quantization, per output channel on axis 0 after the transposes)."""
     if len(x.shape) != 2:
         refuse(node, f"input of rank {len(x.shape)}: only 2-D inputs are lowered")
-    inputs = [ctx.as_nchw(x), ctx.stored(f"{node.name}/weights", weight, node.inputs[1], axis=0)]
+    if x.columns is not None:  # flattened from NHWC: the weights follow the stored order instead
+        weight, source = weight[:, x.columns], x.index
+    else:
+        source = ctx.as_nchw(x)
+    inputs = [source, ctx.stored(f"{node.name}/weights", weight, node.inputs[1], axis=0)]
     inputs.append(ctx.stored(f"{node.name}/bias", bias, node.inputs[2], axis=0) if bias is not None else -1)
     out = ctx.new(node.outputs[0], nhwc=False)
     ctx.builder.operator(

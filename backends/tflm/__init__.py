@@ -34,7 +34,8 @@ class TflmBackend(TfliteBackend):
                 "tflm: huffman-coded weights need a decoder TFLite Micro does not have yet: "
                 "build without huffman, or with --backend onnx"
             )
-        lowering = lower_model(model, self.settings["keep_layout"], self.settings["io_dtype"])
+        # full_int8: microcontroller kernels (CMSIS-NN, ESP-NN) are int8; no float islands.
+        lowering = lower_model(model, self.settings["keep_layout"], self.settings["io_dtype"], full_int8=True)
         flatbuffer = lowering.flatbuffer
         graph = reader.read(flatbuffer)
         op_resolver = resolver.header(graph.ops)  # an op without a TFLM kernel stops the build here

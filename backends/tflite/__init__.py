@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -17,6 +16,8 @@ from edgec.backend import Artifact, Backend, BackendOption, Runner
 from edgec.compare import Tolerance
 from edgec.errors import EdgecError
 
+# As in lowering.py; repeated so that resolving the backend does not import LiteRT (available()
+# must be able to say it is missing).
 NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
 
@@ -92,7 +93,7 @@ def interpreter_runner(flatbuffer: bytes, info: dict, threads: int | None = None
     transposed and int8 ports (de)quantized with their parameters, so results compare with the IR."""
     from ai_edge_litert.interpreter import Interpreter
 
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
         interpreter.allocate_tensors()
     inputs = {d["name"]: d for d in interpreter.get_input_details()}
@@ -123,7 +124,7 @@ def interpreter_runner(flatbuffer: bytes, info: dict, threads: int | None = None
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """LiteRT's C++ side prints 'INFO: Created TensorFlow Lite XNNPACK delegate' straight to file
     descriptor 2; a build's stderr is for warnings and errors."""
     sys.stderr.flush()
@@ -171,5 +172,4 @@ def _require_full_int8(lowering, target: str) -> None:
         if touched and not (name in ("QUANTIZE", "DEQUANTIZE") and set(touched) <= edges):
             offenders.append(f"{name} ({graph.tensors[op.outputs[0]].name})")
     if offenders:
-        listed = json.dumps(offenders[:8])[1:-1]
-        raise EdgecError(f"{target} needs every operator in int8; float ones remain: {listed}")
+        raise EdgecError(f"{target} needs every operator in int8; float ones remain: {', '.join(offenders[:8])}")

@@ -42,10 +42,10 @@ def onnxruntime_call(path: Path, feeds: dict[str, np.ndarray], threads: int) -> 
 def tflite_call(path: Path, feeds: dict[str, np.ndarray], info: dict, threads: int) -> Callable[[], object]:
     """LiteRT's interpreter with its default XNNPACK delegate; inputs converted to the file's
     layout and type once, outside the timed call."""
-    from edgec.backends.tflite import _native_stderr_silenced
+    from edgec.backends.tflite import native_stderr_silenced
     from ai_edge_litert.interpreter import Interpreter
 
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
         interpreter.allocate_tensors()
     details = {d["name"]: d for d in interpreter.get_input_details()}

@@ -87,6 +87,9 @@ class Backend:
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         raise NotImplementedError
 
-    def runner(self, artifact: Artifact, out_dir: Path) -> Runner:
-        """A callable that runs the artifact on this host with the backend's own runtime."""
+    def runner(self, artifact: Artifact, out_dir: Path, threads: int | None = None) -> Runner:
+        """A callable that runs the artifact on this host with the backend's own runtime, on
+        inputs shaped as the IR's (the runner converts to the artifact's layout and dtypes);
+        `threads` None leaves the runtime's default. The per-backend numeric check and
+        `edgec bench` both go through it."""
         raise NotImplementedError

@@ -18,7 +18,7 @@ from typing import Sequence
 import edgec
 from edgec.errors import EdgecError
 
-SUBCOMMANDS = ("inspect", "passes", "targets", "models", "debug-precision")
+SUBCOMMANDS = ("inspect", "passes", "targets", "models", "debug-precision", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="edgec",
         description="Compile a trained model for an edge device, checking the numbers after every pass.",
         epilog="Other commands: edgec inspect MODEL | edgec debug-precision MODEL --calib DATA | edgec passes | "
-        "edgec targets | edgec models",
+        "edgec targets | edgec models | edgec bench BUNDLE",
     )
     p.add_argument("model", help="an .onnx, TorchScript .pt or .tflite file, or zoo:NAME (see `edgec models`)")
     p.add_argument("--target", "-t", required=True, help="device profile (see `edgec targets`)")
@@ -226,6 +226,28 @@ def cmd_inspect(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_bench(argv: Sequence[str]) -> int:
+    from edgec import bench
+
+    p = _subcommand("bench", "Latency of a built bundle in its backend's runtime on this host (batch 1).")
+    p.add_argument("bundle", type=Path, help="a build output directory (with manifest.json)")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1; 0 = the runtime's default)")
+    p.add_argument("--runs", type=int, default=200, help="timed runs (default 200)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    args = _parse(p, argv)
+    _registry(args.plugin)  # plugins may bring the backend
+    result = bench.bench(args.bundle, args.threads or None, args.runs, args.warmup)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        ms = result["latency_ms"]
+        print(
+            f"{result['bundle']}: {result['backend']} on this host, {result['threads'] or 'default'} thread(s), "
+            f"{result['runs']} runs: p50 {ms['p50']:.3f} ms, p90 {ms['p90']:.3f} ms, p99 {ms['p99']:.3f} ms"
+        )
+    return 0
+
+
 def cmd_debug_precision(argv: Sequence[str]) -> int:
     from edgec import compiler
     from edgec.quant.debug import format_table
@@ -360,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "targets": cmd_targets,
                 "models": cmd_models,
                 "debug-precision": cmd_debug_precision,
+                "bench": cmd_bench,
             }
             return command[argv[0]](argv[1:])
         args = _build_parser().parse_args(argv)

@@ -46,8 +46,8 @@ class OnnxBackend(Backend):
             info={"opset": model.opset, "weight_container": {"coding": spec["coding"], "tensors": summary}},
         )
 
-    def runner(self, artifact: Artifact, out_dir: Path) -> Runner:
+    def runner(self, artifact: Artifact, out_dir: Path, threads: int | None = None) -> Runner:
         # Full graph optimizations, as a deployed onnxruntime session would run the file; through
         # edgec.runtime, which decodes a weight container the way a device would.
-        loaded = edgec_runtime.load(out_dir / artifact.main)
+        loaded = edgec_runtime.load(out_dir / artifact.main, threads=threads)
         return loaded.run

@@ -84,8 +84,8 @@ class TfliteBackend(Backend):
         }
         return Artifact(self.name, Path("model.tflite"), [Path("model.tflite")], info=info)
 
-    def runner(self, artifact: Artifact, out_dir: Path) -> Runner:
-        return interpreter_runner((out_dir / artifact.main).read_bytes(), artifact.info)
+    def runner(self, artifact: Artifact, out_dir: Path, threads: int | None = None) -> Runner:
+        return interpreter_runner((out_dir / artifact.main).read_bytes(), artifact.info, threads)
 
 
 def interpreter_runner(flatbuffer: bytes, info: dict, threads: int | None = None) -> Runner:

@@ -44,7 +44,7 @@ def load(path: str | Path, threads: int | None = None) -> LoadedModel:
     path = Path(path)
     manifest = None
     if path.is_dir():
-        manifest = _verified_manifest(path)
+        manifest = verified_manifest(path)
         path = path / manifest["artifact"]
     if not path.is_file():
         raise EdgecError(f"{path}: no such file")
@@ -60,7 +60,7 @@ def load(path: str | Path, threads: int | None = None) -> LoadedModel:
     return LoadedModel(proto, session, manifest, decoded)
 
 
-def _verified_manifest(directory: Path) -> dict:
+def verified_manifest(directory: Path) -> dict:
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
     except (OSError, ValueError) as exc:

@@ -60,13 +60,16 @@ class TfliteBackend(Backend):
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         from edgec.backends.tflite.lowering import lower_model
 
+        from ai_edge_litert import schema_py_generated as schema
+
         only_int8 = tuple(target.precisions.get(self.name, ())) == ("int8",)
         start = time.perf_counter()
         lowering = lower_model(model, self.settings["keep_layout"], self.settings["io_dtype"], full_int8=only_int8)
         seconds = time.perf_counter() - start
+        written = schema.ModelT.InitFromPackedBuf(lowering.flatbuffer, 0)
         notes = []
         if only_int8:
-            _require_full_int8(lowering, target.name)
+            _require_full_int8(written, lowering.precision, target.name)
             notes.append(
                 f"{target.name}: run `edgetpu_compiler model.tflite` next; it maps the int8 operators to the "
                 "Edge TPU and leaves the rest on the CPU"
@@ -78,7 +81,7 @@ class TfliteBackend(Backend):
             "precision": lowering.precision,
             "inputs": [p.to_json() for p in lowering.inputs],
             "outputs": [p.to_json() for p in lowering.outputs],
-            "operators": dict(sorted(_operator_counts(lowering.flatbuffer).items())),
+            "operators": dict(sorted(Counter(name for name, _ in _operators(written)).items())),
             "lowering_seconds": round(seconds, 4),
             "notes": notes,
         }
@@ -101,26 +104,32 @@ def interpreter_runner(flatbuffer: bytes, info: dict, threads: int | None = None
 
     def run(feeds):
         for port in info["inputs"]:
-            value = np.asarray(feeds[port["name"]])
-            if port["layout"] == "NHWC":
-                value = value.transpose(NCHW_TO_NHWC)
-            if "quantization" in port:
-                q = port["quantization"]
-                value = np.clip(np.round(value / q["scale"]) + q["zero_point"], -128, 127)
-            interpreter.set_tensor(inputs[port["name"]]["index"], value.astype(port["dtype"]))
+            interpreter.set_tensor(inputs[port["name"]]["index"], to_port(feeds[port["name"]], port))
         interpreter.invoke()
-        results = {}
-        for port in info["outputs"]:
-            value = interpreter.get_tensor(outputs[port["name"]]["index"])
-            if "quantization" in port:
-                q = port["quantization"]
-                value = ((value.astype(np.float32) - q["zero_point"]) * q["scale"]).astype(np.float32)
-            if port["layout"] == "NHWC":
-                value = value.transpose(NHWC_TO_NCHW)
-            results[port["name"]] = value
-        return results
+        return {p["name"]: from_port(interpreter.get_tensor(outputs[p["name"]]["index"]), p) for p in info["outputs"]}
 
     return run
+
+
+def to_port(value: np.ndarray, port: dict) -> np.ndarray:
+    """An IR-shaped float input as the .tflite port takes it: NHWC, int8 where quantized."""
+    value = np.asarray(value)
+    if port["layout"] == "NHWC":
+        value = value.transpose(NCHW_TO_NHWC)
+    if "quantization" in port:
+        q = port["quantization"]
+        value = np.clip(np.round(value / q["scale"]) + q["zero_point"], -128, 127)
+    return value.astype(port["dtype"])
+
+
+def from_port(value: np.ndarray, port: dict) -> np.ndarray:
+    """A .tflite output as the IR has it: dequantized, back in ONNX layout."""
+    if "quantization" in port:
+        q = port["quantization"]
+        value = ((value.astype(np.float32) - q["zero_point"]) * q["scale"]).astype(np.float32)
+    if port["layout"] == "NHWC":
+        value = value.transpose(NHWC_TO_NCHW)
+    return value
 
 
 @contextlib.contextmanager
@@ -145,29 +154,25 @@ def _has_float16(model: ir.Model) -> bool:
     )
 
 
-def _operator_counts(flatbuffer: bytes) -> Counter:
-    from ai_edge_litert import schema_py_generated as schema
+def _operators(model) -> list[tuple[str, object]]:
+    """(builtin name, operator) of the main subgraph of an unpacked flatbuffer (schema.ModelT)."""
+    from edgec.backends.tflite.flatbuffer import OPERATOR_NAMES
 
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
-    codes = [names.get(c.builtinCode, str(c.builtinCode)) for c in model.operatorCodes]
-    return Counter(codes[op.opcodeIndex] for op in model.subgraphs[0].operators)
+    codes = [OPERATOR_NAMES.get(c.builtinCode, str(c.builtinCode)) for c in model.operatorCodes]
+    return [(codes[op.opcodeIndex], op) for op in model.subgraphs[0].operators]
 
 
-def _require_full_int8(lowering, target: str) -> None:
+def _require_full_int8(model, precision: str, target: str) -> None:
     """Every operator int8: QUANTIZE/DEQUANTIZE only at the model's edges."""
     from ai_edge_litert import schema_py_generated as schema
 
-    if lowering.precision != "int8":
+    if precision != "int8":
         raise EdgecError(f"{target} runs only full-int8 TFLite models: build with -O int8 --calib DATA")
-    model = schema.ModelT.InitFromPackedBuf(lowering.flatbuffer, 0)
     graph = model.subgraphs[0]
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     edges = set(graph.inputs) | set(graph.outputs)
     floating = (schema.TensorType.FLOAT32, schema.TensorType.FLOAT16)
     offenders = []
-    for op in graph.operators:
-        name = names[model.operatorCodes[op.opcodeIndex].builtinCode]
+    for name, op in _operators(model):
         touched = [i for i in list(op.inputs) + list(op.outputs) if i >= 0 and graph.tensors[i].type in floating]
         if touched and not (name in ("QUANTIZE", "DEQUANTIZE") and set(touched) <= edges):
             offenders.append(f"{name} ({graph.tensors[op.outputs[0]].name})")

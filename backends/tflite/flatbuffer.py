@@ -18,6 +18,8 @@ SCHEMA_VERSION = 3
 FILE_IDENTIFIER = b"TFL3"
 # Builtin codes above 127 do not fit the deprecated int8 field, which must then hold this value.
 PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+# BuiltinOperator code -> name (CONV_2D...), for reports and error messages.
+OPERATOR_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 
 TENSOR_TYPES = {
     np.dtype(np.float32): schema.TensorType.FLOAT32,

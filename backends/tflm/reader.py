@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from ai_edge_litert import schema_py_generated as schema
 
+from edgec.backends.tflite.flatbuffer import OPERATOR_NAMES
 from edgec.errors import EdgecError
 
-OPERATOR_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 TYPE_NAMES = {code: name for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
 # Bits per element; sub-byte types count packed, as the flatbuffer stores them.
 TYPE_BITS = {

@@ -42,7 +42,7 @@ def onnxruntime_call(path: Path, feeds: dict[str, np.ndarray], threads: int) -> 
 def tflite_call(path: Path, feeds: dict[str, np.ndarray], info: dict, threads: int) -> Callable[[], object]:
     """LiteRT's interpreter with its default XNNPACK delegate; inputs converted to the file's
     layout and type once, outside the timed call."""
-    from edgec.backends.tflite import native_stderr_silenced
+    from edgec.backends.tflite import native_stderr_silenced, to_port
     from ai_edge_litert.interpreter import Interpreter
 
     with native_stderr_silenced():
@@ -50,13 +50,7 @@ def tflite_call(path: Path, feeds: dict[str, np.ndarray], info: dict, threads: i
         interpreter.allocate_tensors()
     details = {d["name"]: d for d in interpreter.get_input_details()}
     for port in info["inputs"]:
-        value = np.asarray(feeds[port["name"]])
-        if port["layout"] == "NHWC":
-            value = value.transpose(0, 2, 3, 1)
-        if "quantization" in port:
-            q = port["quantization"]
-            value = np.clip(np.round(value / q["scale"]) + q["zero_point"], -128, 127)
-        interpreter.set_tensor(details[port["name"]]["index"], value.astype(port["dtype"]))
+        interpreter.set_tensor(details[port["name"]]["index"], to_port(feeds[port["name"]], port))
     outputs = [d["index"] for d in interpreter.get_output_details()]
 
     def call():

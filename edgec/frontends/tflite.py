@@ -67,8 +67,9 @@ def op_name(model, op) -> str:
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     if builtin == schema.BuiltinOperator.CUSTOM:
         return f"CUSTOM:{(code.customCode or b'').decode(errors='replace')}"
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    return names.get(builtin, f"BUILTIN_{builtin}")
+    from edgec.backends.tflite.flatbuffer import OPERATOR_NAMES
+
+    return OPERATOR_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 
 def _parse(data: bytes, source: str):

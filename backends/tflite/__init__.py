@@ -38,8 +38,10 @@ class TfliteBackend(Backend):
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         """int8: at most 1 LSB of the output's scale on >= 99% of the elements (the kernels
         requantize in fixed point where the IR rounds once in float)."""
-        nodes = list(ir.iter_nodes(model.graph))
-        if any(n.op == "DequantizeLinear" for n in nodes):
+        from edgec.backends.tflite.lowering import precision_of
+
+        precision = precision_of(model.graph)
+        if precision == "int8":
             lsb = {}
             for out in model.graph.outputs:
                 producer = out.inputs[0] if len(out.inputs) == 1 else None
@@ -53,7 +55,7 @@ class TfliteBackend(Backend):
                 max_lsb=1.0,
                 min_within_lsb=0.99,
             )
-        if any(n.op == "Cast" for n in nodes) and _has_float16(model):
+        if precision == "fp16":
             return self.fp16_tolerance
         return self.tolerance
 
@@ -145,13 +147,6 @@ def native_stderr_silenced():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-
-
-def _has_float16(model: ir.Model) -> bool:
-    return any(
-        getattr(t, "dtype", None) is not None and np.dtype(t.dtype) == np.float16
-        for t in model.graph.tensors().values()
-    )
 
 
 def _operators(model) -> list[tuple[str, object]]:

@@ -247,7 +247,8 @@ def _compute_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
-def _precision(graph: gs.Graph) -> str:
+def precision_of(graph: gs.Graph) -> str:
+    """What the lowering will write: int8 (Q/DQ in the IR), fp16 (float16 weights) or fp32."""
     ops = {n.op for n in graph.nodes}
     if ops & {"QuantizeLinear", "DequantizeLinear"}:
         return "int8"
@@ -273,7 +274,7 @@ def lower_model(
     graph = model.copy().graph  # the batch fix and shape inference stay out of the caller's IR
     _decode_shared_weights(graph)
     _fix_batch(graph)
-    precision = _precision(graph)
+    precision = precision_of(graph)
     params = quantized.fold_qdq(graph) if precision == "int8" else {}
     left_float: list[str] = []
     if io_dtype == "int8":

@@ -85,14 +85,10 @@ def _producer(tensor: gs.Tensor) -> gs.Node | None:
     return tensor.inputs[0] if len(tensor.inputs) == 1 else None
 
 
-def _is_dq_of(tensor: gs.Tensor, constant: bool) -> bool:
+def _dequantized(tensor: gs.Tensor) -> bool:
+    """Comes out of a DequantizeLinear (of an int8 activation or an int8 weight)."""
     node = _producer(tensor)
-    return (
-        node is not None
-        and node.op == "DequantizeLinear"
-        and isinstance(node.inputs[0], gs.Constant) == constant
-        and len(tensor.outputs) >= 1
-    )
+    return node is not None and node.op == "DequantizeLinear"
 
 
 def _only_quantizers(tensor: gs.Tensor, graph_outputs: set[int]) -> list[gs.Node] | None:
@@ -115,7 +111,7 @@ def _plan_node(node: gs.Node, graph_outputs: set[int]) -> tuple[list, gs.Node | 
         if tensor.is_empty() or i in parameters:
             continue
         floating = tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.floating)
-        if floating and not (_is_dq_of(tensor, constant=False) or _is_dq_of(tensor, constant=True)):
+        if floating and not _dequantized(tensor):
             return None
     if len(node.outputs) != 1 and node.op != "Split":
         return None

@@ -18,7 +18,7 @@ from typing import Sequence
 import edgec
 from edgec.errors import EdgecError
 
-SUBCOMMANDS = ("inspect", "passes", "targets", "models", "debug-precision", "bench")
+SUBCOMMANDS = ("inspect", "passes", "targets", "models", "debug-precision", "bench", "build-engine")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +71,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "--io-dtype",
         choices=("float32", "int8"),
         help="tflite: with -O int8, int8 makes the model read and write int8 (default float32)",
+    )
+    p.add_argument(
+        "--tune-trials",
+        type=int,
+        metavar="N",
+        help="tvm: tune the kernels with MetaSchedule for N trials in all (on this host; the tuning "
+        "database goes into the bundle). Default 0: untuned",
+    )
+    p.add_argument(
+        "--engine-precision",
+        choices=("auto", "fp32", "fp16"),
+        help="tensorrt: the engine's float precision (default auto: fp16 where the device runs it fast)",
     )
     p.add_argument("--print-pipeline", action="store_true", help="print the expanded pipeline and exit")
     p.add_argument("--dump-dir", type=Path, help="write the IR after every pass here (000_input.onnx, 001_...)")
@@ -142,6 +154,10 @@ def cmd_build(args) -> int:
     options = {"keep_layout": True} if args.keep_layout else {}
     if args.io_dtype:
         options["io_dtype"] = args.io_dtype
+    if args.engine_precision:
+        options["engine_precision"] = args.engine_precision
+    if args.tune_trials is not None:
+        options["tune_trials"] = args.tune_trials
     if args.print_pipeline:
         plan = compiler.plan(args.target, args.opt, args.passes, args.backend, args.plugin, backend_options=options)
         print(plan.pipeline)
@@ -245,6 +261,21 @@ def cmd_bench(argv: Sequence[str]) -> int:
             f"{result['bundle']}: {result['backend']} on this host, {result['threads'] or 'default'} thread(s), "
             f"{result['runs']} runs: p50 {ms['p50']:.3f} ms, p90 {ms['p90']:.3f} ms, p99 {ms['p99']:.3f} ms"
         )
+    return 0
+
+
+def cmd_build_engine(argv: Sequence[str]) -> int:
+    from edgec.backends.tensorrt.engine import build_engine
+    from edgec.runtime import verified_manifest
+
+    p = _subcommand("build-engine", "Build the TensorRT engine of a --backend tensorrt bundle (on the device).")
+    p.add_argument("bundle", type=Path, help="a build output directory (with manifest.json and engine.json)")
+    p.add_argument("--workspace", type=int, metavar="MB", help="builder workspace (default: the bundle's plan)")
+    p.add_argument("--output", type=Path, metavar="FILE", help="engine file (default BUNDLE/model.plan)")
+    args = _parse(p, argv)
+    verified_manifest(args.bundle)  # never build from a bundle whose files changed since edgec wrote them
+    path = build_engine(args.bundle, args.workspace, args.output, verbose=args.debug)
+    print(json.dumps({"engine": str(path)}) if args.json else f"{path}: TensorRT engine written")
     return 0
 
 
@@ -383,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "models": cmd_models,
                 "debug-precision": cmd_debug_precision,
                 "bench": cmd_bench,
+                "build-engine": cmd_build_engine,
             }
             return command[argv[0]](argv[1:])
         args = _build_parser().parse_args(argv)

@@ -225,6 +225,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
 
     with bundle.Staging(out) as stage:
         artifact = build.backend.lower(work, build.target, stage.path)
+        ctx.warnings.extend(artifact.info.get("warnings", []))  # e.g. a precision the device cannot run fast
         backend_check = _check_backend(
             build.backend, artifact, stage.path, check_samples, check.previous, build.backend.check_tolerance(work)
         )

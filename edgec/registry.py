@@ -43,6 +43,8 @@ BUILTIN_BACKENDS = {
     "onnx": "edgec.backends.onnx:OnnxBackend",
     "tflite": "edgec.backends.tflite:TfliteBackend",
     "tflm": "edgec.backends.tflm:TflmBackend",
+    "openvino": "edgec.backends.openvino:OpenvinoBackend",
+    "tensorrt": "edgec.backends.tensorrt:TensorrtBackend",
 }
 ENTRY_POINT_GROUPS = {"passes": "edgec.passes", "backends": "edgec.backends", "targets": "edgec.targets"}
 

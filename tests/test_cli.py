@@ -53,7 +53,7 @@ def test_build_writes_the_bundle_and_a_complete_report(tmp_path, capsys):
 
 def test_default_output_dir_is_build_model_target(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["zoo:lenet300", "-t", "x86-64", "-q"]) == 0
+    assert main(["zoo:lenet300", "-t", "x86-64", "--backend", "onnx", "-q"]) == 0
     assert (tmp_path / "build" / "lenet300-x86-64" / "model.onnx").is_file()
 
 

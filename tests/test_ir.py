@@ -86,7 +86,7 @@ def test_large_model_compiles_end_to_end(tmp_path, monkeypatch):
     path = tmp_path / "in.onnx"
     ir.save(b.model(), path)
     assert (tmp_path / "in.onnx.data").is_file()
-    result = edgec.compile(str(path), target="x86-64", opt="2", output_dir=tmp_path / "out")
+    result = edgec.compile(str(path), target="x86-64", backend="onnx", opt="2", output_dir=tmp_path / "out")
     assert result.ok and result.report["final_check"]["max_rel_err"] <= 1e-5
     assert sorted(result.manifest["files"]) == ["model.onnx", "model.onnx.data", "report.json", "report.md"]
     assert result.report["size_bytes"]["after"] >= (128 * 256 + 256 * 64) * 4

@@ -391,7 +391,9 @@ def test_through_the_cli(tmp_path):
     passes = "prune-channels{ratio=0.5,measure=false}"
     # --keep-going: half the channels without fine-tuning may well fail the fidelity check
     # (LeNet-5 on Fashion-MNIST: cosine 0.78); the bundle and its report are written either way.
-    code = main(["zoo:lenet5", "-t", "x86-64", "--passes", passes, "-o", str(out), "-q", "--keep-going"])
+    code = main(
+        ["zoo:lenet5", "-t", "x86-64", "--backend", "onnx", "--passes", passes, "-o", str(out), "-q", "--keep-going"]
+    )
     report = json.loads((out / "report.json").read_text())
     (step,) = report["passes"]
     assert code == (0 if step["check"]["ok"] else 1)

@@ -85,7 +85,7 @@ def test_face_detector_has_no_inverse_transposes_left_for_cleanup_and_compiles(t
     model.tflite -O2` builds a checked bundle whose model.onnx still matches the interpreter."""
     path = _mediapipe(FACE_DETECTOR)
     out = tmp_path / "fd"
-    assert main([str(path), "--target", "x86-64", "-O2", "-o", str(out), "-q"]) == 0
+    assert main([str(path), "--target", "x86-64", "--backend", "onnx", "-O2", "-o", str(out), "-q"]) == 0
     built = onnx.load(out / "model.onnx")
     assert sum(n.op_type == "Transpose" for n in built.graph.node) == 5
     image = _synthetic_face()

@@ -32,6 +32,7 @@ def test_bound_holds_on_the_held_out_split(tmp_path, fmnist_calib, fmnist_eval):
     result = edgec.compile(
         "zoo:mobilenetv2-fmnist",
         target="x86-64",
+        backend="onnx",
         opt="int8",
         calib=fmnist_calib,
         eval=fmnist_eval,

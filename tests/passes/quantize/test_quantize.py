@@ -51,7 +51,9 @@ def _qdq_structure(path):
 
 
 def test_onnx_scheme_layout_weights_bias_and_fusable_placement(tmp_path, fmnist_calib):
-    edgec.compile("zoo:lenet5", target="x86-64", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o")
+    edgec.compile(
+        "zoo:lenet5", target="x86-64", backend="onnx", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
+    )
     proto, inits, producers = _qdq_structure(tmp_path / "o" / "model.onnx")
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     for conv in convs:
@@ -252,7 +254,12 @@ def replay(result, model: str, target: str, calib, out):
 
 def test_latency_search_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
     result = edgec.compile(
-        "zoo:mobilenetv2-fmnist", target="x86-64", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
+        "zoo:mobilenetv2-fmnist",
+        target="x86-64",
+        backend="onnx",
+        opt="int8",
+        calib=fmnist_calib,
+        output_dir=tmp_path / "o",
     )
     step = result.report["passes"][-1]
     search = step["stats"]["latency_search"]

@@ -52,6 +52,8 @@ class Backend:
     # The int8 layout its runtime fuses (see edgec.quant.scheme); -O int8 quantizes for it.
     quant_scheme: ClassVar[str] = "onnx"
     options: ClassVar[Mapping[str, BackendOption]] = {}
+    # What runner() runs the artifact in on this host (said by `edgec bench` next to its numbers).
+    host_runtime: ClassVar[str] = ""
     # Whether it stores entropy-coded weights (the huffman pass's model.ecw) next to its model.
     weight_container: ClassVar[bool] = False
 

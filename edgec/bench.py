@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from pathlib import Path
@@ -45,9 +46,18 @@ def load_artifact(directory: Path) -> tuple[dict, Artifact]:
     return manifest, Artifact(manifest["backend"], Path(manifest["artifact"]), files, report.get("artifact", {}))
 
 
-def bench(directory: str | Path, threads: int | None = 1, runs: int = 200, warmup: int = 20, seed: int = 0) -> dict:
+def bench(
+    directory: str | Path,
+    threads: int | None = 1,
+    runs: int = 200,
+    warmup: int = 20,
+    seed: int = 0,
+    precision: str | None = None,
+) -> dict:
     """p50/p90/p99 latency (ms) at batch 1 through the backend's runner (which includes the
-    host-side layout/dtype conversion of the inputs: a transpose or a rounding per call)."""
+    host-side layout/dtype conversion of the inputs: a transpose or a rounding per call).
+    `precision`: for runtimes that pick their own inference precision (OpenVINO: "f32", what the
+    build was checked in, or "default", the plugin's choice such as bf16)."""
     directory = Path(directory)
     if runs < 1 or warmup < 0:
         raise EdgecError("bench: --runs must be >= 1 and --warmup >= 0")
@@ -56,7 +66,10 @@ def bench(directory: str | Path, threads: int | None = 1, runs: int = 200, warmu
     ok, why = backend.available()
     if not ok:
         raise EdgecError(f"bench: backend '{backend.name}' {why}")
-    run = backend.runner(artifact, directory, threads)
+    if precision is not None and "precision" not in inspect.signature(backend.runner).parameters:
+        raise EdgecError(f"bench: backend '{backend.name}' runs in one precision; --precision is for openvino")
+    extra = {} if precision is None else {"precision": precision}
+    run = backend.runner(artifact, directory, threads, **extra)
     feeds = _ir_inputs(manifest, seed)
     for _ in range(warmup):
         run(feeds)
@@ -69,8 +82,10 @@ def bench(directory: str | Path, threads: int | None = 1, runs: int = 200, warmu
     return {
         "bundle": str(directory),
         "backend": backend.name,
+        "runtime": backend.host_runtime or backend.name,
         "target": manifest["target"],
         "threads": threads,
+        **({"precision": precision} if precision else {}),
         "runs": runs,
         "latency_ms": {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4)},
     }

@@ -250,16 +250,23 @@ def cmd_bench(argv: Sequence[str]) -> int:
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1; 0 = the runtime's default)")
     p.add_argument("--runs", type=int, default=200, help="timed runs (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    p.add_argument(
+        "--precision",
+        choices=("f32", "default"),
+        help="openvino: f32 (as the build was checked) or the plugin's default (bf16 on CPUs that have it)",
+    )
     args = _parse(p, argv)
     _registry(args.plugin)  # plugins may bring the backend
-    result = bench.bench(args.bundle, args.threads or None, args.runs, args.warmup)
+    result = bench.bench(args.bundle, args.threads or None, args.runs, args.warmup, precision=args.precision)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         ms = result["latency_ms"]
         print(
-            f"{result['bundle']}: {result['backend']} on this host, {result['threads'] or 'default'} thread(s), "
-            f"{result['runs']} runs: p50 {ms['p50']:.3f} ms, p90 {ms['p90']:.3f} ms, p99 {ms['p99']:.3f} ms"
+            f"{result['bundle']}: {result['backend']} bundle in {result['runtime']} on this host, "
+            f"{result['threads'] or 'default'} thread(s), "
+            + (f"{result['precision']} precision, " if "precision" in result else "")
+            + f"{result['runs']} runs: p50 {ms['p50']:.3f} ms, p90 {ms['p90']:.3f} ms, p99 {ms['p99']:.3f} ms"
         )
     return 0
 

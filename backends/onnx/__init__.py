@@ -19,6 +19,7 @@ class OnnxBackend(Backend):
     requires = ("onnxruntime",)
     install_hint = "pip install onnxruntime"
     weight_container = True
+    host_runtime = "onnxruntime"
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         if storage.METADATA_KEY in model.metadata:

@@ -24,6 +24,7 @@ class OpenvinoBackend(Backend):
     requires = ("openvino",)
     install_hint = "pip install 'edgec[openvino]'"
     quant_scheme = "openvino"
+    host_runtime = "OpenVINO CPU plugin"
     # float16 weights feed float32 kernels where the IR computed in float16 (or, for a float32
     # IR on an fp16-only device, kept float32 weights): an fp16-level budget.
     fp16_tolerance = Tolerance(min_cosine=0.9999, min_sqnr_db=40.0)

@@ -134,6 +134,8 @@ class TensorrtBackend(Backend):
         }
         return Artifact(self.name, Path(TRT_ONNX), files, info=info)
 
+    host_runtime = "onnxruntime on model.trt.onnx (TensorRT engines run only on the device)"
+
     def runner(self, artifact: Artifact, out_dir: Path, threads: int | None = None) -> Runner:
         """onnxruntime with graph optimizations off, as the IR's checks run: TensorRT's own kernels
         exist only on the device, so the host checks the file they are built from."""

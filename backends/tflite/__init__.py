@@ -28,6 +28,7 @@ class TfliteBackend(Backend):
     requires = ("ai_edge_litert", "flatbuffers")
     install_hint = "pip install 'edgec[tflite]'"
     quant_scheme = "tflite"
+    host_runtime = "LiteRT interpreter (XNNPACK)"
     options = {
         "keep_layout": BackendOption(bool, False, "4-D inputs and outputs stay NCHW (a TRANSPOSE inside)"),
         "io_dtype": BackendOption(str, "float32", "int8: a quantized model reads and writes int8", ("float32", "int8")),

@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 is pinned in the extras: it resolves to a local CPU build, never the CUDA one.
-	$(BIN)/pip install --quiet -e '.[torch,zoo,test,tflite,tflm]'
+	$(BIN)/pip install --quiet -e '.[torch,zoo,test,tflite,tflm,openvino,tvm]'
 	touch $(STAMP)
 
 install: $(STAMP) system-deps

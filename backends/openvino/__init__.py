@@ -43,9 +43,7 @@ class OpenvinoBackend(Backend):
         self._written_precision: str | None = None  # what lower() wrote, which the check judges
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
-        from edgec.backends.openvino.convert import precision_of
-
-        precision = self._written_precision or precision_of(model.graph)
+        precision = self._written_precision or ir.compute_precision(model.graph)
         if precision == "int8":
             return self.quantized_tolerance
         if precision == "fp16":
@@ -60,7 +58,7 @@ class OpenvinoBackend(Backend):
         if storage.METADATA_KEY in model.metadata:
             raise EdgecError("openvino: cannot store huffman-coded weights: build without huffman, or --backend onnx")
         start = time.perf_counter()
-        computed = convert.precision_of(model.graph)
+        computed = ir.compute_precision(model.graph)
         precision, notes = self._precision_for(computed, target)
         batched = convert.dynamic_batch_inputs(model)
         if batched:

@@ -17,18 +17,6 @@ from edgec.graph_utils import NameGen
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
 
-def precision_of(graph: gs.Graph) -> str:
-    """What the IR computes in: int8 (Q/DQ), fp16 (float16 weights, convert-fp16) or fp32."""
-    if any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in ir.iter_nodes(graph)):
-        return "int8"
-    halves = any(
-        isinstance(t, gs.Constant) and t.values.dtype == np.float16
-        for g in ir.iter_graphs(graph)
-        for t in g.tensors().values()
-    )
-    return "fp16" if halves else "fp32"
-
-
 def to_openvino(model: ir.Model, widen_fp16: bool):
     """An ov.Model computing what `model` computes, with the IR's input and output names.
 

@@ -36,7 +36,7 @@ from edgec.backends.tensorrt.plan import (
     choose,
     release_for,
 )
-from edgec.backends.tensorrt.precision import activation_scales, ir_precision
+from edgec.backends.tensorrt.precision import activation_scales
 
 BUILD_SCRIPT = "build_engine.py"
 README = "ENGINE.md"
@@ -89,12 +89,14 @@ class TensorrtBackend(Backend):
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         """lower() decided what model.trt.onnx holds; judge it by that (an IR alone: by its precision)."""
-        kind = self._check or {"fp32": "fp32", "fp16": "fp16", "int8": "int8-explicit"}[ir_precision(model.graph)]
+        kind = (
+            self._check or {"fp32": "fp32", "fp16": "fp16", "int8": "int8-explicit"}[ir.compute_precision(model.graph)]
+        )
         return TOLERANCES[kind]
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         start = time.perf_counter()
-        found = ir_precision(model.graph)
+        found = ir.compute_precision(model.graph)
         plan = choose(found, target, self.settings["engine_precision"])
         release = release_for(target)
         legal = legalize(model, plan.qdq)

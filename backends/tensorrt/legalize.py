@@ -34,7 +34,7 @@ def legalize(model: ir.Model, qdq: Literal["explicit", "strip"] = "explicit") ->
     ir.infer_shapes(graph)  # decompositions and opset rewrites read ranks and dimensions
     before = int(graph.opset)
     rewrites: Counter = Counter()
-    found = precision.ir_precision(graph)
+    found = ir.compute_precision(graph)
     if found == "fp16":
         rewrites["float16 casts removed (weights widened to float32)"] = precision.widen_fp16(graph)
     elif found == "int8" and qdq == "strip":

@@ -16,20 +16,9 @@ import onnx_graphsurgeon as gs
 
 from edgec.errors import EdgecError
 from edgec.graph_utils import NameGen, bypass, constant_value, is_graph_output, remove_node, replace_uses
-from edgec.ir import iter_graphs, iter_nodes
+from edgec.ir import iter_graphs
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
-
-
-def ir_precision(graph: gs.Graph) -> str:
-    """What the IR computes in: int8 when it has Q/DQ, fp16 when it has float16 tensors, else fp32."""
-    nodes = list(iter_nodes(graph))
-    if any(n.op in QDQ for n in nodes):
-        return "int8"
-    for g in iter_graphs(graph):
-        if any(_is(t, np.float16) for t in g.tensors().values()):
-            return "fp16"
-    return "fp32"
 
 
 # --- float16 -> float32 ---------------------------------------------------------------------

@@ -56,9 +56,7 @@ class TvmBackend(Backend):
         return self
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
-        from edgec.backends.tvm.build import precision_of
-
-        precision = precision_of(model)
+        precision = ir.compute_precision(model.graph)
         return {"int8": self.quantized_tolerance, "fp16": self.fp16_tolerance}.get(precision, self.tolerance)
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
@@ -75,7 +73,7 @@ class TvmBackend(Backend):
                 "this host: build it untuned, or tune on the device through TVM's RPC tracker"
             )
         imported = build.import_model(model)
-        precision = build.precision_of(model)
+        precision = ir.compute_precision(model.graph)
         info = {"precision": precision, "tvm_version": tvm.__version__, "target": plan.target}
         files = [Path(LIBRARY)]
         database, tuning_seconds = None, 0.0

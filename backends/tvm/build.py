@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from edgec import ir
 from edgec.errors import EdgecError
@@ -117,17 +116,6 @@ def export(executable, path: Path, fcompile) -> None:
             executable.export_library(str(path), fcompile=fcompile)
     except Exception as exc:
         raise EdgecError(f"linking {path.name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-
-
-def precision_of(model: ir.Model) -> str:
-    """What the IR computes in: int8 with Q/DQ, fp16 with float16 tensors, fp32 otherwise."""
-    nodes = list(ir.iter_nodes(model.graph))
-    if any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in nodes):
-        return "int8"
-    tensors = [t for n in nodes for t in list(n.inputs) + list(n.outputs)]
-    if any(t.dtype is not None and not isinstance(t.dtype, int) and np.dtype(t.dtype) == np.float16 for t in tensors):
-        return "fp16"
-    return "fp32"
 
 
 def _first_line(exc: Exception) -> str:

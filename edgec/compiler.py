@@ -80,7 +80,13 @@ def plan(
     def pipeline_for(chosen: Backend) -> list[Pass]:
         chosen.configure(backend_options or {})
         host = target_profile.detect_host and chosen.name == "onnx"  # onnxruntime on this very machine
-        text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train)
+        # onnxruntime's and OpenVINO's u8 x s8 kernels on such CPUs; TFLite and TensorRT never meet it.
+        reduced = target_profile.int8_pair_sums_saturate and chosen.quant_scheme in ("onnx", "openvino")
+        text = (
+            passes
+            if passes is not None
+            else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train, reduced_weights=reduced)
+        )
         legalize = chosen.legalize_passes(target_profile)
         return registry.build_pipeline(",".join(t for t in (text, legalize) if t))
 

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 
-from edgec import ir
+from edgec import ir, runner
+from edgec.targets import host_int8_pair_sums_saturate
 from edgec import runtime as edgec_runtime
 from edgec.compress import container, storage
 from edgec.backend import Artifact, Backend, Runner
@@ -25,9 +27,20 @@ class OnnxBackend(Backend):
         if storage.METADATA_KEY in model.metadata:
             return self._lower_compressed(model, out_dir)
         files = ir.save(model, out_dir / "model.onnx")
-        return Artifact(
-            self.name, Path("model.onnx"), [f.relative_to(out_dir) for f in files], info={"opset": model.opset}
-        )
+        info = {"opset": model.opset}
+        if (
+            ir.compute_precision(model.graph) == "int8"
+            and host_int8_pair_sums_saturate()
+            and not target.int8_pair_sums_saturate
+        ):
+            # The device's kernels take full-range int8 weights; this host's would saturate them and
+            # blame the model for the host's CPU, so the check runs the Q/DQ graph unfused here.
+            info["check_without_qdq_fusion"] = True
+            info["notes"] = [
+                "checked on this host with onnxruntime's Q/DQ fusion off: its x86 int8 kernels (no VNNI) "
+                f"saturate 16-bit pair sums on full-range weights, {target.name}'s do not"
+            ]
+        return Artifact(self.name, Path("model.onnx"), [f.relative_to(out_dir) for f in files], info=info)
 
     def _lower_compressed(self, model: ir.Model, out_dir: Path) -> Artifact:
         """model.onnx without the big weights, and model.ecw holding them entropy-coded."""
@@ -51,4 +64,11 @@ class OnnxBackend(Backend):
         # Full graph optimizations, as a deployed onnxruntime session would run the file; through
         # edgec.runtime, which decodes a weight container the way a device would.
         loaded = edgec_runtime.load(out_dir / artifact.main, threads=threads)
+        if artifact.info.get("check_without_qdq_fusion"):
+            options = runner.session_options(optimize=True, threads=threads)
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+            session = ort.InferenceSession(
+                loaded.proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+            return lambda feeds: runner.run(session, [feeds])[0]
         return loaded.run

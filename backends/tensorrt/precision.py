@@ -155,7 +155,8 @@ def dequantize(node: gs.Node) -> np.ndarray:
         shape = [1] * q.ndim
         shape[int(node.attrs.get("axis", 1)) % q.ndim] = -1
         scale, zero = scale.reshape(shape), np.asarray(zero).reshape(shape)
-    return ((q.astype(np.int64) - np.asarray(zero, np.int64)).astype(np.float32) * scale).astype(np.float32)
+    # np.asarray: arithmetic on a 0-d weight gives a numpy scalar, which a gs.Constant refuses.
+    return np.asarray(((q.astype(np.int64) - np.asarray(zero, np.int64)).astype(np.float32) * scale), np.float32)
 
 
 def _check_qdq(node: gs.Node, names: NameGen) -> str | None:

@@ -185,7 +185,7 @@ def _dequantize_float_weights(graph: gs.Graph) -> None:
             shape[p.axis] = -1
         real = (stored.astype(np.float64) - p.zero_point.astype(np.float64).reshape(shape)) * p.scale.reshape(shape)
         out = node.outputs[0]
-        constant = gs.Constant(out.name, real.astype(np.float32))
+        constant = gs.Constant(out.name, np.asarray(real, np.float32))  # a 0-d weight's result is a scalar
         for reader in list(out.outputs):
             reader.inputs[reader.inputs.index(out)] = constant
         node.outputs.clear()

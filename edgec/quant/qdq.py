@@ -223,13 +223,21 @@ def weight_axis(node: gs.Node, per_channel: bool) -> int | None:
     return None
 
 
-def quantize_weight_input(graph: gs.Graph, node: gs.Node, index: int, axis: int | None, names: NameGen, min_scale=None):
+def quantize_weight_input(
+    graph: gs.Graph,
+    node: gs.Node,
+    index: int,
+    axis: int | None,
+    names: NameGen,
+    min_scale=None,
+    qmax: int = schemes.WEIGHT_QMAX,
+):
     """Replace a float constant input by int8 + DequantizeLinear; returns the scale (or None)."""
     weight = node.inputs[index]
     values = constant_value(weight)
     if values is None or not np.issubdtype(values.dtype, np.floating):
         return None
-    q, scale = schemes.quantize_weights(values, axis, min_scale)
+    q, scale = schemes.quantize_weights(values, axis, min_scale, qmax)
     _dequantized_input(
         graph, node, index, q, scale, _symmetric_zero(node, np.int8, scale), axis, names, f"{weight.name}_q"
     )
@@ -260,6 +268,9 @@ def _dequantized_input(graph, node, index, q, scale, zero_point, axis, names, ba
     """Constant input -> stored `q` + DequantizeLinear. A zero point of None (symmetric weights and
     biases) is left out: ONNX reads it as 0, and one per channel would cost as much as the scales."""
     source = node.inputs[index]
+    # A 0-d operand (Mul(x, 0.1667) in Paddle/TF exports) clips to a numpy scalar, which
+    # onnx-graphsurgeon refuses as a Constant's values.
+    q = np.asarray(q)
     stored = gs.Constant(names(base), q)
     scale_c = gs.Constant(names(f"{base}_s"), np.asarray(scale, np.float32))
     operands = [stored, scale_c]

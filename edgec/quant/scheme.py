@@ -140,25 +140,33 @@ INT32_MAX = 2**31 - 1
 TINY_SCALE = float(np.finfo(np.float32).tiny)
 
 
-def quantize_weights(weights: np.ndarray, axis: int | None, min_scale=None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 in [-127, 127] per slice along `axis` (per tensor when None): (q, scale).
+# Full-range int8 weights, and the reduced range for CPUs whose int8 kernels saturate 16-bit pair
+# sums (Target.int8_pair_sums_saturate; onnxruntime's reduce_range, NNCF's overflow fix).
+WEIGHT_QMAX = 127
+REDUCED_WEIGHT_QMAX = 64
+
+
+def quantize_weights(
+    weights: np.ndarray, axis: int | None, min_scale=None, qmax: int = WEIGHT_QMAX
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 in [-qmax, qmax] per slice along `axis` (per tensor when None): (q, scale).
     `min_scale` (per slice) widens a scale where the bias would not fit int32 otherwise."""
-    w = weights.astype(np.float64)
+    w = np.asarray(weights).astype(np.float64)
     if axis is None:
         bound = np.abs(w).max(initial=0.0)
         floor = 0.0 if min_scale is None else float(np.max(min_scale, initial=0.0))
         # Subnormal weights: bound / 127 would round to a zero float32 scale.
-        scale = np.float32(max(bound / 127.0 if bound > 0 else 1.0, floor, TINY_SCALE))
-        return np.clip(np.round(w / scale), -127, 127).astype(np.int8), np.asarray(scale, np.float32)
+        scale = np.float32(max(bound / qmax if bound > 0 else 1.0, floor, TINY_SCALE))
+        return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8), np.asarray(scale, np.float32)
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     bound = np.abs(moved).max(axis=1, initial=0.0)
-    scale = np.where(bound > 0, bound / 127.0, 1.0)
+    scale = np.where(bound > 0, bound / qmax, 1.0)
     if min_scale is not None:
         scale = np.maximum(scale, min_scale)
     scale = np.maximum(scale, TINY_SCALE).astype(np.float32)  # never a zero float32 scale
     shape = [1] * w.ndim
     shape[axis] = -1
-    q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    q = np.clip(np.round(w / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
     return q, scale
 
 

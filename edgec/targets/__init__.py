@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
 import tomllib
 from dataclasses import dataclass, replace
@@ -49,6 +50,13 @@ class Target:
     external_ram_bytes: int = 0
     notes: tuple[str, ...] = ()
     detect_host: bool = False
+
+    @property
+    def int8_pair_sums_saturate(self) -> bool:
+        """x86 CPUs without VNNI multiply u8 x s8 with VPMADDUBSW, which adds each pair of products
+        into a saturating int16: full-range int8 weights (255 * 127 * 2 > 32767) then overflow in
+        onnxruntime's and OpenVINO's int8 kernels. Weights in [-64, 64] cannot."""
+        return self.cpu.triple.startswith("x86_64") and not {"+avx512_vnni", "+avx_vnni"} & set(self.cpu.features)
 
     def best_unit(self, precision: str) -> ComputeUnit | None:
         """The fastest compute unit that runs `precision` natively, if any."""
@@ -175,6 +183,11 @@ def refine_for_host(target: Target) -> Target:
         ram_bytes=_mem_total() or target.ram_bytes,
         compute=(unit,),
     )
+
+
+def host_int8_pair_sums_saturate() -> bool:
+    """Whether this machine's int8 kernels saturate full-range weights (see Target.int8_pair_sums_saturate)."""
+    return platform.machine() in ("x86_64", "AMD64") and not {"avx512_vnni", "avx_vnni"} & _cpu_flags()
 
 
 def _read(path: str) -> str:

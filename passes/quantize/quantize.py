@@ -37,6 +37,9 @@ class QuantizePass(Pass):
     extremes: Literal["exact", "sampled"] = "exact"
     activations: Literal["", "uint8", "int8"] = ""  # "" takes the scheme's
     per_channel: bool = True
+    # "reduced": weights in [-64, 64], for x86 CPUs without VNNI whose int8 kernels saturate
+    # (Target.int8_pair_sums_saturate; -O int8 sets it for such targets).
+    weight_range: Literal["full", "reduced"] = "full"
     fallback: tuple[str, ...] = ()  # node names kept entirely in float, weights too
     # Node names that compute in float on int8-stored weights: a small file, but onnxruntime then
     # dequantizes those weights on every run (it never folds DequantizeLinear), so the latency
@@ -72,6 +75,7 @@ class QuantizePass(Pass):
         stats = {
             "scheme": scheme.name,
             "activations": scheme.activation_dtype,
+            "weight_range": self.weight_range,
             "calib": self.calib,
             **({"calib_scores_db": self._calib_scores} if self._calib_scores else {}),
             "quantized_nodes": len(plan.nodes),
@@ -146,7 +150,9 @@ class QuantizePass(Pass):
             self._quantize_constants(graph, node, params, scheme, names)
         for node in graph.nodes:
             if node.name in float_compute and node.op in COMPUTE_OPS and node.name not in fallback:
-                qdq.quantize_weight_input(graph, node, 1, qdq.weight_axis(node, self.per_channel), names)
+                qdq.quantize_weight_input(
+                    graph, node, 1, qdq.weight_axis(node, self.per_channel), names, qmax=self._weight_qmax
+                )
         tensors = graph.tensors()
         for name in plan.tensors:
             if name in params:
@@ -173,6 +179,10 @@ class QuantizePass(Pass):
             )
         return ctx.cache[key]
 
+    @property
+    def _weight_qmax(self) -> int:
+        return schemes.REDUCED_WEIGHT_QMAX if self.weight_range == "reduced" else schemes.WEIGHT_QMAX
+
     def _quantize_constants(self, graph, node, params, scheme, names) -> None:
         if node.op in COMPUTE_OPS:
             input_params = params.get(node.inputs[0].name)
@@ -183,7 +193,7 @@ class QuantizePass(Pass):
             min_scale = None
             if bias is not None and bias.ndim == 1 and axis is not None:
                 min_scale = schemes.bias_safe_weight_scale(bias, float(input_params[0]))
-            weight_scale = qdq.quantize_weight_input(graph, node, 1, axis, names, min_scale)
+            weight_scale = qdq.quantize_weight_input(graph, node, 1, axis, names, min_scale, self._weight_qmax)
             if int32_bias:
                 qdq.quantize_bias_input(graph, node, 2, input_params[0], weight_scale, names)
         elif node.op in ("Add", "Mul") and scheme.output_qdq:

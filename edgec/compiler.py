@@ -80,13 +80,7 @@ def plan(
     def pipeline_for(chosen: Backend) -> list[Pass]:
         chosen.configure(backend_options or {})
         host = target_profile.detect_host and chosen.name == "onnx"  # onnxruntime on this very machine
-        # onnxruntime's and OpenVINO's u8 x s8 kernels on such CPUs; TFLite and TensorRT never meet it.
-        reduced = target_profile.int8_pair_sums_saturate and chosen.quant_scheme in ("onnx", "openvino")
-        text = (
-            passes
-            if passes is not None
-            else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train, reduced_weights=reduced)
-        )
+        text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train)
         legalize = chosen.legalize_passes(target_profile)
         return registry.build_pipeline(",".join(t for t in (text, legalize) if t))
 
@@ -152,6 +146,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     progress: bool = False,
     registry: Registry | None = None,
     backend_options: Mapping[str, Any] | None = None,
+    force: bool = False,
 ) -> BuildResult:
     """Compile `model` for `target` and write the bundle to `output_dir` (default build/<model>-<target>/).
 
@@ -169,6 +164,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     )
     loaded = frontends.load(model, input_shapes, input_dtypes, example_inputs)
     work = loaded.model
+    ir.name_nodes(work.graph)  # fallback lists, reports and the latency search name layers
     preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
     if isinstance(preprocess, str):
         preprocess = preprocessing.parse(preprocess)  # errors early; the manifest gets the canonical text
@@ -186,6 +182,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
         lossy=any(p.numerics is Numerics.LOSSY for p in build.passes),
     )
     out = Path(output_dir) if output_dir else default_output_dir(work.source, build.target.name)
+    bundle.check_destination(out, (model, calib, eval, train, inputs, dump_dir, *plugins), force)
 
     before = _measure(work)
     ctx = PassContext(
@@ -229,7 +226,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
         }
     )
 
-    with bundle.Staging(out) as stage:
+    with bundle.Staging(out, force=force) as stage:
         artifact = build.backend.lower(work, build.target, stage.path)
         ctx.warnings.extend(artifact.info.get("warnings", []))  # e.g. a precision the device cannot run fast
         backend_check = _check_backend(
@@ -296,11 +293,11 @@ def _write_failure_report(out, failure, records, build, model, before, samples, 
         accuracy_control=control.report if control else None,
     )
     report["ok"], report["error"] = False, str(failure)
-    with bundle.Staging(out) as stage:
+    with bundle.Staging(bundle.failure_dir(out), failure=True) as stage:
         bundle.write_json(stage.path / "report.json", report)
         (stage.path / "report.md").write_text(render_markdown(report))
         stage.commit()
-    failure.report_dir = out
+    failure.report_dir = stage.destination
 
 
 def _measure(model: ir.Model) -> dict[str, int]:
@@ -481,6 +478,7 @@ def debug_precision(
         raise EdgecError("debug-precision needs a pipeline with quantize (-O int8)")
     loaded = frontends.load(model)
     work = loaded.model
+    ir.name_nodes(work.graph)
     preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
     calibration = calib_module.load(str(calib), work, preprocess)
     ctx = PassContext(target=build.target, calibration=calibration, progress=progress)

@@ -333,6 +333,32 @@ def serialized_size(model: Model) -> int:
 # --- graph walking --------------------------------------------------------------------------
 
 
+def name_nodes(graph: gs.Graph) -> int:
+    """Give every node a unique, non-empty, stable name (op and first output, both stable), so
+    what is keyed by node name (fallback layers, the latency search, reports) means one node.
+    TFLite imports and many converters leave every name empty. Unnamed Q/DQ nodes stay unnamed:
+    nothing is keyed by them and names would grow small int8 files. Returns the nodes renamed."""
+    nodes = [n for g in iter_graphs(graph) for n in g.nodes]
+    taken: set[str] = set()
+    keep: set[int] = set()
+    for node in nodes:
+        if node.name and node.name not in taken:
+            taken.add(node.name)
+            keep.add(id(node))
+    renamed = 0
+    for node in nodes:
+        if id(node) in keep or (not node.name and node.op in ("QuantizeLinear", "DequantizeLinear")):
+            continue
+        base = f"{node.op}:{node.outputs[0].name}" if node.outputs else node.op
+        name, suffix = base, 1
+        while name in taken:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        node.name = name
+        taken.add(name)
+        renamed += 1
+    return renamed
+
+
 def iter_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
     """The graph and every subgraph (If/Loop/Scan bodies), outermost first."""
     yield graph

@@ -35,7 +35,7 @@ PRESETS = {
 # When the target is this machine, int8 is also timed here and kept only where it is faster
 # (see edgec.quant.speed); for other devices every quantizable layer computes in int8.
 LOSSY_PRESETS = {
-    "int8": "quantize{{scheme={scheme}{weights}{select}}}",
+    "int8": "quantize{{scheme={scheme}{select}}}",
     "fp16": "convert-fp16",
 }
 
@@ -71,16 +71,12 @@ COMPRESS_UNTRAINED = (
 )
 
 
-def expand(
-    level: str, scheme: str = "onnx", host: bool = False, train: bool = False, reduced_weights: bool = False
-) -> str:
-    """'2', 'O2' and '-O2' all name the same preset; 'int8', 'fp16' and 'compress' build on '2'.
-    `reduced_weights`: the target's int8 kernels saturate on full-range weights (7-bit weights)."""
+def expand(level: str, scheme: str = "onnx", host: bool = False, train: bool = False) -> str:
+    """'2', 'O2' and '-O2' all name the same preset; 'int8', 'fp16' and 'compress' build on '2'."""
     key = level.removeprefix("-").removeprefix("O")
     if key in LOSSY_PRESETS:
         select = ",select=latency" if host else ""
-        weights = ",weight_range=reduced" if reduced_weights else ""
-        return PRESETS["2"] + "," + LOSSY_PRESETS[key].format(scheme=scheme, select=select, weights=weights)
+        return PRESETS["2"] + "," + LOSSY_PRESETS[key].format(scheme=scheme, select=select)
     if key == "compress":
         return PRESETS["2"] + "," + (COMPRESS_TRAINED if train else COMPRESS_UNTRAINED)
     if key not in PRESETS:

@@ -37,9 +37,10 @@ class QuantizePass(Pass):
     extremes: Literal["exact", "sampled"] = "exact"
     activations: Literal["", "uint8", "int8"] = ""  # "" takes the scheme's
     per_channel: bool = True
-    # "reduced": weights in [-64, 64], for x86 CPUs without VNNI whose int8 kernels saturate
-    # (Target.int8_pair_sums_saturate; -O int8 sets it for such targets).
-    weight_range: Literal["full", "reduced"] = "full"
+    # "reduced": weights in [-64, 64], which x86 CPUs without VNNI need: onnxruntime's and OpenVINO's
+    # u8 x s8 kernels there saturate on full-range weights (Target.int8_pair_sums_saturate). "auto"
+    # decides from the target and scheme and writes the choice into the pipeline text.
+    weight_range: Literal["auto", "full", "reduced"] = "auto"
     fallback: tuple[str, ...] = ()  # node names kept entirely in float, weights too
     # Node names that compute in float on int8-stored weights: a small file, but onnxruntime then
     # dequantizes those weights on every run (it never folds DequantizeLinear), so the latency
@@ -56,7 +57,12 @@ class QuantizePass(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         scheme = schemes.get(self.scheme, self.activations or None)
         ir.infer_shapes(graph)
+        ir.name_nodes(graph)  # layers are kept in float by name: no two may share one
         if not qdq.plan(graph, scheme, set(self.fallback)).nodes:
+            ctx.warn(
+                f"quantize: no layer of this model is quantizable in the {scheme.name} scheme "
+                f"(ops: {', '.join(sorted({n.op for n in graph.nodes})[:12])}): the build stays float"
+            )
             return PassResult(False, {"quantized_nodes": 0})
         self.settle(graph, ctx)
         observers = self.observers(graph, scheme, ctx)
@@ -93,6 +99,10 @@ class QuantizePass(Pass):
         """Make the measured choices now (calibration method, then the latency search) and fix
         them in the options, so the printed pipeline replays them exactly and accuracy control
         evaluates the layout the build will have."""
+        ir.name_nodes(graph)
+        if self.weight_range == "auto":
+            saturates = ctx.target is not None and ctx.target.int8_pair_sums_saturate
+            self.weight_range = "reduced" if saturates and self.scheme in ("onnx", "openvino") else "full"
         if self.calib == "auto":
             self._choose_calibration(graph, ctx)
         if self.select == "latency":

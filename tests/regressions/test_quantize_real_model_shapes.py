@@ -9,6 +9,8 @@ import pytest
 
 import edgec
 
+from edgec.pass_infra import PassContext
+from edgec.passes.quantize.quantize import QuantizePass
 from edgec.quant import scheme as schemes
 from edgec.registry import Registry
 from tests.helpers import GraphBuilder
@@ -53,10 +55,16 @@ def test_x86_targets_without_vnni_get_weights_that_cannot_saturate():
     assert not registry.target("raspberry-pi-4").int8_pair_sums_saturate
     # 2 x 255 x 64 fits VPMADDUBSW's int16 pair sum; 2 x 255 x 127 does not.
     assert 2 * 255 * schemes.REDUCED_WEIGHT_QMAX <= 32767 < 2 * 255 * schemes.WEIGHT_QMAX
-    for target, expected in ((avx2, "weight_range=reduced"), (vnni, "weight_range=full")):
-        text = edgec.compiler.plan(target, "int8", backend="onnx").pipeline
-        assert expected in text
-    assert "weight_range=full" in edgec.compiler.plan("raspberry-pi-4", "int8", backend="tflite").pipeline
+    for target, scheme, expected in ((avx2, "onnx", "reduced"), (vnni, "onnx", "full"), (avx2, "tflite", "full")):
+        quantize = QuantizePass(scheme=scheme, calib="minmax")
+        quantize.settle(_scalar_model_graph(), PassContext(target=target))
+        assert quantize.weight_range == expected
+
+
+def _scalar_model_graph():
+    b = GraphBuilder()
+    b.output(b.op("Relu", [b.op("Conv", [b.input("x", [1, 3, 4, 4]), b.weight(2, 3, 1, 1)])]))
+    return b.model().graph
 
 
 def test_reduced_weights_stay_within_64_and_the_fused_kernels_match_the_ir(tmp_path, fmnist_calib):
@@ -71,8 +79,44 @@ def test_reduced_weights_stay_within_64_and_the_fused_kernels_match_the_ir(tmp_p
         output_dir=tmp_path / "out",
     )
     proto = onnx.load(tmp_path / "out" / "model.onnx")
-    weights = [
-        onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8
-    ]
+    weights = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == 64
     assert result.report["backend_check"]["ok"] and result.report["backend_check"]["sqnr_db"] > 30
+
+
+def _unnamed(path, source):
+    proto = onnx.load(source)
+    for node in proto.graph.node:
+        node.name = ""
+    onnx.save(proto, path)
+    return path
+
+
+def test_unnamed_nodes_get_unique_names_and_the_latency_search_keeps_int8(tmp_path, fmnist_calib):
+    """Every node of a TFLite import is unnamed: one fallback ("") used to return every layer to float,
+    and the build said ok with quantized_nodes 0."""
+    from edgec.models import registry
+
+    model = _unnamed(tmp_path / "unnamed.onnx", registry.get("lenet5").path())
+    result = edgec.compile(
+        model,
+        target="x86-64",
+        backend="onnx",
+        passes="fold-constants,quantize{scheme=onnx,select=latency,select_seconds=2}",
+        calib=fmnist_calib,
+        output_dir=tmp_path / "out",
+    )
+    stats = next(p for p in result.report["passes"] if p["name"] == "quantize")["stats"]
+    names = [n.name for n in result.model.graph.nodes if n.op in ("Conv", "Gemm")]
+    assert all(names) and len(set(names)) == len(names) == 4
+    assert set(stats["fallback"]) <= set(names) and stats["quantized_nodes"] >= 4 - len(stats["fallback"]) > 0
+
+
+def test_a_model_with_nothing_to_quantize_says_so(tmp_path):
+    b = GraphBuilder()
+    b.output(b.op("Softsign", [b.input("x", [1, 8])]))
+    onnx.save(b.proto(), tmp_path / "m.onnx")
+    result = edgec.compile(
+        tmp_path / "m.onnx", target="x86-64", backend="onnx", opt="int8", calib="random:16", output_dir=tmp_path / "out"
+    )
+    assert any("no layer of this model is quantizable" in w for w in result.report["warnings"])

@@ -1,14 +1,18 @@
 """The `edgec` command: build (the default), inspect, passes, targets, models.
 
-Exit codes: 0 built and every check ok; 1 a numeric check failed (or an internal error);
-2 bad input: a missing or corrupt model, unknown target/pass/option, malformed pipeline, broken plugin.
+Exit codes: 0 built and every check ok; 1 a numeric check or the time budget (--timeout) failed;
+2 bad input: a missing or corrupt model or data file, unknown target/pass/option, an option out of
+range, malformed pipeline, broken plugin, an output directory edgec must not replace, a full disk;
+3 an internal error (edgec's own bug: one line, --debug shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -16,9 +20,11 @@ from pathlib import Path
 from typing import Sequence
 
 import edgec
-from edgec.errors import EdgecError
+from edgec.errors import EdgecError, PluginError
 
 SUBCOMMANDS = ("inspect", "passes", "targets", "models", "debug-precision", "bench", "build-engine")
+DEFAULT_TIMEOUT_S = 3600
+INTERNAL_ERROR = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,6 +32,28 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise EdgecError(f"{message} (see {self.prog} --help)")
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, below: float | None = None):
+    """An argparse type: an int or finite float within bounds; the parser names the option."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low:g} (got {text})")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g} (got {text})")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"must be < {below:g} (got {text})")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _input_shapes(values: Sequence[str]) -> tuple[dict[str, list[int]], dict[str, str]]:
@@ -61,6 +89,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--passes", metavar="TEXT", help="explicit pipeline, e.g. 'fold-constants,fold-batchnorm'")
     p.add_argument("-o", "--output", type=Path, help="output directory (default build/<model>-<target>/)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace -o even if it is not an edgec bundle (never a directory holding the inputs)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_number(float, 0),
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"stop a build (a pass or plugin that hangs) after this long, exit code 1 (default {DEFAULT_TIMEOUT_S}; 0 = none)",
+    )
     p.add_argument("--backend", help="override the target's preferred backend")
     p.add_argument(
         "--keep-layout",
@@ -74,7 +114,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tune-trials",
-        type=int,
+        type=_number(int, 0),
         metavar="N",
         help="tvm: tune the kernels with MetaSchedule for N trials in all (on this host; the tuning "
         "database goes into the bundle). Default 0: untuned",
@@ -116,12 +156,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-drop",
-        type=float,
+        type=_number(float, 0, 100),
         metavar="POINTS",
         help="accuracy control: keep sensitive layers in float "
         "until top-1 accuracy (with labelled --eval) or agreement with float32 drops at most this much",
     )
-    p.add_argument("--min-sqnr", type=float, metavar="DB", help="accuracy control on output SQNR vs float32 instead")
+    p.add_argument("--min-sqnr", type=_number(float), metavar="DB", help="accuracy control on output SQNR vs float32 instead")
     p.add_argument(
         "--eval",
         metavar="DATA",
@@ -134,9 +174,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="training data for finetune (-O compress fine-tunes with it): .npz with inputs and `labels`, "
         "or class subdirectories of images",
     )
-    p.add_argument("--holdout", type=float, default=0.3, help="share of --eval kept out of the search (default 0.3)")
-    p.add_argument("--samples", type=int, default=2, help="number of seeded random check inputs (default 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--holdout", type=_number(float, 0, below=1), default=0.3, help="share of --eval kept out of the search (default 0.3)")
+    p.add_argument("--samples", type=_number(int, 1), default=2, help="number of seeded random check inputs (default 2)")
+    p.add_argument("--seed", type=_number(int, 0), default=0)
     _common(p)
     return p
 
@@ -162,7 +202,38 @@ def cmd_build(args) -> int:
         plan = compiler.plan(args.target, args.opt, args.passes, args.backend, args.plugin, backend_options=options)
         print(plan.pipeline)
         return 0
-    result = compiler.compile(
+    from edgec.pass_manager import deadline
+
+    with deadline(args.timeout), _plugin_exit_is_an_error():
+        result = _compile(compiler, args, shapes, dtypes, options)
+    report = result.report
+    for warning in report["warnings"]:
+        print(f"edgec: warning: {warning}", file=sys.stderr)
+    size = report["size_bytes"]
+    status = "all checks ok" if result.ok else "CHECKS FAILED (see report.md)"
+    print(
+        f"{result.output_dir}/: {' + '.join(str(f) for f in result.artifact.files)} "
+        f"({size['artifact']:,} bytes, {size['before']:,} before), "
+        f"{len(report['passes'])} passes, {status}"
+    )
+    return 0 if result.ok else 1
+
+
+class _plugin_exit_is_an_error:
+    """sys.exit() from plugin code (a calibration plugin, a pass) during a build is the plugin's
+    fault, and must never end the build with the plugin's exit status (0 would mean success)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, SystemExit):
+            raise PluginError(f"a plugin called sys.exit({exc.code!r}) during the build") from exc
+        return False
+
+
+def _compile(compiler, args, shapes, dtypes, options):
+    return compiler.compile(
         args.model,
         args.target,
         args.opt,
@@ -186,18 +257,8 @@ def cmd_build(args) -> int:
         seed=args.seed,
         progress=not args.quiet,
         backend_options=options,
+        force=args.force,
     )
-    report = result.report
-    for warning in report["warnings"]:
-        print(f"edgec: warning: {warning}", file=sys.stderr)
-    size = report["size_bytes"]
-    status = "all checks ok" if result.ok else "CHECKS FAILED (see report.md)"
-    print(
-        f"{result.output_dir}/: {' + '.join(str(f) for f in result.artifact.files)} "
-        f"({size['artifact']:,} bytes, {size['before']:,} before), "
-        f"{len(report['passes'])} passes, {status}"
-    )
-    return 0 if result.ok else 1
 
 
 def _subcommand(prog: str, description: str) -> argparse.ArgumentParser:
@@ -247,9 +308,9 @@ def cmd_bench(argv: Sequence[str]) -> int:
 
     p = _subcommand("bench", "Latency of a built bundle in its backend's runtime on this host (batch 1).")
     p.add_argument("bundle", type=Path, help="a build output directory (with manifest.json)")
-    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1; 0 = the runtime's default)")
-    p.add_argument("--runs", type=int, default=200, help="timed runs (default 200)")
-    p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    p.add_argument("--threads", type=_number(int, 0), default=1, help="runtime threads (default 1; 0 = the runtime's default)")
+    p.add_argument("--runs", type=_number(int, 1), default=200, help="timed runs (default 200)")
+    p.add_argument("--warmup", type=_number(int, 0), default=20, help="untimed runs first (default 20)")
     p.add_argument(
         "--precision",
         choices=("f32", "default"),
@@ -277,7 +338,7 @@ def cmd_build_engine(argv: Sequence[str]) -> int:
 
     p = _subcommand("build-engine", "Build the TensorRT engine of a --backend tensorrt bundle (on the device).")
     p.add_argument("bundle", type=Path, help="a build output directory (with manifest.json and engine.json)")
-    p.add_argument("--workspace", type=int, metavar="MB", help="builder workspace (default: the bundle's plan)")
+    p.add_argument("--workspace", type=_number(int, 1), metavar="MB", help="builder workspace (default: the bundle's plan)")
     p.add_argument("--output", type=Path, metavar="FILE", help="engine file (default BUNDLE/model.plan)")
     args = _parse(p, argv)
     verified_manifest(args.bundle)  # never build from a bundle whose files changed since edgec wrote them
@@ -301,10 +362,21 @@ def cmd_debug_precision(argv: Sequence[str]) -> int:
     p.add_argument(
         "-o", "--output", type=Path, help="where the table and plot go (default build/<model>-debug-precision/)"
     )
-    p.add_argument("--samples", type=int, default=32, help="calibration samples to compare on (default 32)")
-    p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+    p.add_argument("--samples", type=_number(int, 1), default=32, help="calibration samples to compare on (default 32)")
+    p.add_argument("--top", type=_number(int, 1), default=20, help="rows to print (default 20)")
     args = _parse(p, argv)
-    result = compiler.debug_precision(
+    with _plugin_exit_is_an_error():
+        result = _debug_precision(compiler, args)
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=True))
+    else:
+        print(format_table(result["layers"], args.top))
+        print(f"\nwrote {', '.join(result['files'])}")
+    return 0
+
+
+def _debug_precision(compiler, args):
+    return compiler.debug_precision(
         args.model,
         args.target,
         args.opt,
@@ -316,12 +388,6 @@ def cmd_debug_precision(argv: Sequence[str]) -> int:
         plugins=args.plugin,
         progress=not args.quiet,
     )
-    if args.json:
-        print(json.dumps(result, indent=2, allow_nan=True))
-    else:
-        print(format_table(result["layers"], args.top))
-        print(f"\nwrote {', '.join(result['files'])}")
-    return 0
 
 
 def cmd_passes(argv: Sequence[str]) -> int:
@@ -424,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "build-engine": cmd_build_engine,
             }
             return command[argv[0]](argv[1:])
+        _refuse_unknown_command(argv)
         args = _build_parser().parse_args(argv)
         _configure(args)
         return cmd_build(args)
@@ -431,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         where = getattr(exc, "report_dir", None)
-        print(f"edgec: error: {exc}" + (f" (report: {where}/report.md)" if where else ""), file=sys.stderr)
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"edgec: error: {message}" + (f" (report: {where}/report.md)" if where else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("edgec: interrupted", file=sys.stderr)
@@ -444,10 +512,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(
             f"edgec: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(run with --debug for the traceback)",
+            "(a bug in edgec; run with --debug for the traceback)",
             file=sys.stderr,
         )
-        return 1
+        return INTERNAL_ERROR
+
+
+def _refuse_unknown_command(argv: Sequence[str]) -> None:
+    """`edgec bulid x.onnx`: a command word that is no file is a typo, not a model to build."""
+    word = argv[0]
+    if re.fullmatch(r"[a-z][a-z0-9-]*", word) and not os.path.exists(word):
+        raise EdgecError(
+            f"unknown command '{word}'; commands: {', '.join(SUBCOMMANDS)}, or a model to build "
+            "(edgec MODEL --target TARGET)"
+        )
 
 
 if __name__ == "__main__":

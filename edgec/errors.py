@@ -34,3 +34,15 @@ class CheckFailed(EdgecError):
     def __init__(self, message: str, record=None):
         super().__init__(message)
         self.record = record
+
+
+class BudgetExceeded(EdgecError):
+    """The build ran past its time budget (--timeout): exit code 1, like a failed check."""
+
+    exit_code = 1
+
+
+class InternalError(Exception):
+    """edgec's own bug (exit code 3); anything that is not an EdgecError is treated as one."""
+
+    exit_code = 3

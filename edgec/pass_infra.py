@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import math
 import re
 import types
 import typing
@@ -17,9 +18,19 @@ import onnx_graphsurgeon as gs
 
 from edgec import external_data, ir, pipeline_text
 from edgec.compare import EXACT, LOSSLESS, LOSSY_DEFAULT, Tolerance
-from edgec.errors import EdgecError, PassError, PipelineError
+from edgec.errors import EdgecError, PassError, PipelineError, PluginError
 
 _KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+
+
+def option(default: Any, *, min: float | None = None, max: float | None = None, below: float | None = None) -> Any:
+    """A numeric pass option with bounds, checked by the base class for every instance:
+
+        iterations: int = option(4, min=1)
+        sparsity: float = option(0.5, min=0, below=1)   # 0 <= sparsity < 1
+    """
+    bounds = {k: v for k, v in (("min", min), ("max", max), ("below", below)) if v is not None}
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
 
 
 class Numerics(str, enum.Enum):
@@ -101,8 +112,31 @@ class Pass:
                 setattr(cls, option, dataclasses.field(default_factory=lambda value=default: copy.copy(value)))
         dataclasses.dataclass(cls)
 
+    def __post_init__(self) -> None:
+        self.check_options()
+
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         raise NotImplementedError
+
+    def check_options(self) -> None:
+        """Declared bounds (see `option`) and finiteness of every numeric option, in one place:
+        PipelineError naming the pass and the option."""
+        for f in self.option_fields():
+            value = getattr(self, f.name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    continue
+                where = f"pass '{self.name}' option {f.name}={_to_text(value)}"
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise PipelineError(f"{where}: must be a finite number")
+                bounds = f.metadata.get("bounds", {})
+                if "min" in bounds and v < bounds["min"]:
+                    raise PipelineError(f"{where}: must be >= {bounds['min']}")
+                if "max" in bounds and v > bounds["max"]:
+                    raise PipelineError(f"{where}: must be <= {bounds['max']}")
+                if "below" in bounds and v >= bounds["below"]:
+                    raise PipelineError(f"{where}: must be < {bounds['below']}")
 
     # --- options ---------------------------------------------------------------------------
 
@@ -210,6 +244,8 @@ def apply_pass(pass_: Pass, graph: gs.Graph, ctx: PassContext, before: list[str]
         raise PassError(f"{where}: {exc}") from exc
     except Exception as exc:
         raise PassError(f"{where} raised {type(exc).__name__}: {_first_line(exc)}") from exc
+    except SystemExit as exc:  # a plugin's sys.exit() must not end the build as if it succeeded
+        raise PluginError(f"{where} called sys.exit({exc.code!r}) instead of returning a PassResult") from exc
     if not isinstance(result, PassResult):
         raise PassError(f"{where} returned {type(result).__name__}, not PassResult")
     result.stats = _plain(result.stats, f"{where} stats")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from edgec import ir, pipeline_text
 from edgec.compare import Comparison
+from edgec.errors import BudgetExceeded
 from edgec.pass_infra import Pass, PassContext, apply_pass
 
 
@@ -79,11 +85,76 @@ class PassManager:
             for instrument in self.instruments:
                 instrument.before_pass(pass_, record, model, ctx)
             record.text = str(pass_.spec(full=True))  # an instrument may have set options
-            result = apply_pass(pass_, model.graph, ctx, before=[r.name for r in records[:-1]])
+            with running(f"pass '{pass_.name}'"):
+                result = apply_pass(pass_, model.graph, ctx, before=[r.name for r in records[:-1]])
             record.modified, record.stats = result.modified, result.stats
             record.text = str(pass_.spec(full=True))  # a pass may settle its own options (quantize's search)
-            for instrument in reversed(self.instruments):
-                instrument.after_pass(pass_, record, model, ctx)
+            with running(f"the checks after pass '{pass_.name}'"):
+                for instrument in reversed(self.instruments):
+                    instrument.after_pass(pass_, record, model, ctx)
         for instrument in reversed(self.instruments):
             instrument.after_pipeline(model, ctx, records)
         return records
+
+
+# --- the build's time budget ------------------------------------------------------------------
+
+_RUNNING: list[str] = []  # what the build is doing now, innermost last ("pass 'quantize'")
+
+
+@contextlib.contextmanager
+def running(what: str):
+    _RUNNING.append(what)
+    try:
+        yield
+    finally:
+        _RUNNING.pop()
+
+
+class _Expired(BaseException):
+    """Raised by the alarm inside whatever runs; a BaseException, so a plugin's `except Exception`
+    cannot swallow it. `deadline` turns it into BudgetExceeded."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, what: str = "build"):
+    """Interrupt the body after `seconds` (None or 0: no limit) with BudgetExceeded (exit code 1),
+    naming what was running (the pass, or the plugin file and line). Uses SIGALRM, so it works
+    only in the main thread of a POSIX process; elsewhere the body runs unbounded."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    where: list[str] = []
+
+    def expire(signum, frame):
+        if not where:
+            where.append(_describe(frame))
+        signal.setitimer(signal.ITIMER_REAL, 1.0)  # again every second, should the body catch it
+        raise _Expired()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Expired:
+        raise BudgetExceeded(
+            f"the {what} ran past --timeout {seconds:g}s while running {where[0]}; "
+            "raise --timeout (0 = no limit) or find what hangs with --debug"
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _describe(frame) -> str:
+    """The running pass, and the innermost frame outside edgec and the libraries (a plugin)."""
+    what = _RUNNING[-1] if _RUNNING else "the build (loading the model or its data)"
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        file = frame.f_code.co_filename
+        ours = module == "edgec" or module.startswith("edgec.")
+        library = "site-packages" in file or "/lib/python" in file or file.startswith("<")
+        if not ours and (not library or module.startswith("edgec_plugin_")):
+            return f"{what} (in {file}:{frame.f_lineno})"
+        frame = frame.f_back
+    return what

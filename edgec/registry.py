@@ -115,6 +115,8 @@ class Registry:
             raise PluginError(f"plugin {spec} failed to import: {type(exc).__name__}: {exc}") from exc
         except Exception as exc:
             raise PluginError(f"plugin {spec} failed to import: {type(exc).__name__}: {exc}") from exc
+        except SystemExit as exc:  # sys.exit() at import time must not end the command as a success
+            raise PluginError(f"plugin {spec} called sys.exit({exc.code!r}) while being imported") from exc
         names = self.register_module(module, origin=f"plugin {spec}")
         if not names:
             raise PluginError(f"plugin {spec} defines no Pass or Backend subclass and no Target")
@@ -147,7 +149,7 @@ class Registry:
                 try:
                     for name, obj in _entry_point_objects(kind, ep):
                         self._add(tables[kind], name, obj, origin, kind[:-1])
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
                     message = f"{type(exc).__name__}: {exc}"
                     tables[kind].setdefault(ep.name, Entry(ep.name, None, origin, error=message))
                     self.warnings.append(f"plugin {origin} failed to load and was skipped: {message}")

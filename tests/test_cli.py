@@ -106,9 +106,12 @@ def test_failed_lossy_check_stops_the_build_or_is_recorded_with_keep_going(tmp_p
     plugin = str(PLUGINS / "too_lossy.py")
     out = tmp_path / "o"
     assert main([LENET5, "-t", "x86-64", "--plugin", plugin, "--passes", "scramble-weights", "-o", str(out), "-q"]) == 1
-    assert "pass 'scramble-weights' failed its equivalence check" in _error_line(capsys)
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]  # the failure, explained
-    failed = json.loads((out / "report.json").read_text())
+    line = _error_line(capsys)
+    assert "pass 'scramble-weights' failed its equivalence check" in line and f"{out}.failed/report.md" in line
+    assert not out.exists()  # a failed build writes no bundle, and its report goes beside the destination
+    failed_dir = tmp_path / "o.failed"
+    assert sorted(p.name for p in failed_dir.iterdir()) == [".edgec-failed-build", "report.json", "report.md"]
+    failed = json.loads((failed_dir / "report.json").read_text())
     assert not failed["ok"] and "scramble-weights" in failed["error"] and not failed["passes"][0]["check"]["ok"]
     code = main(
         [

@@ -103,8 +103,13 @@ def check_destination(out: str | os.PathLike, inputs: Iterable[Any] = (), force:
     if resolved.parent == resolved:
         raise OutputError(f"-o {out}: is a filesystem root")
     for source in inputs:
-        if not isinstance(source, (str, os.PathLike)) or str(source).startswith("zoo:") or ":" in str(source)[:8]:
-            continue  # zoo: names, random:N, plugin:FILE.py carry no path edgec could delete
+        if not isinstance(source, (str, os.PathLike)):
+            continue
+        source = os.fspath(source)
+        if source.startswith("plugin:"):
+            source = source[len("plugin:") :]
+        elif re.match(r"^[a-z]+:", source):
+            continue  # zoo:NAME, random:N carry no path edgec could delete
         try:
             src = Path(source).resolve()
         except (OSError, RuntimeError):

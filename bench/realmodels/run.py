@@ -1,0 +1,606 @@
+"""Real-model sweep: every corpus model x backend x preset through the installed `edgec` CLI.
+
+    python -m bench.realmodels.run                       # everything not yet measured
+    python -m bench.realmodels.run --only nudenet-320n --backend onnx --config int8-random
+    python -m bench.realmodels.run --report              # only rewrite results.md from results.json
+
+Each build runs `edgec MODEL --target T --backend B -O ...` as a child process with a timeout and a
+memory watchdog, and is classified by the exit-code table of issue 12:
+
+    validated     exit 0 and the bundle's report says every check is ok
+    refused       exit 2 with a one-line reason (bad input / unsupported op or feature)
+    check-failed  exit 1 (a numeric check or budget failed)
+    defect        exit 3, a traceback, a timeout, a kill, a pass that raised a Python exception but
+                  exited 2, more than one error line, or exit 0 with something wrong (report not ok,
+                  -O int8 that quantized nothing)
+
+Recorded per build: outcome, the stderr error line, the report's final_check / backend_check
+numbers, wall time and peak RSS (os.wait4 of the child), and for -O int8 builds on the onnx
+backend the output SQNR of edgec's model against the float model next to onnxruntime
+quantize_static's (same calibration samples; QDQ, per-channel, best of MinMax / Entropy /
+Percentile) on the same held-out inputs. Results are cached per build key in results.json, so the
+sweep resumes where it stopped; `--rerun` measures again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.realmodels import data
+from bench.realmodels.corpus import BY_NAME, CORPUS, ROOT, Entry
+
+HERE = Path(__file__).parent
+WORK = ROOT / "build" / "realmodels-work"
+EDGEC = Path(sys.executable).with_name("edgec")
+
+# backend -> (target for -O2/-O int8, target for -O fp16)
+TARGETS = {
+    "onnx": ("x86-64", "x86-64"),
+    "openvino": ("x86-64", "x86-64"),
+    "tflite": ("raspberry-pi-4", "raspberry-pi-5"),  # the Pi 4 has no fp16 arithmetic
+    "tvm": ("x86-64", "x86-64"),
+    "tensorrt": ("jetson-orin-nano", "jetson-orin-nano"),
+}
+BACKENDS = list(TARGETS)
+CONFIGS = ["O2", "int8-random", "int8-real", "fp16"]
+CALIB_COUNT = 32
+HELDOUT_COUNT = 8
+TIMEOUT_S = 600
+MEMORY_LIMIT = 8 << 30  # a build past this is killed and recorded as a defect
+# The order the sweep fills cells in: the cheap, most telling ones first.
+PHASES = [
+    (("onnx", "openvino", "tflite"), ("O2", "int8-random")),
+    (("onnx", "openvino", "tflite"), ("int8-real",)),
+    (("onnx", "openvino", "tflite"), ("fp16",)),
+    (("tvm", "tensorrt"), ("O2", "int8-random", "fp16", "int8-real")),
+]
+INTERNAL = re.compile(r"raised [A-Za-z_.]*(Error|Exception|Interrupt|Exit)\b|Traceback \(most recent call last\)|internal error")
+
+
+def key(name: str, backend: str, config: str) -> str:
+    return f"{name}|{backend}|{config}"
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def input_specs(entry: Entry, model: Path | None = None) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """(name, fixed shape, dtype) per model input, in order, with the corpus's shapes applied."""
+    import onnx
+
+    path = model or entry.path
+    fixed = {}
+    for name, spec in entry.input_shapes.items():
+        dims, _, dtype = spec.partition(":")
+        fixed[name] = tuple(int(d) for d in dims.split("x"))
+    if path.suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        details = Interpreter(model_path=str(path)).get_input_details()
+        return [(d["name"], fixed.get(d["name"], tuple(int(x) for x in d["shape"])), np.dtype(d["dtype"])) for d in details]
+    graph = onnx.load(str(path), load_external_data=False).graph
+    init = {i.name for i in graph.initializer}
+    specs = []
+    for value in graph.input:
+        if value.name in init:
+            continue
+        tt = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        specs.append((value.name, fixed.get(value.name, dims), dtype))
+    return specs
+
+
+def calib_file(entry: Entry, kind: str) -> Path | None:
+    """The .npz of calibration ('random' or 'real') samples, written once."""
+    if kind == "real" and entry.calib is None:
+        return None
+    path = WORK / "calib" / f"{entry.name}.{kind}.npz"
+    if not path.exists():
+        data.save_npz(path, samples(entry, kind, CALIB_COUNT, seed=0))
+    return path
+
+
+def samples(entry: Entry, kind: str, count: int, seed: int) -> dict[str, np.ndarray]:
+    specs = input_specs(entry)
+    if kind == "real":
+        assert entry.calib is not None and len(specs) == 1
+        return data.real_samples(entry.calib, specs[0][0], count, seed)
+    return data.random_samples(specs, count, seed)
+
+
+# --- running one build ------------------------------------------------------------------------------
+
+
+def _group_rss(pgid: int) -> int:
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # field 5: pgrp
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24: rss pages
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def snapshot(commit: str) -> Path:
+    """edgec as committed at `commit`, laid out as installed (edgec/, edgec/passes, edgec/backends,
+    edgec/models), so a sweep measures one known version even while the work tree is being edited."""
+    where = WORK / f"edgec-{commit}"
+    if not (where / ".complete").exists():
+        shutil.rmtree(where, ignore_errors=True)
+        tree = where.with_name(where.name + ".tree")
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        (where).mkdir(parents=True)
+        shutil.move(str(tree / "edgec"), str(where / "edgec"))
+        for sub, name in (("passes", "passes"), ("backends", "backends"), ("models", "models")):
+            shutil.move(str(tree / sub), str(where / "edgec" / name))
+        shutil.rmtree(tree)
+        (where / ".complete").touch()
+    return where
+
+
+EDGEC_ENV: dict[str, str] | None = None  # set by main(): PYTHONPATH of the snapshot, or None (installed)
+EDGEC_CWD: Path = ROOT
+
+
+def run_child(command: list[str], timeout: float, stderr_path: Path) -> dict:
+    """Run with a timeout and a memory watchdog; returns rc, wall seconds, peak RSS, why killed."""
+    start = time.monotonic()
+    env = {**os.environ, **EDGEC_ENV} if EDGEC_ENV else None
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, cwd=EDGEC_CWD, env=env
+        )
+    killed: list[str] = []
+    done = threading.Event()
+
+    def watchdog():
+        while not done.wait(1.0):
+            if time.monotonic() - start > timeout:
+                killed.append(f"timeout after {timeout:.0f}s")
+            elif _group_rss(proc.pid) > MEMORY_LIMIT:
+                killed.append(f"killed at {MEMORY_LIMIT >> 30} GiB RSS")
+            if killed:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
+
+    thread = threading.Thread(target=watchdog, daemon=True)
+    thread.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    done.set()
+    thread.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "rc": proc.returncode,
+        "seconds": round(time.monotonic() - start, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "killed": killed[0] if killed else None,
+    }
+
+
+def build_command(entry: Entry, backend: str, config: str, out: Path, calib: Path | None) -> list[str]:
+    target = TARGETS[backend][1 if config == "fp16" else 0]
+    opt = {"O2": ["-O2"], "fp16": ["-O", "fp16"]}.get(config, ["-O", "int8"])
+    edgec = [sys.executable, "-m", "edgec"] if EDGEC_ENV else [str(EDGEC)]
+    command = [*edgec, str(entry.path), "--target", target, "--backend", backend, *opt, "-o", str(out)]
+    command += entry.shape_args()
+    if config.startswith("int8"):
+        command += ["--calib", str(calib), "--seed", "0"]
+    return command
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("edgec: error") or line.startswith("Traceback")]
+
+
+def classify(child: dict, stderr: str, report: dict | None, config: str) -> tuple[str, str]:
+    rc = child["rc"]
+    errors = error_lines(stderr)
+    line = errors[-1] if errors else (stderr.strip().splitlines() or [""])[-1]
+    if child["killed"]:
+        return "defect", child["killed"]
+    if "Traceback (most recent call last)" in stderr:
+        return "defect", "traceback: " + (stderr.strip().splitlines() or [""])[-1]
+    if rc == 0:
+        if report is None:
+            return "defect", "exit 0 but no report.json"
+        checks = [report.get("final_check"), report.get("backend_check")]
+        bad = [c for c in checks if isinstance(c, dict) and not c.get("ok", True)]
+        if not report.get("ok", False) or bad:
+            return "defect", "exit 0 but the report has a failed check"
+        if config.startswith("int8") and quantized_nodes(report) == 0:
+            return "defect", "exit 0 but -O int8 quantized 0 nodes"
+        return "validated", line if errors else ""
+    if rc not in (1, 2):
+        return "defect", f"exit {rc}: {line}"
+    if len(errors) > 1:
+        return "defect", f"exit {rc} with {len(errors)} error lines: {line}"
+    if rc == 2 and INTERNAL.search(line):
+        return "defect", f"exit 2 for an internal error: {line}"
+    return ("check-failed" if rc == 1 else "refused"), line
+
+
+def quantized_nodes(report: dict) -> int | None:
+    counts = [p.get("stats", {}).get("quantized_nodes") for p in report.get("passes", []) if p.get("name") == "quantize"]
+    counts = [c for c in counts if isinstance(c, int)]
+    return sum(counts) if counts else None
+
+
+def check_numbers(check: dict | None) -> dict | None:
+    if not isinstance(check, dict):
+        return None
+    keys = ("ok", "sqnr_db", "cosine", "max_abs_err", "max_rel_err", "top1_agreement", "against")
+    return {k: check.get(k) for k in keys if k in check}
+
+
+def run_build(entry: Entry, backend: str, config: str) -> dict:
+    kind = "real" if config == "int8-real" else "random"
+    calib = calib_file(entry, kind) if config.startswith("int8") else None
+    if config == "int8-real" and calib is None:
+        return {"outcome": "n/a", "line": "no real data for this model"}
+    out = WORK / "out" / f"{entry.name}.{backend}.{config}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = build_command(entry, backend, config, out, calib)
+    stderr_path = WORK / "logs" / f"{entry.name}.{backend}.{config}.stderr"
+    stderr_path.parent.mkdir(parents=True, exist_ok=True)
+    child = run_child(command, TIMEOUT_S, stderr_path)
+    stderr = stderr_path.read_text(errors="replace")
+    report = None
+    if (out / "report.json").is_file():
+        try:
+            report = json.loads((out / "report.json").read_text())
+        except ValueError:
+            report = None
+    outcome, line = classify(child, stderr, report, config)
+    result = {
+        "model": entry.name,
+        "backend": backend,
+        "config": config,
+        "command": " ".join(_short(c) for c in command),
+        "outcome": outcome,
+        "rc": child["rc"],
+        "line": line[:400],
+        "seconds": child["seconds"],
+        "peak_rss_mb": child["peak_rss_mb"],
+        "model_mb": round(entry.path.stat().st_size / 2**20, 2),
+    }
+    if report is not None and child["rc"] == 0:
+        result["final_check"] = check_numbers(report.get("final_check"))
+        result["backend_check"] = check_numbers(report.get("backend_check"))
+        result["quantized_nodes"] = quantized_nodes(report)
+        result["artifact_bytes"] = (report.get("size_bytes") or {}).get("artifact")
+        if backend == "onnx" and config == "O2" and entry.format == "tflite":
+            float_onnx = WORK / "float" / f"{entry.name}.onnx"  # the float reference for SQNR
+            float_onnx.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(out / "model.onnx", float_onnx)
+        if backend == "onnx" and config.startswith("int8") and outcome == "validated":
+            result["sqnr"] = sqnr_versus_ort(entry, out / "model.onnx", calib, kind)
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def _short(arg: str) -> str:
+    return arg.replace(str(ROOT) + "/", "")
+
+
+# --- int8 SQNR: edgec vs onnxruntime quantize_static ----------------------------------------------------
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _outputs(path: Path, stacks: dict[str, np.ndarray]) -> list[list[np.ndarray]]:
+    """Per sample, the float outputs; inputs matched by position."""
+    session = _session(path)
+    names = [i.name for i in session.get_inputs()]
+    arrays = list(stacks.values())
+    results = []
+    for i in range(len(arrays[0])):
+        feed = {name: arrays[k][i] for k, name in enumerate(names)}
+        results.append([np.asarray(o, np.float64) for o in session.run(None, feed) if np.asarray(o).dtype.kind == "f"])
+    return results
+
+
+def sqnr_db(reference: list[list[np.ndarray]], test: list[list[np.ndarray]]) -> float:
+    """Worst output's SQNR over all held-out samples (a large output cannot hide a destroyed one)."""
+    worst = np.inf
+    for k in range(len(reference[0])):
+        ref = np.concatenate([r[k].ravel() for r in reference])
+        got = np.concatenate([t[k].ravel() for t in test])
+        noise = float(np.sum((ref - got) ** 2))
+        signal_ = float(np.sum(ref**2))
+        value = np.inf if noise == 0 else (10 * np.log10(signal_ / noise) if signal_ > 0 else -np.inf)
+        worst = min(worst, value)
+    return round(float(worst), 2)
+
+
+def float_model(entry: Entry) -> Path | None:
+    if entry.format == "onnx":
+        return entry.path
+    path = WORK / "float" / f"{entry.name}.onnx"
+    return path if path.exists() else None
+
+
+def sqnr_versus_ort(entry: Entry, edgec_int8: Path, calib: Path, kind: str) -> dict:
+    reference_model = float_model(entry)
+    if reference_model is None:
+        return {"error": "no float ONNX reference (the onnx -O2 build did not validate)"}
+    heldout = samples(entry, kind, HELDOUT_COUNT, seed=1)
+    result: dict = {"heldout": f"{HELDOUT_COUNT} {kind} samples (seed 1)"}
+    try:
+        reference = _outputs(reference_model, heldout)
+        result["edgec_db"] = sqnr_db(reference, _outputs(edgec_int8, heldout))
+    except Exception as exc:  # noqa: BLE001 - measured, not fatal
+        return {"error": f"edgec int8 model: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    result["ort"] = ort_quantize(reference_model, calib, heldout, reference, entry)
+    best = [v for v in result["ort"].values() if isinstance(v, float)]
+    result["ort_best_db"] = max(best) if best else None
+    return result
+
+
+def ort_quantize(source: Path, calib: Path, heldout, reference, entry: Entry) -> dict:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with np.load(calib) as npz:
+        arrays = [npz[k] for k in sorted(npz.files, key=lambda k: int(k.split("_")[1]))]
+    names = [i.name for i in _session(source).get_inputs()]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{n: a[i] for n, a in zip(names, arrays)} for i in range(len(arrays[0]))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    scores = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        # onnxruntime's recommended pre-processing (shape inference, graph optimization: Constant-node
+        # weights become initializers it can quantize) and the raw model; per method the better one.
+        sources = {"raw": source}
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            prepared = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            sources["pre-processed"] = prepared
+        except Exception as exc:  # noqa: BLE001
+            scores["pre_process"] = f"failed ({type(exc).__name__})"
+        for method in (CalibrationMethod.MinMax, CalibrationMethod.Entropy, CalibrationMethod.Percentile):
+            best, errors = None, []
+            for label, model in sources.items():
+                out = Path(tmp) / f"{method.name}.{label}.onnx"
+                try:
+                    quantize_static(
+                        str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                    )
+                    value = sqnr_db(reference, _outputs(out, heldout))
+                    if best is None or value > best[0]:
+                        best = (value, label)
+                except Exception as exc:  # noqa: BLE001 - onnxruntime's quantizer fails on some real models too
+                    errors.append(f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}")
+            scores[method.name] = best[0] if best else "; ".join(errors)
+            if best:
+                scores[f"{method.name}_from"] = best[1]
+    return scores
+
+
+# --- results ------------------------------------------------------------------------------------------
+
+
+def load_results(path: Path) -> dict:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"builds": {}}
+
+
+def save(results: dict, out: Path) -> None:
+    results["corpus"] = [
+        {
+            "name": e.name, "package": e.package.requirement, "member": e.member, "format": e.format,
+            "mb": round(e.size / 2**20, 2), "kind": e.kind, "origin": e.origin, "features": list(e.features),
+            "input_shapes": e.input_shapes, "real_calib": e.calib,
+        }
+        for e in CORPUS
+    ]
+    (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, default=str) + "\n")
+    (out / "results.md").write_text(markdown(results))
+
+
+def _fmt(value, digits=1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "inf" if value == np.inf else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(results: dict) -> str:
+    builds = results["builds"]
+    lines = [
+        "# Real-model sweep",
+        "",
+        "Written by `make sweep` (`python -m bench.realmodels.run`): every model of",
+        "bench/realmodels/corpus.py built by the installed `edgec` CLI for each backend and preset.",
+        "onnx/openvino/tvm build for `x86-64`, tflite for `raspberry-pi-4` (fp16: `raspberry-pi-5`),",
+        "tensorrt for `jetson-orin-nano`. int8: `--calib` 32 samples, `int8-random` the samples of",
+        "`random:32` (seed 0), `int8-real` crops of scikit-image's pictures normalized as the package",
+        "does. Outcomes: validated (exit 0, all checks ok), refused (exit 2, one-line reason),",
+        "check-failed (exit 1), defect (exit 3, traceback, timeout, kill, an internal error reported",
+        "as exit 2, or exit 0 with a failed check / nothing quantized). `not run` = not measured yet.",
+        "SQNR (dB, worst output, 8 held-out samples) of the onnx backend's int8 model vs float, next",
+        "to onnxruntime quantize_static (same calibration, QDQ, per-channel, best of MinMax/Entropy/",
+        "Percentile).",
+        "",
+    ]
+    if results.get("edgec_commit"):
+        lines += [f"edgec commit: `{results['edgec_commit']}`; machine: {results.get('machine', '?')}", ""]
+    lines += ["## Corpus", "", "| model | package | format | MB | kind | origin | features |", "|---|---|---|---|---|---|---|"]
+    for e in CORPUS:
+        lines.append(
+            f"| {e.name} | {e.package.requirement} | {e.format} | {e.size / 2**20:.2f} | {e.kind} | {e.origin} | {', '.join(e.features)} |"
+        )
+    lines += ["", "## Summary per backend", ""]
+    lines += ["| backend | config | validated | refused | check-failed | defect | n/a | not run | validated % |", "|---|---|---|---|---|---|---|---|---|"]
+    for backend in BACKENDS:
+        for config in CONFIGS:
+            cells = [builds.get(key(e.name, backend, config)) for e in CORPUS]
+            counts = {o: sum(1 for c in cells if c and c["outcome"] == o) for o in ("validated", "refused", "check-failed", "defect", "n/a")}
+            missing = sum(1 for c in cells if c is None)
+            applicable = len(cells) - counts["n/a"] - missing
+            pct = f"{100 * counts['validated'] / applicable:.0f}% of {applicable}" if applicable else "-"
+            lines.append(
+                f"| {backend} | {config} | {counts['validated']} | {counts['refused']} | {counts['check-failed']} | {counts['defect']} | {counts['n/a']} | {missing} | {pct} |"
+            )
+    lines += ["", "## int8 SQNR, onnx backend (dB, worst output, held-out)", ""]
+    lines += ["| model | calib | edgec | onnxruntime best | MinMax | Entropy | Percentile |", "|---|---|---|---|---|---|---|"]
+    for e in CORPUS:
+        for config in ("int8-random", "int8-real"):
+            b = builds.get(key(e.name, "onnx", config))
+            if not b or "sqnr" not in b:
+                continue
+            s = b["sqnr"]
+            ort_scores = s.get("ort", {})
+            lines.append(
+                f"| {e.name} | {config.removeprefix('int8-')} | {_fmt(s.get('edgec_db'))} | {_fmt(s.get('ort_best_db'))} | "
+                + " | ".join(_fmt(ort_scores.get(m)) if isinstance(ort_scores.get(m), (float, type(None))) else "failed" for m in ("MinMax", "Entropy", "Percentile"))
+                + (f" {s['error']}" if "error" in s else "")
+                + " |"
+            )
+    lines += ["", "## Every build", ""]
+    lines += [
+        "| model | backend | config | outcome | exit | s | peak RSS MB | final check (SQNR dB / cosine) | backend check | stderr line |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in CORPUS:
+        for backend in BACKENDS:
+            for config in CONFIGS:
+                b = builds.get(key(e.name, backend, config))
+                if b is None:
+                    lines.append(f"| {e.name} | {backend} | {config} | not run | | | | | | |")
+                    continue
+                if b["outcome"] == "n/a":
+                    continue
+                fc, bc = b.get("final_check") or {}, b.get("backend_check") or {}
+                text = b.get("line", "").replace("|", "\\|").replace(str(ROOT) + "/", "")
+                lines.append(
+                    f"| {e.name} | {backend} | {config} | {b['outcome']} | {b.get('rc', '')} | {_fmt(b.get('seconds'))} | "
+                    f"{_fmt(b.get('peak_rss_mb'), 0)} | {_fmt(fc.get('sqnr_db'))} / {_fmt(fc.get('cosine'), 4)} | "
+                    f"{_fmt(bc.get('sqnr_db'))} / {_fmt(bc.get('cosine'), 4)} | {text[:220]} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plan(args) -> list[tuple[Entry, str, str]]:
+    entries = [BY_NAME[n] for n in args.only] if args.only else CORPUS
+    todo = []
+    for backends, configs in PHASES:
+        for config in configs:
+            for entry in entries:
+                for backend in backends:
+                    if args.backend and backend not in args.backend:
+                        continue
+                    if args.config and config not in args.config:
+                        continue
+                    todo.append((entry, backend, config))
+    return todo
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=sorted(BY_NAME), help="corpus model (repeatable)")
+    parser.add_argument("--backend", action="append", choices=BACKENDS)
+    parser.add_argument("--config", action="append", choices=CONFIGS)
+    parser.add_argument("--rerun", action="store_true", help="measure again builds already in results.json")
+    parser.add_argument("--rerun-outcome", action="append", default=[], help="measure again builds with this outcome")
+    parser.add_argument("--report", action="store_true", help="only rewrite results.md")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--budget", type=float, default=0, help="stop starting builds after this many seconds")
+    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument(
+        "--edgec", default="HEAD",
+        help="commit to measure (a snapshot of it runs, default HEAD), or 'installed' for the work tree's edgec",
+    )
+    args = parser.parse_args(argv)
+    global TIMEOUT_S
+    TIMEOUT_S = args.timeout
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = load_results(args.out / "results.json")
+    if args.report:
+        save(results, args.out)
+        return 0
+    missing = [e.name for e in CORPUS if not e.path.exists()]
+    if missing:
+        print(f"realmodels: run scripts/fetch-realmodels first (missing: {', '.join(missing)})", file=sys.stderr)
+        return 2
+    global EDGEC_ENV, EDGEC_CWD
+    if args.edgec == "installed":
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "edgec", "passes", "backends"], cwd=ROOT, capture_output=True, text=True).stdout
+        commit += "+dirty" if dirty.strip() else ""
+    else:
+        commit = subprocess.run(["git", "rev-parse", "--short", args.edgec], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        EDGEC_CWD = snapshot(commit)
+        EDGEC_ENV = {"PYTHONPATH": str(EDGEC_CWD)}
+        probe = subprocess.run([sys.executable, "-c", "import edgec.passes, edgec.backends; print(edgec.__file__)"], cwd=EDGEC_CWD, env={**os.environ, **EDGEC_ENV}, capture_output=True, text=True)
+        if not probe.stdout.startswith(str(EDGEC_CWD)):
+            print(f"realmodels: the snapshot of {commit} does not import ({probe.stderr.strip()[-300:]})", file=sys.stderr)
+            return 2
+    results["edgec_commit"] = commit
+    results["machine"] = f"{os.cpu_count()} cores"
+    start = time.monotonic()
+    for entry, backend, config in plan(args):
+        k = key(entry.name, backend, config)
+        old = results["builds"].get(k)
+        if old and not args.rerun and old["outcome"] not in args.rerun_outcome:
+            continue
+        if args.budget and time.monotonic() - start > args.budget:
+            print("realmodels: time budget spent; rerun to continue", file=sys.stderr)
+            break
+        result = run_build(entry, backend, config)
+        result["edgec_commit"] = commit
+        results["builds"][k] = result
+        sqnr = result.get("sqnr", {})
+        print(
+            f"{k:45s} {result['outcome']:12s} {result.get('seconds', 0):6.1f}s {result.get('peak_rss_mb', 0):7.0f}MB "
+            f"{('sqnr edgec %s ort %s' % (sqnr.get('edgec_db'), sqnr.get('ort_best_db'))) if sqnr else ''} {result['line'][:150]}",
+            flush=True,
+        )
+        save(results, args.out)
+    save(results, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from edgec.errors import EdgecError
 from edgec.registry import Registry
 
 NCHW_FROM_NHWC = (0, 3, 1, 2)
+MAX_INPUT_ELEMENTS = 1 << 28  # a bench input larger than this is a corrupt manifest, not a model
 
 
 def _ir_inputs(manifest: dict, seed: int) -> dict[str, np.ndarray]:
@@ -22,10 +24,17 @@ def _ir_inputs(manifest: dict, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
     for port in manifest["inputs"]:
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in port["shape"]]
+        shape = [d if type(d) is int and d > 0 else 1 for d in port["shape"]]
+        if len(shape) > 8 or math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise EdgecError(f"bench: input '{port['name']}' declares shape {shape[:8]}: over {MAX_INPUT_ELEMENTS:,} elements")
         if port.get("layout") == "NHWC" and len(shape) == 4:
             shape = [shape[i] for i in NCHW_FROM_NHWC]
-        dtype = np.dtype("float32" if "quantization" in port else port["dtype"])
+        try:
+            dtype = np.dtype("float32" if "quantization" in port else port.get("dtype"))
+        except TypeError:
+            raise EdgecError(f"bench: input '{port['name']}' has dtype {port.get('dtype')!r}, not a numpy type") from None
+        if dtype.kind not in "biuf":
+            raise EdgecError(f"bench: input '{port['name']}' has dtype {dtype}, not a numeric type")
         if np.issubdtype(dtype, np.floating):
             feeds[port["name"]] = rng.standard_normal(shape).astype(dtype)
         else:
@@ -40,8 +49,10 @@ def load_artifact(directory: Path) -> tuple[dict, Artifact]:
     manifest = verified_manifest(directory)
     try:
         report = json.loads((directory / "report.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgecError(f"{directory}: no readable report.json ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise EdgecError(f"{directory}: no readable report.json ({type(exc).__name__})") from exc
+    if not isinstance(report, dict) or not isinstance(report.get("artifact", {}), dict):
+        raise EdgecError(f"{directory}: report.json is not an edgec report (a JSON object with an 'artifact' object)")
     files = [Path(name) for name in manifest["files"] if name not in ("report.json", "report.md")]
     return manifest, Artifact(manifest["backend"], Path(manifest["artifact"]), files, report.get("artifact", {}))
 

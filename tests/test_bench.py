@@ -41,7 +41,7 @@ def test_bench_refuses_a_tampered_bundle_and_bad_options(tmp_path, capsys):
     assert main([LENET5, "-t", "raspberry-pi-4", "--backend", "onnx", "-o", str(out), "-q"]) == 0
     capsys.readouterr()
     assert main(["bench", str(out), "--runs", "0"]) == 2
-    assert "--runs must be >= 1" in capsys.readouterr().err
+    assert "--runs: must be >= 1" in capsys.readouterr().err
     data = (out / "model.onnx").read_bytes()
     (out / "model.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     assert main(["bench", str(out)]) == 2

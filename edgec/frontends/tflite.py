@@ -46,16 +46,47 @@ def from_bytes(data: bytes, source: str = "<memory>") -> ir.Model:
         listed = ", ".join(f"{name} x{count}" for name, count in sorted(unsupported.items()))
         raise ModelLoadError(f"{source}: TFLite operators with no ONNX conversion: {listed}")
     ctx = Context(model, data, source)
+    ctx.check_quantization(_arithmetic_tensors(ctx.graph, ops))
     inputs = [_graph_input(ctx, int(i)) for i in ctx.graph.inputs]
     for name, op in zip(ops, ctx.graph.operators):
         CONVERTERS[name](ctx, op)
     outputs = [_graph_output(ctx, int(i)) for i in ctx.graph.outputs]
-    graph_name = ctx.graph.name.decode() if ctx.graph.name else Path(source).stem
-    graph = helper.make_graph(ctx.nodes, graph_name or "tflite", inputs, outputs, ctx.initializers)
+    # Resource variables: state in after the model's inputs, state out after its outputs.
+    ctx.state.fold_read_only()
+    state_inputs, state_outputs, variables = ctx.state.ports(_value_info)
+    graph_name = ctx.graph.name.decode(errors="replace") if ctx.graph.name else Path(source).stem
+    graph = helper.make_graph(
+        ctx.nodes, graph_name or "tflite", inputs + state_inputs, outputs + state_outputs, ctx.initializers
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgec-tflite")
     imported = ir.from_proto(proto, source=source)
     imported.graph.cleanup()  # views and Q/DQ made for a consumer that never came
+    if variables:
+        from edgec.frontends.tflite_state import METADATA_KEY, metadata
+
+        imported.metadata[METADATA_KEY] = metadata(variables)
     return imported
+
+
+def _value_info(name: str, dtype, shape):
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype), list(shape))
+
+
+# Operators that only move, compare or convert values: int8 tensors they touch may be plain integers.
+DATA_MOVEMENT = {
+    "CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "GATHER", "TRANSPOSE", "CONCATENATION", "SLICE", "STRIDED_SLICE",
+    "PACK", "SPLIT", "SPLIT_V", "SHAPE", "EQUAL", "NOT_EQUAL", "READ_VARIABLE", "ASSIGN_VARIABLE",
+}  # fmt: skip
+
+
+def _arithmetic_tensors(graph, ops: list[str]) -> set[int]:
+    """Tensors an arithmetic operator (one that needs real values: conv, add...) reads or writes."""
+    touched: set[int] = set()
+    for name, op in zip(ops, graph.operators):
+        if name not in DATA_MOVEMENT:
+            touched.update(int(i) for i in list(op.inputs if op.inputs is not None else []) + list(
+                op.outputs if op.outputs is not None else []) if i >= 0)
+    return touched
 
 
 def op_name(model, op) -> str:
@@ -92,18 +123,23 @@ def _check_indices(model) -> None:
     """Every index the conversion follows points inside its table (corrupt files often do not)."""
     if not model.subgraphs:
         raise ValueError("no subgraph")
-    graph = model.subgraphs[0]
-    tensors = len(graph.tensors or [])
-    for tensor in graph.tensors or []:
-        if not 0 <= tensor.buffer < len(model.buffers or []):
-            raise IndexError("tensor buffer")
-    for op in graph.operators or []:
-        if not 0 <= op.opcodeIndex < len(model.operatorCodes or []):
-            raise IndexError("operator code")
-        if any(not -1 <= i < tensors for i in list(op.inputs) + list(op.outputs)):
-            raise IndexError("operator tensor")
-    if any(not 0 <= i < tensors for i in list(graph.inputs) + list(graph.outputs)):
-        raise IndexError("graph input or output")
+    for graph in model.subgraphs:  # CALL_ONCE evaluates other subgraphs at import
+        tensors = len(graph.tensors or [])
+        for tensor in graph.tensors or []:
+            if not 0 <= tensor.buffer < len(model.buffers or []):
+                raise IndexError("tensor buffer")
+        for op in graph.operators or []:
+            if not 0 <= op.opcodeIndex < len(model.operatorCodes or []):
+                raise IndexError("operator code")
+            inputs = [] if op.inputs is None else list(op.inputs)
+            outputs = [] if op.outputs is None else list(op.outputs)
+            if any(not -1 <= i < tensors for i in inputs + outputs):
+                raise IndexError("operator tensor")
+        ports = ([] if graph.inputs is None else list(graph.inputs)) + (
+            [] if graph.outputs is None else list(graph.outputs)
+        )
+        if any(not 0 <= i < tensors for i in ports):
+            raise IndexError("graph input or output")
 
 
 def _onnx_type(ctx, index: int) -> int:

@@ -61,6 +61,9 @@ class Context:
         self._taken: set[str] = set()
         self.names = self._unique_names()
         self._reserved = set(self.names)
+        from edgec.frontends.tflite_state import State
+
+        self.state = State(self)
 
     def _unique_names(self) -> list[str]:
         names, seen = [], set()
@@ -95,6 +98,44 @@ class Context:
         scale = np.asarray(params.scale, np.float32)
         zero_point = np.zeros(scale.shape, np.int64) if params.zeroPoint is None else np.asarray(params.zeroPoint)
         return Quant(scale, zero_point.astype(np.int64), int(params.quantizedDimension))
+
+    def check_quantization(self, arithmetic: set[int] = frozenset()) -> None:
+        """Refuse what LiteRT refuses (or silently miscomputes): quantization parameters with a
+        zero, negative, NaN or infinite scale, zero points outside the stored type, per-channel
+        arrays that do not match the channel axis, and int8/uint8 tensors without scales that an
+        arithmetic operator reads or writes (`arithmetic`: their indices)."""
+        for index, tensor in enumerate(self.graph.tensors):
+            params = tensor.quantization
+            if tensor.type not in DTYPES:
+                continue
+            dtype = DTYPES[tensor.type]
+            scale = np.asarray([] if params is None or params.scale is None else params.scale, np.float64)
+            zero_point = np.asarray([] if params is None or params.zeroPoint is None else params.zeroPoint, np.int64)
+            where = f"tensor '{self.names[index]}'"
+            if dtype.kind == "f":
+                continue  # float tensors ignore quantization fields
+            if scale.size == 0 and zero_point.size == 0:
+                if dtype in QUANTIZED_ACTIVATIONS and index in arithmetic:
+                    self.fail(f"{where} is {dtype} without quantization parameters (no scale)")
+                continue  # plain integer data
+            if scale.size == 0:
+                self.fail(f"{where} has zero points but an empty quantization scale array")
+            if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+                bad = scale[~(np.isfinite(scale) & (scale > 0))][0]
+                self.fail(f"{where} has quantization scale {bad}; scales must be positive and finite")
+            if zero_point.size not in (0, scale.size):
+                self.fail(f"{where} has {scale.size} quantization scales but {zero_point.size} zero points")
+            if dtype.kind in "iu" and zero_point.size:
+                info = np.iinfo(dtype)
+                outside = zero_point[(zero_point < info.min) | (zero_point > info.max)]
+                if outside.size:
+                    self.fail(f"{where} has zero point {outside[0]}, outside the {dtype} range "
+                              f"[{info.min}, {info.max}]")
+            if scale.size > 1:
+                shape, axis = self.shape(index), int(params.quantizedDimension)
+                if not 0 <= axis < len(shape) or shape[axis] != scale.size:
+                    self.fail(f"{where}: {scale.size} per-channel scales do not match axis {axis} of shape "
+                              f"{list(shape)}")
 
     def is_constant(self, index: int) -> bool:
         return index in self.aliases or index in self.folded or self._buffer(index) is not None

@@ -333,6 +333,119 @@ def convert_cast(ctx: Context, op) -> None:
     ctx.produce(out, "Cast", [ctx.operand(inputs[0])], to=to)
 
 
+def convert_square(ctx: Context, op) -> None:
+    inputs, out = _io(op)
+    nchw = ctx.prefers_nchw(inputs[:1])
+    x = ctx.operand(inputs[0], nchw)
+    ctx.produce(out, "Mul", [x, x], nchw)
+
+
+COMPARISONS = {"EQUAL": "Equal", "LESS": "Less", "LESS_EQUAL": "LessOrEqual", "GREATER": "Greater",
+               "GREATER_EQUAL": "GreaterOrEqual"}  # fmt: skip
+
+
+def convert_comparison(ctx: Context, op) -> None:
+    """EQUAL, NOT_EQUAL, LESS... on the operands' real values (a bool result has no quantization)."""
+    inputs, out = _io(op)
+    nchw = ctx.prefers_nchw(inputs) and len(ctx.shape(out)) == 4
+    operands = [ctx.operand(i, nchw) for i in inputs]
+    name = _name(ctx, op)
+    if name == "NOT_EQUAL":
+        ctx.produce(out, "Not", [ctx.emit("Equal", operands, f"{ctx.names[out]}_eq")], nchw)
+    else:
+        ctx.produce(out, COMPARISONS[name], operands, nchw)
+
+
+def _name(ctx: Context, op) -> str:
+    from edgec.frontends.tflite import op_name
+
+    return op_name(ctx.model, op)
+
+
+def convert_select(ctx: Context, op) -> None:
+    """SELECT_V2 broadcasts all three operands (NumPy rules), as ONNX Where does. SELECT (v1)
+    also takes a rank-1 condition choosing whole rows of higher-rank operands."""
+    inputs, out = _io(op)
+    cond, x, y = inputs[:3]
+    nchw = ctx.prefers_nchw([cond, x, y]) and len(ctx.shape(out)) == 4
+    condition = ctx.operand(cond, nchw)
+    rank = len(ctx.shape(out))
+    if _name(ctx, op) == "SELECT" and len(ctx.shape(cond)) == 1 and rank > 1:
+        shape = [ctx.shape(cond)[0]] + [1] * (rank - 1)
+        condition = ctx.emit("Reshape", [condition, _ints(ctx, shape, "rows")], f"{ctx.names[out]}_rows")
+    ctx.produce(out, "Where", [condition, ctx.operand(x, nchw), ctx.operand(y, nchw)], nchw)
+
+
+def convert_shape(ctx: Context, op) -> None:
+    """Shapes are static in an import: SHAPE is the constant it would compute."""
+    inputs, out = _io(op)
+    ctx.folded[out] = np.asarray(ctx.shape(inputs[0]), ctx.dtype(out))
+
+
+def convert_pack(ctx: Context, op) -> None:
+    """PACK stacks N tensors of one shape along a new axis: Unsqueeze each, then Concat."""
+    inputs, out = _io(op)
+    rank = len(ctx.shape(out))
+    axis = int(op.builtinOptions.axis) % rank if op.builtinOptions is not None else 0
+    if all(ctx.is_constant(i) for i in inputs):
+        values = [ctx.real(i) if ctx.dtype(i).kind == "f" else ctx.array(i) for i in inputs]
+        if ctx.quant(out) is None:
+            ctx.folded[out] = np.stack(values, axis).astype(ctx.dtype(out))
+            return
+    axes = _ints(ctx, [axis], "pack_axis")
+    parts = [ctx.emit("Unsqueeze", [ctx.operand(i), axes], f"{ctx.names[out]}_part") for i in inputs]
+    ctx.produce(out, "Concat", parts, axis=axis)
+
+
+def convert_split(ctx: Context, op) -> None:
+    """SPLIT (axis, x) and SPLIT_V (x, sizes with at most one -1, axis) as one ONNX Split."""
+    inputs, outs = [int(i) for i in op.inputs], [int(o) for o in op.outputs]
+    if _name(ctx, op) == "SPLIT":
+        axis_index, x = inputs[0], inputs[1]
+        sizes = None
+    else:
+        x, axis_index = inputs[0], inputs[2]
+        sizes = [int(s) for s in ctx.array(inputs[1]).ravel()]
+    shape = ctx.shape(x)
+    axis = int(ctx.array(axis_index).ravel()[0]) % len(shape)
+    if sizes is None:
+        if shape[axis] % len(outs):
+            ctx.fail(f"SPLIT '{ctx.names[outs[0]]}': {shape[axis]} does not split into {len(outs)} parts")
+        sizes = [shape[axis] // len(outs)] * len(outs)
+    if sizes.count(-1) > 1 or len(sizes) != len(outs):
+        ctx.fail(f"SPLIT_V '{ctx.names[outs[0]]}': sizes {sizes} do not describe {len(outs)} outputs")
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = shape[axis] - sum(s for s in sizes if s >= 0)
+    if sum(sizes) != shape[axis] or min(sizes) < 0:
+        ctx.fail(f"SPLIT_V '{ctx.names[outs[0]]}': sizes {sizes} do not add up to {shape[axis]}")
+    nchw = ctx.prefers_nchw([x])
+    onnx_axis = NHWC_TO_NCHW.index(axis) if nchw else axis
+    results = [ctx.fresh(f"{ctx.names[o]}_split") for o in outs]
+    from onnx import helper
+
+    ctx.nodes.append(
+        helper.make_node("Split", [ctx.operand(x, nchw), _ints(ctx, sizes, "split")], results, axis=onnx_axis)
+    )
+    for out, result in zip(outs, results):
+        ctx.define(out, result, nchw)
+
+
+def convert_call_once(ctx: Context, op) -> None:
+    ctx.state.call_once(op)
+
+
+def convert_var_handle(ctx: Context, op) -> None:
+    ctx.state.var_handle(op)
+
+
+def convert_read_variable(ctx: Context, op) -> None:
+    ctx.state.read(op)
+
+
+def convert_assign_variable(ctx: Context, op) -> None:
+    ctx.state.assign(op)
+
+
 CONVERTERS = {
     "CONV_2D": _convolution((0, 3, 1, 2), depthwise=False),  # OHWI -> OIHW
     "DEPTHWISE_CONV_2D": _convolution((3, 0, 1, 2), depthwise=True),  # 1HW(C*M) -> (C*M)1HW
@@ -385,4 +498,22 @@ CONVERTERS = {
     "STRIDED_SLICE": convert_strided_slice,
     "CAST": convert_cast,
     "DENSIFY": convert_densify,
+    "SQUARE": convert_square,
+    "EQUAL": convert_comparison,
+    "NOT_EQUAL": convert_comparison,
+    "LESS": convert_comparison,
+    "LESS_EQUAL": convert_comparison,
+    "GREATER": convert_comparison,
+    "GREATER_EQUAL": convert_comparison,
+    "ROUND": _unary("Round"),
+    "SELECT": convert_select,
+    "SELECT_V2": convert_select,
+    "SHAPE": convert_shape,
+    "PACK": convert_pack,
+    "SPLIT": convert_split,
+    "SPLIT_V": convert_split,
+    "CALL_ONCE": convert_call_once,
+    "VAR_HANDLE": convert_var_handle,
+    "READ_VARIABLE": convert_read_variable,
+    "ASSIGN_VARIABLE": convert_assign_variable,
 }

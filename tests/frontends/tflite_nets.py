@@ -109,3 +109,78 @@ _TYPES = {
     np.dtype(np.uint8): schema.TensorType.UINT8,
     np.dtype(np.int32): schema.TensorType.INT32,
 }
+
+
+# --- resource variables (streaming models) ----------------------------------------------------------
+
+
+def resource_tensor(subgraph: schema.SubGraphT, name: str) -> int:
+    """A RESOURCE tensor (what VAR_HANDLE makes): no buffer, no data, shape []."""
+    tensor = schema.TensorT()
+    tensor.name, tensor.shape, tensor.type, tensor.buffer = name, [], schema.TensorType.RESOURCE, 0
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def var_handle(builder: ModelBuilder, subgraph: schema.SubGraphT, shared_name: str) -> int:
+    handle = resource_tensor(subgraph, f"{shared_name}_handle{len(subgraph.tensors)}")
+    options = schema.VarHandleOptionsT()
+    options.container, options.sharedName = b"", shared_name.encode()
+    op = schema.OperatorT()
+    op.opcodeIndex = builder.opcode(schema.BuiltinOperator.VAR_HANDLE)
+    op.inputs, op.outputs = [], [handle]
+    op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.VarHandleOptions, options
+    subgraph.operators.append(op)
+    return handle
+
+
+def init_subgraph(net: "Net", values: dict[str, tuple[np.ndarray, Quantization | None]]) -> int:
+    """A second subgraph assigning each variable its constant initial value (what CALL_ONCE runs);
+    the main subgraph calls it first. Returns the subgraph's index."""
+    builder = net.builder
+    init = schema.SubGraphT()
+    init.name, init.tensors, init.operators, init.inputs, init.outputs = b"Init", [], [], [], []
+    for name, (array, quant) in values.items():
+        handle = var_handle(builder, init, name)
+        main = builder.subgraph
+        builder.subgraph = init  # builder.constant appends to the current subgraph
+        value = builder.constant(f"{name}_initial", np.asarray(array), quant)
+        builder.subgraph = main
+        op = schema.OperatorT()
+        op.opcodeIndex = builder.opcode(schema.BuiltinOperator.ASSIGN_VARIABLE)
+        op.inputs, op.outputs = [handle, value], []
+        init.operators.append(op)
+    builder.model.subgraphs.append(init)
+    index = len(builder.model.subgraphs) - 1
+    call = schema.OperatorT()
+    call.opcodeIndex = builder.opcode(schema.BuiltinOperator.CALL_ONCE)
+    call.inputs, call.outputs = [], []
+    options = schema.CallOnceOptionsT()
+    options.initSubgraphIndex = index
+    call.builtinOptionsType, call.builtinOptions = schema.BuiltinOptions.CallOnceOptions, options
+    builder.subgraph.operators.insert(0, call)
+    return index
+
+
+def read_variable(net: "Net", handle: int, shape, dtype=np.float32, quant=None) -> int:
+    return net.op("READ_VARIABLE", [handle], dtype=dtype, quant=quant, shape=shape)
+
+
+def assign_variable(net: "Net", handle: int, value: int) -> None:
+    op = schema.OperatorT()
+    op.opcodeIndex = net.builder.opcode(schema.BuiltinOperator.ASSIGN_VARIABLE)
+    op.inputs, op.outputs = [handle, value], []
+    net.builder.subgraph.operators.append(op)
+
+
+def interpret_stream(model: bytes, steps: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+    """Outputs of consecutive invocations of one interpreter (its variables persist between them)."""
+    interpreter = Interpreter(model_content=model)
+    interpreter.allocate_tensors()
+    results = []
+    for feeds in steps:
+        for detail, value in zip(interpreter.get_input_details(), feeds, strict=True):
+            interpreter.set_tensor(detail["index"], value)
+        interpreter.invoke()
+        results.append([interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()])
+    return results

@@ -126,6 +126,7 @@ def from_proto(
     except Exception as exc:
         raise ModelLoadError(f"{source}: not a valid ONNX model ({_first_line(exc)})") from exc
     proto = _to_supported_opset(proto, source)
+    _symbolic_nonpositive_dims(proto.graph)
     if input_shapes:
         _set_input_shapes(proto, input_shapes, source)
     proto = _infer(proto, strip=bool(input_shapes))
@@ -161,6 +162,17 @@ def _to_supported_opset(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
             f"converter could not move it to {goal} ({_first_line(exc)})"
         ) from exc
     return converted
+
+
+def _symbolic_nonpositive_dims(graph: onnx.GraphProto) -> None:
+    """Converters write `dim_value: -1` (or 0) for a dynamic dimension; ONNX means a symbolic one
+    by dim_param. Read as fixed, -1 refused --input-shape and made 1x3x1x1 check inputs."""
+    for value in list(graph.input) + list(graph.output):
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.dim_param = f"{value.name}_dim{axis}"
 
 
 def _set_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], source: str) -> None:

@@ -21,7 +21,16 @@ def concrete_shape(tensor: gs.Variable, fill: int = 1) -> list[int]:
         raise EdgecError(
             f"input '{tensor.name}' has no shape in the model; give one with --input-shape {tensor.name}=1x..."
         )
-    return [d if isinstance(d, int) and d >= 0 else fill for d in tensor.shape]
+    dynamic = [axis for axis, d in enumerate(tensor.shape) if axis > 0 and not (isinstance(d, int) and d > 0)]
+    if dynamic:
+        # A leading (batch) dimension of 1 is what edge inference runs; guessing 1 for a height,
+        # width or length would check a 1x3x1x1 "image" and prove nothing.
+        dims = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in tensor.shape)
+        raise EdgecError(
+            f"input '{tensor.name}' has dynamic dimensions ({dims}) beyond the batch: fix them with "
+            f"--input-shape {tensor.name}=1x..., or give real inputs (--inputs or --calib)"
+        )
+    return [d if isinstance(d, int) and d > 0 else fill for d in tensor.shape]
 
 
 def random_samples(model: ir.Model, count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED) -> list[dict]:

@@ -214,10 +214,14 @@ def test_ir_file_flags_operators_2022_3_cannot_read(tmp_path):
 def test_intel_ncs2_refuses_dynamic_shapes(tmp_path):
     g = GraphBuilder()
     g.output(g.op("Relu", [g.input("x", ["batch", "features"])]))
+    # Random check inputs cannot guess a dynamic feature width: real ones give it.
+    inputs = [{"x": np.linspace(-1, 1, 6, dtype=np.float32)[None]}]
     with pytest.raises(EdgecError, match=r"MYRIAD plugin needs static input shapes, not x \[1, None\]"):
-        edgec.compile(g.model(), "intel-ncs2", opt="0", backend="openvino", output_dir=tmp_path / "o")
+        edgec.compile(g.model(), "intel-ncs2", opt="0", backend="openvino", output_dir=tmp_path / "o", inputs=inputs)
     # The CPU plugin takes them: only the batch is fixed to 1.
-    result = edgec.compile(g.model(), "x86-64", opt="0", backend="openvino", output_dir=tmp_path / "cpu")
+    result = edgec.compile(
+        g.model(), "x86-64", opt="0", backend="openvino", output_dir=tmp_path / "cpu", inputs=inputs
+    )
     assert result.report["artifact"]["inputs"][0]["shape"] == [1, None] and result.report["backend_check"]["ok"]
 
 

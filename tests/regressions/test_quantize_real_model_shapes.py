@@ -3,6 +3,8 @@ each is the smallest graph with the feature that broke it, built on all int8 bac
 
 from dataclasses import replace
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -120,3 +122,31 @@ def test_a_model_with_nothing_to_quantize_says_so(tmp_path):
         tmp_path / "m.onnx", target="x86-64", backend="onnx", opt="int8", calib="random:16", output_dir=tmp_path / "out"
     )
     assert any("no layer of this model is quantizable" in w for w in result.report["warnings"])
+
+
+def _minus_one_dims(path):
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8, 8])
+    b.output(b.op("Relu", [b.op("Conv", [x, b.weight(4, 3, 3, 3)], pads=[1, 1, 1, 1])]))
+    proto = b.proto()
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        for dim in value.type.tensor_type.shape.dim[2:]:
+            dim.dim_value = -1  # as some converters write a dynamic dimension
+    onnx.save(proto, path)
+    return path
+
+
+def test_minus_one_dims_are_dynamic_and_never_checked_at_1x1(tmp_path, capsys):
+    from edgec.cli import main
+
+    model = _minus_one_dims(tmp_path / "m.onnx")
+    assert main([str(model), "-t", "x86-64", "--backend", "onnx", "-o", str(tmp_path / "a"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "dynamic dimensions (1x3x?x?)" in err and "--input-shape x=" in err
+    assert not (tmp_path / "a").exists()
+    code = main(
+        [str(model), "-t", "x86-64", "--backend", "onnx", "--input-shape", "x=1x3x16x16", "-o", str(tmp_path / "b")]
+    )
+    assert code == 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"] == [1, 3, 16, 16]

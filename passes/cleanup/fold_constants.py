@@ -9,7 +9,7 @@ from edgec import runner
 from edgec.compress import shared
 from edgec.graph_utils import attr_tensor_to_numpy, is_graph_output, remove_node
 from edgec.ir import Model, iter_graphs
-from edgec.pass_infra import Pass, PassContext, PassResult
+from edgec.pass_infra import Pass, PassContext, PassResult, option
 
 # Folding these would freeze one random draw into the model.
 NONDETERMINISTIC = {
@@ -28,7 +28,7 @@ class FoldConstantsPass(Pass):
     summary = "Evaluate nodes whose inputs are all constant and replace them with initializers."
     # A result bigger than its inputs by more than this stays computed (ConstantOfShape, Expand,
     # Tile): folding it would grow the file for nothing.
-    max_growth_bytes: int = 1 << 20
+    max_growth_bytes: int = option(1 << 20, min=0)
     # Ops whose constant inputs are a storage format: DequantizeLinear keeps int8 weights int8.
     keep_ops: tuple[str, ...] = ("DequantizeLinear",)
 

@@ -9,14 +9,14 @@ import onnx_graphsurgeon as gs
 
 from edgec.graph_utils import is_graph_output, replace_uses
 from edgec.ir import iter_graphs
-from edgec.pass_infra import Pass, PassContext, PassResult
+from edgec.pass_infra import Pass, PassContext, PassResult, option
 
 
 class MergeDuplicateInitializersPass(Pass):
     name = "merge-duplicate-initializers"
     summary = "Make nodes share one copy of initializers that hold identical data."
     # Tiny constants (axes, shapes) are merged too; they are most of the duplicates exporters make.
-    min_bytes: int = 0
+    min_bytes: int = option(0, min=0)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         # One table for the whole model: a constant shared by two If branches is written once,

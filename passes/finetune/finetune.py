@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 
 from edgec.compress import FIDELITY
 from edgec.errors import EdgecError
-from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
 
 
 class FinetunePass(Pass):
@@ -21,14 +21,14 @@ class FinetunePass(Pass):
     tolerance = FIDELITY
     requires_training = True
     recovers = True
-    epochs: int = 3
-    lr: float = 1e-3  # Adam
-    batch_size: int = 128
+    epochs: int = option(3, min=1)
+    lr: float = option(1e-3, min=0)  # Adam
+    batch_size: int = option(128, min=1)
     distill: bool = True  # learn from the uncompressed model's outputs (and the labels, if any)
-    temperature: float = 2.0  # recovered more than 1 or 4 on both LeNets (bench/compress)
-    alpha: float = 0.5  # weight of distillation against cross-entropy when labels exist
-    max_samples: int = 0  # train on a seeded subset of this size (0: all of --train)
-    seed: int = 0
+    temperature: float = option(2.0, min=0.01)  # recovered more than 1 or 4 on both LeNets (bench/compress)
+    alpha: float = option(0.5, min=0, max=1)  # weight of distillation against cross-entropy when labels exist
+    max_samples: int = option(0, min=0)  # train on a seeded subset of this size (0: all of --train)
+    seed: int = option(0, min=0)
     schedule: Literal["cosine", "constant"] = "cosine"  # learning rate over the run
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:

@@ -8,7 +8,7 @@ import onnx_graphsurgeon as gs
 
 from edgec.compress import container, storage
 from edgec.errors import PassError
-from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
 
 
 class HuffmanPass(Pass):
@@ -17,7 +17,7 @@ class HuffmanPass(Pass):
     numerics = Numerics.LOSSLESS
     # huffman: canonical Huffman codes; fixed: fixed-width codes (the pruned/shared stages' storage).
     coding: Literal["huffman", "fixed"] = "huffman"
-    min_elements: int = storage.MIN_ELEMENTS
+    min_elements: int = option(storage.MIN_ELEMENTS, min=0)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         tensors = storage.container_tensors(graph, self.min_elements)

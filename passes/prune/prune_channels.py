@@ -23,7 +23,7 @@ from edgec.analysis.costs import node_macs, total_macs
 from edgec.compress import FIDELITY, channels
 from edgec.errors import EdgecError
 from edgec.graph_utils import constant_value
-from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
 from edgec.quant import collect
 
 # Latency: the median of single-threaded batch-1 runs after a few warm-up ones: up to
@@ -53,9 +53,9 @@ class PruneChannelsPass(Pass):
     summary = "Remove whole output channels of Conv/Gemm/MatMul layers and the inputs that read them."
     numerics = Numerics.LOSSY
     tolerance = FIDELITY
-    ratio: float = 0.25  # share of the channels removed from each prunable group
+    ratio: float = option(0.25, min=0, below=1)  # share of the channels removed from each prunable group
     # Keep this fraction of the MACs instead (e.g. 0.5): the smallest uniform ratio that gets there.
-    macs_target: float | None = None
+    macs_target: float | None = option(None, min=0)
     # Importance of a channel: the L1/L2 norm of its producers' weights, or |gamma| of their BatchNorm.
     criterion: Literal["l1", "l2", "bn-gamma"] = "l1"
     skip: tuple[str, ...] = ()  # layers (node or weight names) whose output channels stay

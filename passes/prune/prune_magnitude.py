@@ -11,7 +11,7 @@ from edgec import ir
 from edgec.compress import FIDELITY, storage
 from edgec.compress.layers import Layer, select, weighted_layers
 from edgec.errors import EdgecError
-from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
 from edgec.quant import evaluation
 
 
@@ -20,18 +20,18 @@ class PruneMagnitudePass(Pass):
     summary = "Zero the smallest-magnitude weights of Conv/Gemm/MatMul layers, per layer or with one global threshold."
     numerics = Numerics.LOSSY
     tolerance = FIDELITY
-    sparsity: float = 0.5  # share of each layer's weights (scope=layer) or of all of them (global)
+    sparsity: float = option(0.5, min=0, below=1)  # share of each layer's weights (scope=layer) or of all of them (global)
     # global: one magnitude threshold over all layers, so layers with many small weights (large
     # fully connected ones) lose more than small, sensitive ones.
     scope: Literal["layer", "global"] = "layer"
     skip: tuple[str, ...] = ()  # layers (node or weight names) left dense
-    first: float | None = None  # sparsity of the model's first layer (default: like the rest)
-    last: float | None = None  # ... and of its last layer
-    min_elements: int = 64  # smaller weights stay dense: nothing to gain
+    first: float | None = option(None, min=0, below=1)  # sparsity of the model's first layer (default: like the rest)
+    last: float | None = option(None, min=0, below=1)  # ... and of its last layer
+    min_elements: int = option(64, min=0)  # smaller weights stay dense: nothing to gain
     # Without retraining, how far pruning can go depends on the model: when set, `sparsity` is
     # an upper bound and the pass bisects for the largest sparsity whose top-1 agreement with the
     # unpruned model, on the check samples, stays at least this.
-    min_agreement: float | None = None
+    min_agreement: float | None = option(None, min=0, max=1)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         for option in ("sparsity", "first", "last"):

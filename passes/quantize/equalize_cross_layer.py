@@ -16,7 +16,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from edgec.graph_utils import NameGen, constant_value, only_consumer, set_constant_input
-from edgec.pass_infra import Pass, PassContext, PassResult
+from edgec.pass_infra import Pass, PassContext, PassResult, option
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "MaxPool", "AveragePool", "Identity", "Dropout")
 
@@ -31,7 +31,7 @@ class _Pair:
 class EqualizeCrossLayerPass(Pass):
     name = "equalize-cross-layer"
     summary = "Balance per-channel weight ranges of consecutive layers through Relu/MaxPool (exact rescaling)."
-    iterations: int = 4
+    iterations: int = option(4, min=1)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         pairs = [p for p in (_pair(graph, n) for n in graph.nodes) if p is not None]

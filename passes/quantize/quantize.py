@@ -10,7 +10,7 @@ import onnx_graphsurgeon as gs
 from edgec import ir
 from edgec.compare import Tolerance
 from edgec.graph_utils import NameGen, constant_value
-from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
 from edgec.quant import collect, qdq
 from edgec.quant import scheme as schemes
 from edgec.quant.scheme import COMPUTE_OPS
@@ -31,7 +31,7 @@ class QuantizePass(Pass):
     # and keeps the one whose quantized model is closest to float32 on calibration samples:
     # no single method wins on every model (see bench/quant/results.md).
     calib: Literal["auto", "minmax", "percentile", "entropy", "mse"] = "auto"
-    percentile: float = 99.99
+    percentile: float = option(99.99, min=1, max=100)
     # minmax's extremes: exact (onnxruntime reduces every tensor: costs a second model's worth of
     # work on PP-LCNet) or read off the sampled histograms (what calib=auto scores and settles on).
     extremes: Literal["exact", "sampled"] = "exact"
@@ -49,7 +49,7 @@ class QuantizePass(Pass):
     # "latency": time the model in onnxruntime on this machine and move to `fallback` the layers
     # whose int8 kernels are slower here (only meaningful when this machine is the target).
     select: Literal["all", "latency"] = "all"
-    select_seconds: float = 20.0
+    select_seconds: float = option(20.0, min=0)
     _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
     _calib_scores: ClassVar[dict | None] = None  # output SQNR per method, when calib=auto chose
     _chosen: ClassVar[tuple | None] = None  # calib=auto's winning rewrite, reused by run()

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 from edgec.compress import FIDELITY, kmeans, shared, storage
 from edgec.compress.layers import select, weighted_layers
 from edgec.errors import EdgecError
-from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
 
 
 class WeightSharePass(Pass):
@@ -19,12 +19,12 @@ class WeightSharePass(Pass):
     summary = "k-means weight sharing per layer: uint8 indices + codebook + Gather; pruned zeros stay exactly zero."
     numerics = Numerics.LOSSY
     tolerance = FIDELITY
-    bits: int = 5  # codebook of 2^bits entries for fully connected layers (Gemm/MatMul)...
-    conv_bits: int = 8  # ...and for convolutions, which the paper finds more sensitive
+    bits: int = option(5, min=1, max=16)  # codebook of 2^bits entries for fully connected layers (Gemm/MatMul)...
+    conv_bits: int = option(8, min=1, max=16)  # ...and for convolutions, which the paper finds more sensitive
     init: Literal["linear", "density", "random"] = "linear"
-    iterations: int = 100
+    iterations: int = option(100, min=1)
     skip: tuple[str, ...] = ()
-    min_elements: int = 64
+    min_elements: int = option(64, min=0)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         for option in ("bits", "conv_bits"):

@@ -27,7 +27,9 @@ def inspect_model(model: ir.Model, targets: Iterable[Target]) -> dict:
     fits = [fit(run_once, t, precision, peak.bytes, weight_bytes, file_bytes) for t in targets]
     return {
         "model": model.source,
-        "opset": model.opset,
+        # The file's own opset; the IR may have been upgraded on load (ir.load's version converter).
+        "opset": getattr(model, "source_opset", None) or model.opset,
+        "opset_converted_to": model.opset,
         "producer": " ".join(p for p in (model.graph.producer_name, model.graph.producer_version) if p),
         "inputs": model.input_specs(),
         "outputs": model.output_specs(),
@@ -66,7 +68,9 @@ def human_count(n: int) -> str:
 def format_text(info: dict) -> str:
     """The human-readable form of inspect_model's result: tables, not paragraphs."""
     lines = [
-        f"model     {info['model']}  (opset {info['opset']}{', ' + info['producer'] if info['producer'] else ''})",
+        f"model     {info['model']}  (opset {info['opset']}"
+        + (f", converted to {info['opset_converted_to']}" if info.get("opset_converted_to", info["opset"]) != info["opset"] else "")
+        + f"{', ' + info['producer'] if info['producer'] else ''})",
         f"precision {info['precision']}",
         "",
     ]

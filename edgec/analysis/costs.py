@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -43,7 +44,7 @@ def tensor_bytes(tensor: gs.Tensor) -> int:
     shape = concrete(tensor.shape)
     if shape is None or tensor.dtype is None or isinstance(tensor.dtype, int):
         return 0
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(tensor.dtype).itemsize
+    return math.prod(shape) * np.dtype(tensor.dtype).itemsize  # Python ints: a dim of 2^62 must not wrap
 
 
 def node_macs(node: gs.Node) -> int:
@@ -71,14 +72,14 @@ def node_macs(node: gs.Node) -> int:
 
 
 def _prod(values) -> int:
-    return int(np.prod(values, dtype=np.int64)) if values else 1
+    return math.prod(int(v) for v in values) if values else 1  # Python ints never overflow to 0
 
 
 def _params(node: gs.Node) -> tuple[int, int]:
     """(elements, bytes) of the weights a node reads: floating point or quantized constants."""
     count = nbytes = 0
     for tensor in node.inputs:
-        value = constant_value(tensor) if isinstance(tensor, gs.Constant) else None
+        value = constant_value(tensor)  # initializers and Constant nodes' outputs alike
         if (
             value is not None
             and value.size > 1
@@ -110,7 +111,7 @@ def _collect(graph: gs.Graph, scope: str, costs: list[LayerCost]) -> None:
                 params=params,
                 weight_bytes=weight_bytes,
                 input_bytes=sum(
-                    tensor_bytes(t) for t in node.inputs if not isinstance(t, gs.Constant) and not t.is_empty()
+                    tensor_bytes(t) for t in node.inputs if constant_value(t) is None and not t.is_empty()
                 ),
                 output_bytes=sum(tensor_bytes(t) for t in node.outputs if not t.is_empty()),
                 output_shape=None

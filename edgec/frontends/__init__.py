@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import onnx
 
 from edgec import ir
-from edgec.errors import ModelLoadError
+from edgec.errors import EdgecError, ModelLoadError
 
 ZOO_PREFIX = "zoo:"
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ptl", ".torchscript")
@@ -63,14 +63,62 @@ def load_path(path: Path, input_shapes=None, input_dtypes=None) -> ir.Model:
     if tflite_frontend.is_tflite(path):
         if input_shapes:
             raise ModelLoadError(f"{path}: a .tflite model's input shapes are fixed in the file; drop --input-shape")
-        return tflite_frontend.load(path)
+        try:
+            return tflite_frontend.load(path)
+        except EdgecError:
+            raise
+        except Exception as exc:  # a malformed flatbuffer surfaces as whatever the schema accessors raise
+            raise ModelLoadError(
+                f"{path}: not a readable TFLite model ({type(exc).__name__}: {_first_line(exc)}); "
+                "the file is corrupt or uses a field edgec cannot read"
+            ) from exc
     if _is_torchscript(path):
         from edgec.frontends import torch as torch_frontend
 
+        torch_frontend.refuse_pickle(path)
         if not input_shapes:
             raise ModelLoadError(f"{path}: a TorchScript model needs --input-shape NAME=1x3x224x224 for each input")
         return torch_frontend.load_torchscript(path, input_shapes, input_dtypes)
-    return ir.load(path, input_shapes=input_shapes)
+    return _load_onnx(path, input_shapes)
+
+
+def _load_onnx(path: Path, input_shapes=None) -> ir.Model:
+    """ir.load, after checking what it would trip over (external data past the end of its file),
+    with the file's own opset kept: ir.load upgrades old opsets, `edgec inspect` shows the file's."""
+    opset = None
+    try:
+        header = onnx.load(str(path), load_external_data=False)
+    except Exception:  # ir.load reports an unreadable file in its own words
+        header = None
+    if header is not None:
+        opset = next((o.version for o in header.opset_import if o.domain in ("", "ai.onnx")), None)
+        _check_external_data_sizes(header, path)
+    model = ir.load(path, input_shapes=input_shapes)
+    model.source_opset = opset
+    return model
+
+
+def _check_external_data_sizes(proto: onnx.ModelProto, path: Path) -> None:
+    from onnx import external_data_helper
+
+    for tensor in external_data_helper._get_all_tensors(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        try:
+            offset, length = int(info.get("offset", 0) or 0), int(info.get("length", -1) or -1)
+        except ValueError:
+            raise ModelLoadError(f"{path}: tensor '{tensor.name}' has a malformed external data offset/length") from None
+        file = path.parent / location
+        if not location or not file.is_file():
+            continue  # ir.load names a missing file
+        size = file.stat().st_size
+        if offset < 0 or offset > size or (length >= 0 and offset + length > size):
+            raise ModelLoadError(
+                f"{path}: external data for tensor '{tensor.name}' is truncated: {location} holds {size:,} bytes, "
+                f"the model needs {offset + max(length, 0):,}"
+            )
 
 
 def _load_zoo(name: str, input_shapes) -> Loaded:
@@ -78,15 +126,22 @@ def _load_zoo(name: str, input_shapes) -> Loaded:
 
     entry = registry.get(name)
     shapes = {**entry.input_shapes, **(input_shapes or {})}
-    model = ir.load(entry.path(), input_shapes=shapes or None)
+    model = _load_onnx(Path(entry.path()), input_shapes=shapes or None)
     model.source = f"{ZOO_PREFIX}{name}"
     return Loaded(model, entry)
 
 
 def _is_torchscript(path: Path) -> bool:
     # TorchScript archives are zip files; ONNX files are protobuf and never start with "PK".
+    # A legacy torch.save pickle starts with the pickle protocol byte 0x80.
     with open(path, "rb") as f:
-        return f.read(2) == b"PK" or path.suffix in TORCHSCRIPT_SUFFIXES
+        head = f.read(2)
+    return head == b"PK" or path.suffix in TORCHSCRIPT_SUFFIXES or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
 
 
 def _is_torch_module(obj: Any) -> bool:

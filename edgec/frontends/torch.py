@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -79,6 +80,29 @@ def from_module(
             ) from exc
     proto = onnx.load_from_string(buffer.getvalue())
     return ir.from_proto(proto, source=type(module).__name__)
+
+
+def refuse_pickle(path: str | os.PathLike) -> None:
+    """A torch.save() pickle (a whole nn.Module or a state_dict) is Python objects, not a graph:
+    say how to compile it instead of calling it a corrupt TorchScript file."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    pickled = head[:1] == b"\x80"
+    if head == b"PK":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return  # torch.jit.load will say what is wrong with it
+        has_code = any("/code/" in n or n.startswith("code/") for n in names)
+        pickled = not has_code and any(n.endswith("data.pkl") for n in names)
+    if pickled:
+        raise ModelLoadError(
+            f"{path}: a torch.save() pickle (an nn.Module or state_dict), not TorchScript; compile the module "
+            "from Python with edgec.compile(module, example_inputs=...), or save it with "
+            "torch.jit.trace(module, example).save(PATH)"
+        )
 
 
 def load_torchscript(

@@ -323,7 +323,7 @@ def _calibration(spec, model: ir.Model, preprocess, build: Plan):
                 "images, plugin:FILE.py), or --calib random:N to try it without real data"
             )
         return None
-    return calib_module.load(str(spec), model, preprocess)
+    return calib_module.load(spec, model, preprocess)
 
 
 def _training(spec, model: ir.Model, preprocess, build: Plan):
@@ -480,7 +480,7 @@ def debug_precision(
     work = loaded.model
     ir.name_nodes(work.graph)
     preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
-    calibration = calib_module.load(str(calib), work, preprocess)
+    calibration = calib_module.load(calib, work, preprocess)
     ctx = PassContext(target=build.target, calibration=calibration, progress=progress)
     snapshot = _BeforeLossy()
     PassManager(build.passes, [snapshot]).run(work, ctx)

@@ -23,6 +23,12 @@ from edgec.calib import preprocess as preprocessing
 from edgec.errors import EdgecError
 
 MIN_SAMPLES = 16
+# random:N past this is no calibration set but a way to run out of time (samples are made lazily,
+# so memory is not the limit).
+MAX_RANDOM_SAMPLES = 100_000
+# Arrays an .npz holds are read whole (zip members cannot be memory-mapped): past this, one line
+# that says to use .npy files, which are mapped and read sample by sample.
+MAX_NPZ_ARRAY_BYTES = 1 << 30
 Sample = dict[str, np.ndarray]
 
 
@@ -100,12 +106,15 @@ def check_sample(sample: Mapping[str, np.ndarray], inputs: list[gs.Variable], wh
 
 
 def split_stack(array: np.ndarray, tensor: gs.Variable) -> list[np.ndarray]:
-    """One array as samples: a stack (one more axis), a batch for a batch-1 model, or one sample."""
+    """One array as samples: a stack (one more axis), a batch for a model whose batch is 1 or
+    dynamic (a user with a (256, 1, 28, 28) array for an (N, 1, 28, 28) input means 256 samples),
+    or one sample."""
     rank = len(tensor.shape) if tensor.shape is not None else array.ndim
     if array.ndim == rank + 1:
         return list(array)
-    if array.ndim == rank and rank and tensor.shape[0] == 1 and array.shape[0] != 1:
-        return [row[None] for row in array]
+    batch = tensor.shape[0] if rank else None
+    if array.ndim == rank and rank and (batch == 1 or not isinstance(batch, int) or batch <= 0):
+        return [array[i : i + 1] for i in range(array.shape[0])]
     return [array]
 
 
@@ -126,11 +135,16 @@ def arrays_to_samples(arrays: Mapping[str, np.ndarray], inputs: list[gs.Variable
 
 
 def load(
-    spec: str, model: ir.Model, preprocess: str | preprocessing.Preprocess | None = None, min_samples: int = MIN_SAMPLES
+    spec, model: ir.Model, preprocess: str | preprocessing.Preprocess | None = None, min_samples: int = MIN_SAMPLES
 ) -> CalibrationSet:
-    """Resolve a --calib value. Every sample is checked against the model's inputs when read."""
+    """Resolve a --calib value (or, from Python, an array, a dict of arrays keyed by input name,
+    or an iterable of such dicts). Every sample is checked against the model's inputs when read."""
     inputs = list(model.graph.inputs)
-    if spec.startswith("random:"):
+    calib = None if isinstance(spec, (str, Path)) else _in_memory(spec, inputs)
+    spec = str(spec) if calib is None else calib.source
+    if calib is not None:
+        pass
+    elif spec.startswith("random:"):
         calib = _random(spec, model)
     elif spec.startswith("plugin:"):
         calib = _plugin(spec.removeprefix("plugin:"), inputs)
@@ -165,6 +179,30 @@ def _spec(preprocess) -> preprocessing.Preprocess | None:
     return preprocessing.parse(preprocess)
 
 
+def _in_memory(data, inputs: list[gs.Variable]) -> CalibrationSet:
+    """The Python API's calib=: an array (single-input models), a dict of arrays, or an iterable
+    of feed dicts; arrays are stacks of samples like an .npz's."""
+    if isinstance(data, np.ndarray):
+        if len(inputs) != 1:
+            raise EdgecError(f"calib: one array given, the model has {len(inputs)} inputs (give a dict by input name)")
+        data = {inputs[0].name: data}
+    if isinstance(data, Mapping):
+        samples = arrays_to_samples({k: np.asarray(v) for k, v in data.items()}, inputs, "calib")
+    else:
+        try:
+            samples = [dict(item) if isinstance(item, Mapping) else {inputs[0].name: np.asarray(item)} for item in data]
+        except TypeError:
+            raise EdgecError(
+                f"calib: a {type(data).__name__} is not calibration data (give a path, random:N, an array, "
+                "a dict of arrays or an iterable of feed dicts)"
+            ) from None
+    return CalibrationSet(
+        f"calib ({len(samples)} samples given)",
+        len(samples),
+        lambda: ((f"calib[{i}]", s) for i, s in enumerate(samples)),
+    )
+
+
 def _random(spec: str, model: ir.Model) -> CalibrationSet:
     from edgec.samples import random_samples
 
@@ -172,26 +210,65 @@ def _random(spec: str, model: ir.Model) -> CalibrationSet:
         count = int(spec.removeprefix("random:"))
     except ValueError:
         raise EdgecError(f"--calib {spec}: expected random:N with N a number") from None
-    samples = random_samples(model, count, seed=0)
-    return CalibrationSet(
-        f"random:{count}",
-        count,
-        lambda: ((f"random sample {i}", s) for i, s in enumerate(samples)),
-        representative=False,
-    )
+    if not 1 <= count <= MAX_RANDOM_SAMPLES:
+        raise EdgecError(f"--calib {spec}: N must be between 1 and {MAX_RANDOM_SAMPLES:,}")
+    random_samples(model, 1, seed=0)  # errors (dynamic dimensions, dtypes) now, not mid-pass
+
+    def reader():
+        # One sample at a time from its own seed: bounded memory for any N, same samples every pass.
+        for i in range(count):
+            yield f"random sample {i}", random_samples(model, 1, seed=i)[0]
+
+    return CalibrationSet(f"random:{count}", count, reader, representative=False)
+
+
+def _declared_bytes(stream) -> int:
+    """What an .npy header says its array needs, read before anything is allocated."""
+    version = np.lib.format.read_magic(stream)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in read_header:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, _, dtype = read_header[version](stream)
+    return int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, each declared size checked before it is read; EdgecError naming the
+    file when it is not a readable archive of arrays."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                with archive.open(member) as stream:
+                    declared = _declared_bytes(stream) if member.filename.endswith(".npy") else 0
+                if declared > MAX_NPZ_ARRAY_BYTES:
+                    raise EdgecError(
+                        f"{path}: {member.filename} declares {declared:,} bytes, over the {MAX_NPZ_ARRAY_BYTES:,} "
+                        "an .npz may hold per array (use .npy files: they are read sample by sample)"
+                    )
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, MemoryError, OverflowError) as exc:
+        raise EdgecError(f"{path}: unreadable ({str(exc).splitlines()[0][:120]})") from exc
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            declared = _declared_bytes(f)
+        if declared > path.stat().st_size:
+            raise EdgecError(f"{path}: its header declares {declared:,} bytes, the file has {path.stat().st_size:,}")
+        # Mapped, not read: a large array is paged in sample by sample.
+        return np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError, EOFError, MemoryError, OverflowError) as exc:
+        raise EdgecError(f"{path}: unreadable ({str(exc).splitlines()[0][:120]})") from exc
 
 
 def _read_arrays(path: Path, inputs: list[gs.Variable]) -> dict[str, np.ndarray]:
-    try:
-        if path.suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-            if len(inputs) != 1:
-                raise EdgecError(f"{path}: an .npy holds one array; the model has {len(inputs)} inputs (use .npz)")
-            return {inputs[0].name: array}
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise EdgecError(f"{path}: unreadable ({str(exc).splitlines()[0][:120]})") from exc
+    if path.suffix == ".npy":
+        if len(inputs) != 1:
+            raise EdgecError(f"{path}: an .npy holds one array; the model has {len(inputs)} inputs (use .npz)")
+        return {inputs[0].name: _read_npy(path)}
+    arrays = read_npz(path)
     names = [t.name for t in inputs]
     if set(names) <= set(arrays):
         return arrays

@@ -7,6 +7,7 @@ the preprocessing the model was calibrated with.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,6 +17,11 @@ from edgec.errors import EdgecError
 
 COLORS = ("rgb", "bgr", "gray")
 LAYOUTS = ("nchw", "nhwc")
+# An image dimension no edge model reads (8K is 7680): resize=60000 would allocate 43 GB.
+MAX_SIDE = 16384
+# Pixels PIL decodes before refusing a file as a decompression bomb (PIL warns at 89M, errors at
+# twice that; edgec refuses at its warning threshold instead of spending gigabytes on a bomb).
+MAX_PIXELS = 89_478_485
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -55,11 +61,19 @@ class Preprocess:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(path) as image:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked just below
+                image = Image.open(path)
+            with image:
+                if image.width * image.height > MAX_PIXELS:  # the header alone says so: never decode it
+                    raise EdgecError(
+                        f"{path}: {image.width}x{image.height} pixels, over the {MAX_PIXELS:,} edgec reads "
+                        "(a decompression bomb, or an image to shrink first)"
+                    )
                 image.load()
                 image = image.convert("L" if self.color == "gray" else "RGB")
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise EdgecError(f"{path}: unreadable image ({exc})") from exc
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+            raise EdgecError(f"{path}: unreadable image ({str(exc).splitlines()[0][:160]})") from exc
         image = self._resize(image)
         image = self._crop(image, path)
         pixels = np.asarray(image, dtype=np.float32)
@@ -90,7 +104,13 @@ class Preprocess:
             return image.resize(self.resize, method)
         width, height = image.size
         ratio = self.resize[0] / min(width, height)
-        return image.resize((max(1, round(width * ratio)), max(1, round(height * ratio))), method)
+        size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+        if max(size) > MAX_SIDE:
+            raise EdgecError(
+                f"--preprocess resize={self.resize[0]}: a {width}x{height} image would become "
+                f"{size[0]}x{size[1]}, over {MAX_SIDE} pixels a side"
+            )
+        return image.resize(size, method)
 
     def _crop(self, image, path: Path):
         if not self.crop:
@@ -137,12 +157,21 @@ def _parse_value(key: str, raw: str):
         dims = tuple(int(v) for v in raw.lower().split("x"))
         if not 1 <= len(dims) <= 2 or any(d <= 0 for d in dims):
             raise ValueError
+        if any(d > MAX_SIDE for d in dims):
+            raise EdgecError(f"--preprocess: {key}={raw} is over {MAX_SIDE} pixels a side")
         return dims
     if key in ("mean", "std"):
-        return tuple(float(v) for v in raw.split("/"))
+        values = tuple(float(v) for v in raw.split("/"))
+        if not all(np.isfinite(values)):
+            raise ValueError
+        return values
     if key == "scale":
         numerator, _, denominator = raw.partition("/")
-        return float(numerator) / (float(denominator) if denominator else 1.0)
+        bottom = float(denominator) if denominator else 1.0
+        value = float(numerator) / bottom if bottom != 0 else None
+        if value is None or not np.isfinite(value) or value == 0:
+            raise EdgecError(f"--preprocess: scale={raw} must be a finite, non-zero number (e.g. 1/255)")
+        return value
     if key in ("color", "layout"):
         return raw.lower()
     if key == "resample":

@@ -42,8 +42,7 @@ def load(spec: str, model: ir.Model, preprocess=None) -> EvalSet:
     (labels are the sorted subdirectory indices), or anything --calib reads (unlabelled)."""
     path = Path(spec)
     if path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = calib.read_npz(path)
         label_key = next((k for k in LABEL_KEYS if k in arrays), None)
         labels = arrays.pop(label_key) if label_key else None
         inputs = list(model.graph.inputs)

@@ -35,8 +35,8 @@ def test_npz_keyed_by_input_name_and_stacks():
 
 def test_npy_and_directory_of_npy_files(tmp_path):
     model = _model()
-    np.save(tmp_path / "all.npy", np.zeros((32, 1, 8, 8), np.float32))  # a batch for a batch-N model
-    assert len(calib.load(str(tmp_path / "all.npy"), model, min_samples=1)) == 1
+    np.save(tmp_path / "all.npy", np.zeros((32, 1, 8, 8), np.float32))  # a batch for a batch-N model: 32 samples
+    assert len(calib.load(str(tmp_path / "all.npy"), model, min_samples=1)) == 32
     np.save(tmp_path / "all.npy", np.zeros((32, 1, 1, 8, 8), np.float32))  # a stack of samples
     assert len(calib.load(str(tmp_path / "all.npy"), model)) == 32
     folder = tmp_path / "dir"

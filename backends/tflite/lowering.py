@@ -70,7 +70,13 @@ class Context:
         DEQUANTIZE, or float32."""
         values = np.asarray(values)
         if source.name in self.quant:
-            return self.builder.constant(self.name(name), values.copy(order="C"), self.quantization(source.name, axis))
+            quantization = self.quantization(source.name, axis)
+            stored = self.builder.constant(self.name(name), values.copy(order="C"), quantization)
+            if not self.quant[source.name].dequantize:
+                return stored
+            full = self.temporary(values.shape)  # weight-only int8: float32 for a float kernel
+            self.builder.operator(schema.BuiltinOperator.DEQUANTIZE, [stored], [full])
+            return full
         if values.dtype == np.float16:
             half = self.builder.constant(self.name(name), values.copy(order="C"))
             full = self.temporary(values.shape)
@@ -193,6 +199,14 @@ def _decode_shared_weights(graph: gs.Graph) -> int:
     return len(decoded)
 
 
+def _name_unnamed(graph: gs.Graph) -> None:
+    """Errors name the node they refuse: an unnamed one (Q/DQ, a converter's) by its position and
+    first output, e.g. Conv '#12 -> conv_out'."""
+    for index, node in enumerate(graph.nodes):
+        if not node.name:
+            node.name = f"#{index} -> {node.outputs[0].name if node.outputs else '(no output)'}"
+
+
 def _fix_batch(graph: gs.Graph) -> None:
     """A dynamic leading (batch) dimension becomes 1: TFLite kernels are planned for static
     shapes (the interpreter can be resized later); intermediate shapes are inferred again."""
@@ -248,10 +262,12 @@ def _compute_dtype(dtype) -> np.dtype:
 
 
 def precision_of(graph: gs.Graph) -> str:
-    """What the lowering will write: int8 (Q/DQ in the IR), fp16 (float16 weights) or fp32."""
-    ops = {n.op for n in graph.nodes}
-    if ops & {"QuantizeLinear", "DequantizeLinear"}:
-        return "int8"
+    """What the lowering will write: int8 (Q/DQ in the IR), int8-weights (weight-only: every
+    DequantizeLinear reads a constant, activations stay float), fp16 (float16 weights) or fp32."""
+    quantizers = [n for n in graph.nodes if n.op in ("QuantizeLinear", "DequantizeLinear")]
+    if quantizers:
+        weight_only = all(n.op == "DequantizeLinear" and isinstance(n.inputs[0], gs.Constant) for n in quantizers)
+        return "int8-weights" if weight_only else "int8"
     halves = any(isinstance(t, gs.Constant) and t.values.dtype == np.float16 for t in graph.tensors().values())
     return "fp16" if halves else "fp32"
 
@@ -272,10 +288,13 @@ def lower_model(
     if io_dtype not in ("float32", "int8"):
         raise EdgecError(f"tflite: io dtype '{io_dtype}' is not float32 or int8")
     graph = model.copy().graph  # the batch fix and shape inference stay out of the caller's IR
+    _name_unnamed(graph)
     _decode_shared_weights(graph)
     _fix_batch(graph)
     precision = precision_of(graph)
-    params = quantized.fold_qdq(graph) if precision == "int8" else {}
+    quantized_ir = precision in ("int8", "int8-weights")
+    # Full-int8 targets (Edge TPU, TFLM) get float weights for float layers, as before.
+    params = quantized.fold_qdq(graph, weight_only=not full_int8) if quantized_ir else {}
     left_float: list[str] = []
     if io_dtype == "int8":
         if precision != "int8":

@@ -66,6 +66,8 @@ class QuantParams:
     scale: np.ndarray
     zero_point: np.ndarray
     axis: int | None = None
+    # A weight-only int8 constant of a float layer: stored int8, DEQUANTIZEd to float32 in the file.
+    dequantize: bool = False
 
     def same_as(self, other: "QuantParams") -> bool:
         return np.array_equal(self.scale, other.scale) and np.array_equal(self.zero_point, other.zero_point)
@@ -130,8 +132,52 @@ def _plan_node(node: gs.Node, graph_outputs: set[int]) -> tuple[list, gs.Node | 
     return quantizers, absorbed
 
 
-def fold_qdq(graph: gs.Graph) -> dict[str, QuantParams]:
-    """Rewire int8-capable nodes to int8 tensors (in place); returns every int8 tensor's parameters."""
+def fold_constant_requantization(graph: gs.Graph) -> int:
+    """QuantizeLinear(DequantizeLinear(int8 constant)) -> the int8 constant it computes. A
+    quantizer that treats an already-int8 weight (weight-only models) as a float activation
+    leaves such chains; the kernels need the weight itself. Computed as onnxruntime does
+    (float32, round half to even, saturate). Returns how many were folded."""
+    folded = 0
+    for node in list(graph.nodes):
+        if node.op != "QuantizeLinear" or not node.outputs:
+            continue
+        source = _producer(node.inputs[0])
+        if source is None or source.op != "DequantizeLinear" or not isinstance(source.inputs[0], gs.Constant):
+            continue
+        stored = np.asarray(source.inputs[0].values)
+        real = _dequantized_values(source, stored)
+        q = dq_params(node, real.ndim)
+        shape = [1] * real.ndim
+        if q.axis is not None:
+            shape[q.axis] = -1
+        dtype = np.dtype(q.zero_point.dtype) if q.zero_point.dtype in (np.int8, np.uint8) else np.dtype(np.int8)
+        info = np.iinfo(dtype)
+        levels = np.rint(real / q.scale.reshape(shape).astype(np.float32)) + q.zero_point.reshape(shape)
+        out = node.outputs[0]
+        constant = gs.Constant(f"{out.name}_folded", np.clip(levels, info.min, info.max).astype(dtype))
+        for reader in list(out.outputs):
+            reader.inputs[reader.inputs.index(out)] = constant
+        node.outputs.clear()
+        folded += 1
+    if folded:
+        graph.cleanup(remove_unused_graph_inputs=False)
+    return folded
+
+
+def _dequantized_values(node: gs.Node, stored: np.ndarray) -> np.ndarray:
+    """(q - zero_point) * scale in float32, as onnxruntime's DequantizeLinear computes it."""
+    p = dq_params(node, stored.ndim)
+    shape = [1] * stored.ndim
+    if p.axis is not None:
+        shape[p.axis] = -1
+    levels = stored.astype(np.int32) - p.zero_point.astype(np.int32).reshape(shape)
+    return (levels.astype(np.float32) * p.scale.reshape(shape).astype(np.float32)).astype(np.float32)
+
+
+def fold_qdq(graph: gs.Graph, weight_only: bool = False) -> dict[str, QuantParams]:
+    """Rewire int8-capable nodes to int8 tensors (in place); returns every int8 tensor's parameters.
+    `weight_only`: int8 weights of float layers stay int8 behind a DEQUANTIZE (else float32)."""
+    fold_constant_requantization(graph)
     graph_outputs = {id(t) for t in graph.outputs}
     plans = [(node, _plan_node(node, graph_outputs)) for node in list(graph.nodes)]
     params: dict[str, QuantParams] = {}
@@ -163,7 +209,7 @@ def fold_qdq(graph: gs.Graph) -> dict[str, QuantParams]:
                 node.outputs[0] = inner
                 absorbed.inputs[0] = inner
             last.outputs[i] = target
-    _dequantize_float_weights(graph)
+    _dequantize_float_weights(graph, params if weight_only else None)
     graph.cleanup(remove_unused_graph_inputs=False)
     for node in graph.nodes:  # parameters of the int8 tensors QUANTIZE/DEQUANTIZE read or write
         if node.op == "QuantizeLinear":
@@ -173,21 +219,37 @@ def fold_qdq(graph: gs.Graph) -> dict[str, QuantParams]:
     return params
 
 
-def _dequantize_float_weights(graph: gs.Graph) -> None:
-    """An int8 weight read by a float layer: TFLite's float kernels want float constants."""
+# Where float layers read their weights: these keep int8 storage (TFLite's weight-only format).
+WEIGHT_INPUTS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+
+
+def _dequantize_float_weights(graph: gs.Graph, weight_only: dict[str, QuantParams] | None = None) -> None:
+    """An int8 weight read by a float layer. TFLite's float kernels want float values: with
+    `weight_only` (the parameters table) the weight input of Conv/Gemm/MatMul stays an int8
+    constant that the lowering DEQUANTIZEs in the file (4x smaller, and LiteRT's DEQUANTIZE
+    computes the same float32 values); every other reader gets a float32 constant."""
     for node in list(graph.nodes):
         if node.op != "DequantizeLinear" or not isinstance(node.inputs[0], gs.Constant) or not node.outputs:
             continue
         stored = np.asarray(node.inputs[0].values)
-        p = dq_params(node, stored.ndim)
-        shape = [1] * stored.ndim
-        if p.axis is not None:
-            shape[p.axis] = -1
-        real = (stored.astype(np.float64) - p.zero_point.astype(np.float64).reshape(shape)) * p.scale.reshape(shape)
         out = node.outputs[0]
-        constant = gs.Constant(out.name, np.asarray(real, np.float32))  # a 0-d weight's result is a scalar
+        real, int8 = None, None
         for reader in list(out.outputs):
-            reader.inputs[reader.inputs.index(out)] = constant
+            for position, tensor in enumerate(list(reader.inputs)):
+                if tensor is not out:
+                    continue
+                keep = weight_only is not None and WEIGHT_INPUTS.get(reader.op) == position and stored.ndim >= 2
+                if keep and stored.dtype in (np.int8, np.uint8):
+                    if int8 is None:
+                        int8 = gs.Constant(f"{out.name}_int8", stored)
+                        params = dq_params(node, stored.ndim)
+                        params.dequantize = True
+                        weight_only[int8.name] = params
+                    reader.inputs[position] = int8
+                else:
+                    if real is None:  # a 0-d weight's result is a scalar
+                        real = gs.Constant(out.name, np.asarray(_dequantized_values(node, stored), np.float32))
+                    reader.inputs[position] = real
         node.outputs.clear()
 
 

@@ -12,6 +12,7 @@ from edgec.backends.tflite.ops import (
     quantize,
     reduce,
     resize,
+    select,
     shape,
     tensor,
 )
@@ -20,5 +21,5 @@ from edgec.backends.tflite.ops.dtypes import float32_only
 LOWERINGS = {}
 for family in (activation, conv, conv_transpose, dense, elementwise, layernorm, pool, reduce, resize, shape, tensor):
     LOWERINGS |= {op: float32_only(lower) for op, lower in family.LOWERINGS.items()}
-for family in (constant, quantize):  # typed by what they convert: constants of any type, int8 <-> float
+for family in (constant, quantize, select):  # typed by what they convert (select: bool, float, ints)
     LOWERINGS |= family.LOWERINGS

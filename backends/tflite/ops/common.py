@@ -30,7 +30,7 @@ def bias(ctx, node, position: int, channels: int) -> int:
     if present(node, position):
         return ctx.stored(f"{node.name}/bias", constant(node, position), node.inputs[position], axis=0)
     weight = ctx.quant.get(node.inputs[1].name)
-    if weight is None:
+    if weight is None or weight.dequantize:  # a float layer (weight-only int8 weights are float to it)
         return ctx.builder.constant(ctx.name(f"{node.name}/bias"), np.zeros(channels, np.float32))
     scale = np.broadcast_to(ctx.quant[node.inputs[0].name].scale * weight.scale, (channels,))
     quantization = Quantization(scale.astype(np.float32), np.zeros(channels, np.int64), 0)

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgec-installed
 
-.PHONY: demo test test-slow bench-quant bench-compress bench-backends install system-deps test-data models clean
+.PHONY: demo test test-wheel test-slow bench-quant bench-compress bench-backends install system-deps test-data models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ demo: install
 
 test: install test-data
 	$(BIN)/python -m pytest -q
+
+# The wheel, not the editable checkout: build it, install it into a fresh venv (no pip; the
+# pinned dependencies come from $(VENV) through a .pth line, edgec never does) and run a TFLite
+# build from there (tests/test_wheel.py; about 10 s). CI runs it after `make test`.
+test-wheel: install
+	$(BIN)/python -m pytest -q tests/test_wheel.py
 
 # Suites too slow for every run: re-training the reference models to check determinism.
 test-slow: install

@@ -47,6 +47,9 @@ class Entry:
     features: tuple[str, ...] = ()
     input_shapes: dict[str, str] = field(default_factory=dict)  # name -> "1x3x224x224" for --input-shape
     calib: str | None = None  # real-data recipe in bench/realmodels/data.py
+    # Inputs that random data cannot fill meaningfully (a sample rate): fixed values in every sample,
+    # passed to the checks with --inputs and to calibration with --calib FILE.npz.
+    fixed_inputs: dict[str, float] = field(default_factory=dict)
     notes: str = ""
 
     @property
@@ -139,7 +142,7 @@ CORPUS: list[Entry] = [
           "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3", 2327524,
           "voice-activity detector (stateful LSTM)", "spox (from PyTorch)",
           ("If subgraphs", "0-d int64 input", "state input/output", "dynamic dims"),
-          {"input": "1x512", "state": "2x1x128"}, None),
+          {"input": "1x512", "state": "2x1x128"}, None, fixed_inputs={"sr": 16000}),
     Entry("dnsmos-sig-bak-ovr", SPEECHMOS, "speechmos/dnsmos_models/sig_bak_ovr.onnx",
           "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd", 1157965,
           "audio regressor (DNSMOS P.835, raw waveform in)", "Keras (keras2onnx 1.8)",

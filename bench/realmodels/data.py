@@ -15,6 +15,7 @@ of samples.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,8 @@ import numpy as np
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-DOCUMENTS = ("page", "text", "camera", "clock", "coins")  # the closest to scanned text skimage has
+TEXT = ("page", "text")  # scanned text: the only printed lines skimage has
+DOCUMENTS = ("page", "text", "page", "text", "clock")  # pages for the layout/table/detector models
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "cat")
 
 
@@ -43,14 +45,14 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "ocr_det": Recipe(DOCUMENTS, 640, 640, *IMAGENET, min_crop=0.6),
-    "ocr_rec": Recipe(DOCUMENTS, 48, 320, *HALF, strips=True),
-    "ocr_cls": Recipe(DOCUMENTS, 48, 192, *HALF, strips=True),
+    "ocr_rec": Recipe(TEXT, 48, 320, *HALF, strips=True),
+    "ocr_cls": Recipe(TEXT, 48, 192, *HALF, strips=True),
     "imagenet224": Recipe(DOCUMENTS, 224, 224, *IMAGENET, min_crop=0.6),
     "layout": Recipe(DOCUMENTS, 800, 608, *IMAGENET, min_crop=0.8),
     "table": Recipe(DOCUMENTS, 488, 488, *IMAGENET, min_crop=0.6),
     "yolo320": Recipe(PHOTOS, 320, 320),
     "yolox416": Recipe(PHOTOS + DOCUMENTS[:2], 416, 416, scale=1.0, bgr=True),
-    "captcha": Recipe(DOCUMENTS, 64, 160, (0.5,), (0.5,), gray=True, strips=True),
+    "captcha": Recipe(TEXT, 64, 160, (0.5,), (0.5,), gray=True, strips=True),
     "mtcnn_pnet": Recipe(PHOTOS, 120, 160, (0.5, 0.5, 0.5), (128 / 255,) * 3, layout="nhwc"),
     "mtcnn_onet": Recipe(PHOTOS, 48, 48, (0.5, 0.5, 0.5), (128 / 255,) * 3, layout="nhwc", min_crop=0.15),
     "face128": Recipe(PHOTOS, 128, 128, *HALF, layout="nhwc"),
@@ -135,5 +137,7 @@ def random_samples(inputs: list[tuple[str, tuple[int, ...], np.dtype]], count: i
 
 def save_npz(path: Path, stacks: dict[str, np.ndarray]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, *stacks.values())  # arr_0, arr_1 ... in input order
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+    np.savez(partial, *stacks.values())  # arr_0, arr_1 ... in input order
+    partial.replace(path)  # atomic: two sweeps never read each other's half-written file
     return path

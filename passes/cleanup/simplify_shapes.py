@@ -12,13 +12,31 @@ from edgec.pass_infra import Pass, PassContext, PassResult
 from edgec.passes.cleanup.fold_constants import FoldConstantsPass
 
 
+# Each round needs a shape inference; real models needed 2-3 (a bound, not a budget).
+MAX_ROUNDS = 32
+
+
 class SimplifyShapesPass(Pass):
     name = "simplify-shapes"
     summary = "Turn Shape/Size of statically known dimensions into constants and fold the chains they feed."
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        ir.infer_shapes(graph)
-        stats = {"shape_ops_replaced": 0, "chain_nodes_folded": 0}
+        stats = {"shape_ops_replaced": 0, "chain_nodes_folded": 0, "rounds": 0}
+        # A folded chain gives a Reshape a constant shape, shape inference then knows its output,
+        # and a Shape of that output becomes foldable: repeat until nothing changes (real models
+        # stack such chains; one round left them for backends that cannot lower Shape).
+        for _ in range(MAX_ROUNDS):
+            ir.infer_shapes(graph)
+            replaced, folded = self._round(graph)
+            stats["shape_ops_replaced"] += replaced
+            stats["chain_nodes_folded"] += folded
+            stats["rounds"] += 1
+            if not replaced:
+                break
+        return PassResult(stats["shape_ops_replaced"] > 0, stats)
+
+    def _round(self, graph: gs.Graph) -> tuple[int, int]:
+        replaced_count = folded_count = 0
         folder = FoldConstantsPass()
         for g in list(iter_graphs(graph)):
             seeds: set[int] = set()
@@ -31,11 +49,11 @@ class SimplifyShapesPass(Pass):
                     remove_node(g, dead)
                 target.to_constant(np.asarray(value, dtype=np.int64))
                 seeds.add(id(target))
-                stats["shape_ops_replaced"] += 1
+                replaced_count += 1
             if seeds:
                 folded, _ = folder.fold(g, seeds)
-                stats["chain_nodes_folded"] += folded
-        return PassResult(stats["shape_ops_replaced"] > 0, stats)
+                folded_count += folded
+        return replaced_count, folded_count
 
 
 def _replacement(node: gs.Node) -> tuple[np.ndarray, list[gs.Node], gs.Tensor] | None:

@@ -150,3 +150,35 @@ def test_minus_one_dims_are_dynamic_and_never_checked_at_1x1(tmp_path, capsys):
     assert code == 0
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["inputs"][0]["shape"] == [1, 3, 16, 16]
+
+
+def _stacked_shape_chains(path, rounds=3):
+    """Shape -> Gather -> Concat -> Reshape chains, each reading the output of the last one: each
+    folds only once the one before it has (one round of simplify-shapes left two of three)."""
+    b = GraphBuilder()
+    h = b.op("Conv", [b.input("x", [1, 3, 8, 8]), b.weight(4, 3, 3, 3)], pads=[1, 1, 1, 1])
+
+    def dim(shape, axis):
+        return b.op("Unsqueeze", [b.op("Gather", [shape, b.const(np.array(axis))], axis=0), b.const(np.array([0]))])
+
+    for _ in range(rounds):
+        s = b.op("Shape", [h])
+        h = b.op(
+            "Relu", [b.op("Reshape", [h, b.op("Concat", [dim(s, 0), dim(s, 1), b.const(np.array([-1]))], axis=0)])]
+        )
+        s = b.op("Shape", [h])
+        width = b.op("Div", [b.op("Gather", [s, b.const(np.array([2]))], axis=0), b.const(np.array([8]))])
+        batch_channels = b.op("Slice", [s, b.const(np.array([0])), b.const(np.array([2]))])
+        h = b.op("Reshape", [h, b.op("Concat", [batch_channels, b.const(np.array([8])), width], axis=0)])
+    b.output(h)
+    onnx.save(b.proto(), path)
+    return path
+
+
+@pytest.mark.parametrize("target,backend", [("x86-64", "onnx"), ("raspberry-pi-4", "tflite"), ("x86-64", "tvm")])
+def test_stacked_shape_chains_fold_to_a_fixed_point_before_any_backend(tmp_path, target, backend):
+    model = _stacked_shape_chains(tmp_path / "shapes.onnx")
+    result = edgec.compile(model, target=target, backend=backend, opt="2", output_dir=tmp_path / "out")
+    assert result.ok and {n.op for n in result.model.graph.nodes} == {"Conv", "Relu", "Reshape"}
+    simplify = next(p for p in result.report["passes"] if p["name"] == "simplify-shapes")
+    assert simplify["stats"]["shape_ops_replaced"] == 6 and simplify["stats"]["rounds"] >= 3

@@ -499,7 +499,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         where = getattr(exc, "report_dir", None)
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        print(f"edgec: error: {message}" + (f" (report: {where}/report.md)" if where else ""), file=sys.stderr)
+        if exc.exit_code == INTERNAL_ERROR:
+            message = f"internal error: {message} (a bug in edgec; run with --debug for the traceback)"
+        else:
+            message = f"error: {message}"
+        print(f"edgec: {message}" + (f" (report: {where}/report.md)" if where else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("edgec: interrupted", file=sys.stderr)

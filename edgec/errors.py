@@ -42,7 +42,7 @@ class BudgetExceeded(EdgecError):
     exit_code = 1
 
 
-class InternalError(Exception):
-    """edgec's own bug (exit code 3); anything that is not an EdgecError is treated as one."""
+class InternalPassError(PassError):
+    """A built-in pass crashed or broke its contract: edgec's own bug, exit code 3."""
 
     exit_code = 3

@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 
 from edgec import external_data, ir, pipeline_text
 from edgec.compare import EXACT, LOSSLESS, LOSSY_DEFAULT, Tolerance
-from edgec.errors import EdgecError, PassError, PipelineError, PluginError
+from edgec.errors import EdgecError, InternalPassError, PassError, PipelineError, PluginError
 
 _KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 
@@ -238,43 +238,53 @@ def _convert(raw: pipeline_text.Value, hint: Any, where: str) -> Any:
 def apply_pass(pass_: Pass, graph: gs.Graph, ctx: PassContext, before: list[str] = ()) -> PassResult:
     """Run a pass and hold it to its contract; any failure names the pass and what ran before it."""
     where = f"pass '{pass_.name}'" + (f" (after {', '.join(before[-3:])})" if before else "")
+    # A built-in pass that crashes or breaks its contract is edgec's bug (exit code 3); a plugin's
+    # is the plugin's (exit code 2). A deliberate EdgecError keeps its own exit code.
+    broken = InternalPassError if _builtin(pass_) else PassError
     try:
         result = pass_.run(graph, ctx)
     except EdgecError as exc:
-        raise PassError(f"{where}: {exc}") from exc
+        error = PassError(f"{where}: {exc}")
+        error.exit_code = exc.exit_code
+        raise error from exc
     except Exception as exc:
-        raise PassError(f"{where} raised {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise broken(f"{where} raised {type(exc).__name__}: {_first_line(exc)}") from exc
     except SystemExit as exc:  # a plugin's sys.exit() must not end the build as if it succeeded
         raise PluginError(f"{where} called sys.exit({exc.code!r}) instead of returning a PassResult") from exc
     if not isinstance(result, PassResult):
-        raise PassError(f"{where} returned {type(result).__name__}, not PassResult")
-    result.stats = _plain(result.stats, f"{where} stats")
+        raise broken(f"{where} returned {type(result).__name__}, not PassResult")
+    result.stats = _plain(result.stats, f"{where} stats", broken)
     if result.modified:
-        _validate_graph(graph, where)
+        _validate_graph(graph, where, broken)
     return result
 
 
-def _validate_graph(graph: gs.Graph, where: str) -> None:
+def _builtin(pass_: Pass) -> bool:
+    module = type(pass_).__module__
+    return module == "edgec" or module.startswith("edgec.")
+
+
+def _validate_graph(graph: gs.Graph, where: str, broken: type[PassError] = PassError) -> None:
     try:
         # A large model's weights would have to be written out for the checker to read them;
         # there the equivalence check's onnxruntime load is the validation.
         if not external_data.needed(graph):
             onnx.checker.check_model(ir.export_graph(graph), full_check=False)
     except Exception as exc:
-        raise PassError(f"{where} left an invalid graph: {_first_line(exc)}") from exc
+        raise broken(f"{where} left an invalid graph: {_first_line(exc)}") from exc
 
 
-def _plain(value: Any, where: str) -> Any:
+def _plain(value: Any, where: str, broken: type[PassError] = PassError) -> Any:
     """Stats go into report.json: numpy scalars become Python numbers, anything else must be plain."""
     if isinstance(value, dict):
-        return {str(k): _plain(v, where) for k, v in value.items()}
+        return {str(k): _plain(v, where, broken) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v, where) for v in value]
+        return [_plain(v, where, broken) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise PassError(f"{where}: {type(value).__name__} is not JSON-serializable")
+    raise broken(f"{where}: {type(value).__name__} is not JSON-serializable")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -74,6 +74,25 @@ def test_an_internal_error_is_exit_3_and_says_so(tmp_path, monkeypatch, capsys):
     assert line.startswith("edgec: internal error: KeyError") and "bug in edgec" in line and "--debug" in line
 
 
+def test_a_builtin_pass_crashing_is_exit_3_and_a_plugin_pass_crashing_is_exit_2(tmp_path, monkeypatch, capsys):
+    cls = Registry().pass_class("fold-constants")
+
+    def crash(self, graph, ctx):
+        raise KeyError("probs_f__float32")
+
+    monkeypatch.setattr(cls, "run", crash)
+    argv = [LENET5, "-t", "x86-64", "--passes", "fold-constants", "-q", "-o", str(tmp_path / "o")]
+    line = _one_line(capsys, 3, main(argv))
+    assert line == (
+        "edgec: internal error: pass 'fold-constants' raised KeyError: 'probs_f__float32' "
+        "(a bug in edgec; run with --debug for the traceback)"
+    )
+    plugin = str(Path(__file__).parent / "plugins" / "raises_in_pass.py")
+    argv = [LENET5, "-t", "x86-64", "--plugin", plugin, "--passes", "explode", "-q", "-o", str(tmp_path / "o")]
+    assert _one_line(capsys, 2, main(argv)).startswith("edgec: error: pass 'explode' raised")
+    assert not (tmp_path / "o").exists()
+
+
 # --- 2: bad input -----------------------------------------------------------------------------
 
 

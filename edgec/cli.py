@@ -364,8 +364,17 @@ def cmd_debug_precision(argv: Sequence[str]) -> int:
     )
     p.add_argument("--samples", type=_number(int, 1), default=32, help="calibration samples to compare on (default 32)")
     p.add_argument("--top", type=_number(int, 1), default=20, help="rows to print (default 20)")
+    p.add_argument(
+        "--timeout",
+        type=_number(float, 0),
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"stop after this long, exit code 1 (default {DEFAULT_TIMEOUT_S}; 0 = none)",
+    )
     args = _parse(p, argv)
-    with _plugin_exit_is_an_error():
+    from edgec.pass_manager import deadline
+
+    with deadline(args.timeout, "debug-precision run"), _plugin_exit_is_an_error():
         result = _debug_precision(compiler, args)
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=True))
@@ -511,15 +520,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `edgec targets | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except Exception as exc:  # a bug in edgec: still one line unless --debug
+    except OSError as exc:  # a full disk or an over-long name anywhere edgec writes: the environment, not edgec
+        from edgec.bundle import os_error
+
+        mapped = os_error(exc, Path(exc.filename or "?"))
+        if not isinstance(mapped, EdgecError):
+            return _internal_error(exc, debug)
         if debug:
             traceback.print_exc()
-        print(
-            f"edgec: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(a bug in edgec; run with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return INTERNAL_ERROR
+        print(f"edgec: error: {mapped}", file=sys.stderr)
+        return mapped.exit_code
+    except Exception as exc:  # a bug in edgec: still one line unless --debug
+        return _internal_error(exc, debug)
+
+
+def _internal_error(exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(
+        f"edgec: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        "(a bug in edgec; run with --debug for the traceback)",
+        file=sys.stderr,
+    )
+    return INTERNAL_ERROR
 
 
 def _refuse_unknown_command(argv: Sequence[str]) -> None:

@@ -363,3 +363,9 @@ def test_decompression_bomb_images_and_zero_scale_are_bad_input(tmp_path, capsys
                                       str(tmp_path / "images" / "cat"), "--preprocess", "scale=1/0"]))
     assert "scale=1/0" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_a_too_long_name_anywhere_edgec_writes_is_bad_input(tmp_path, capsys):
+    dump = tmp_path / ("d" * 300)
+    argv = [LENET5, "-t", "x86-64", "-q", "-o", str(tmp_path / "o"), "--dump-dir", str(dump)]
+    assert _one_line(capsys, 2, main(argv)).startswith("edgec: error: file name too long: ")

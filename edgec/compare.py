@@ -26,17 +26,29 @@ class Tolerance:
     min_sqnr_db: float | None = None
     min_top1_agreement: float | None = None
     # int8 outputs: `lsb` names each one's quantization step; such an output is judged only by
-    # the share of its elements within max_lsb steps (at least min_within_lsb).
+    # the share of its elements within max_lsb steps (at least min_within_lsb). With
+    # min_within_lsb None the share is reported, not judged.
     lsb: tuple[tuple[str, float], ...] = ()
     max_lsb: float | None = None
     min_within_lsb: float | None = None
+    # Judged against the float model when compare() is given its outputs (`float_reference`):
+    # every output's SQNR vs float must be at least the reference's (the Q/DQ IR's) SQNR vs float
+    # minus this many dB, and then replaces the other budgets. An int8 output may also spend
+    # `lsb_slack` extra elements' worth of one-step errors (a handful of flipped roundings
+    # is a large share of a tiny output), and any output at least `sqnr_vs_float_enough_db`
+    # from float passes (the IR may equal float there).
+    max_sqnr_loss_vs_float_db: float | None = None
+    lsb_slack: float = 0.0
+    sqnr_vs_float_enough_db: float | None = None
 
     def describe(self) -> str:
         parts = []
-        if self.lsb:
+        if self.max_sqnr_loss_vs_float_db is not None:
+            parts.append(f"sqnr vs float >= the IR's - {self.max_sqnr_loss_vs_float_db:g} dB")
+        if self.lsb and self.min_within_lsb is not None:
             parts.append(f">= {self.min_within_lsb:.0%} of int8 output elements within {self.max_lsb:g} LSB")
         for key, value in asdict(self).items():
-            if key in ("lsb", "max_lsb", "min_within_lsb"):
+            if key in ("lsb", "max_lsb", "min_within_lsb", *_FLOAT_RULE_FIELDS):
                 continue
             if value is not None:
                 op = "<=" if key.startswith("max") else ">="
@@ -58,7 +70,13 @@ class Tolerance:
             lsb=self.lsb or other.lsb,
             max_lsb=pick(self.max_lsb, other.max_lsb, True),
             min_within_lsb=pick(self.min_within_lsb, other.min_within_lsb, False),
+            max_sqnr_loss_vs_float_db=pick(self.max_sqnr_loss_vs_float_db, other.max_sqnr_loss_vs_float_db, True),
+            lsb_slack=max(self.lsb_slack, other.lsb_slack),
+            sqnr_vs_float_enough_db=pick(self.sqnr_vs_float_enough_db, other.sqnr_vs_float_enough_db, False),
         )
+
+
+_FLOAT_RULE_FIELDS = ("max_sqnr_loss_vs_float_db", "lsb_slack", "sqnr_vs_float_enough_db")
 
 
 # Exact passes may only reassociate floating point arithmetic (e.g. folding BatchNorm scales).
@@ -83,6 +101,9 @@ class Comparison:
     tolerance: Tolerance
     failures: list[str] = field(default_factory=list)
     within_lsb: float | None = None  # least share of elements within max_lsb steps, int8 outputs
+    # Per output, when judged against the float model: {"output", "reference_sqnr_db" (the IR vs
+    # float), "sqnr_db" (the candidate vs float), "required_sqnr_db"}.
+    vs_float: list[dict] | None = None
 
     def __bool__(self) -> bool:
         return self.ok
@@ -106,9 +127,14 @@ class Comparison:
             "sqnr_db": None if math.isinf(self.sqnr_db) else self.sqnr_db,
             "top1_agreement": self.top1_agreement,
             **({"within_lsb": self.within_lsb} if self.within_lsb is not None else {}),
+            **({"vs_float": [_json_db(v) for v in self.vs_float]} if self.vs_float is not None else {}),
             "tolerance": {k: v for k, v in asdict(self.tolerance).items() if v not in (None, ())},
             "failures": list(self.failures),
         }
+
+
+def _json_db(record: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in record.items()}
 
 
 def _fmt_db(value: float) -> str:
@@ -120,10 +146,18 @@ def compare(
     candidate: Sequence[Outputs],
     tolerance: Tolerance = EXACT,
     against: str = "previous",
+    float_reference: Sequence[Outputs] | None = None,
 ) -> Comparison:
-    """Compare runs sample by sample; each output is judged on all samples together."""
+    """Compare runs sample by sample; each output is judged on all samples together.
+    `float_reference`: the float model's outputs on the same samples; with a tolerance that has
+    max_sqnr_loss_vs_float_db, the candidate is judged by its error against them compared with
+    the reference's (see Tolerance)."""
     if len(reference) != len(candidate):
         raise ValueError("reference and candidate have different numbers of samples")
+    vs_float = float_reference is not None and tolerance.max_sqnr_loss_vs_float_db is not None
+    if vs_float and len(float_reference) != len(reference):
+        raise ValueError("the float reference has another number of samples")
+    records: list[dict] = []
     names = list(reference[0]) if reference else []
     worst = dict(max_abs_err=0.0, max_rel_err=0.0, cosine=1.0, sqnr_db=math.inf)
     top1: list[float] = []
@@ -144,9 +178,20 @@ def compare(
         agreement = _top1_agreement([r[name] for r in reference], [c[name] for c in candidate])
         if agreement is not None:
             top1.append(agreement)
+        if vs_float:
+            floating = np.concatenate([np.asarray(f[name]).ravel() for f in float_reference]).astype(np.float64)
+            record, failure = _judge_vs_float(name, floating, ref, got, lsb.get(name), tolerance)
+            records.append(record)
+            failures += [failure] if failure else []
+            if name in lsb:
+                shares.append(_within_lsb(ref, got, lsb[name], tolerance.max_lsb or 1.0))
+            continue
         if name in lsb:
             share = _within_lsb(ref, got, lsb[name], tolerance.max_lsb)
             shares.append(share)
+            if tolerance.min_within_lsb is None:
+                failures += _judge(name, metrics, agreement, tolerance)
+                continue
             if share < tolerance.min_within_lsb:
                 failures.append(
                     f"output '{name}': {share:.2%} of elements within {tolerance.max_lsb:g} LSB "
@@ -161,7 +206,39 @@ def compare(
         tolerance=tolerance,
         failures=failures,
         within_lsb=min(shares) if shares else None,
+        vs_float=records if vs_float else None,
         **worst,
+    )
+
+
+def _judge_vs_float(
+    name: str, floating: np.ndarray, ref: np.ndarray, got: np.ndarray, step: float | None, tol: Tolerance
+) -> tuple[dict, str | None]:
+    """The candidate's error energy against float may exceed the reference's by the margin
+    (plus, for an int8 output, `lsb_slack` one-step errors)."""
+    if floating.shape != got.shape:
+        return {"output": name}, f"output '{name}': the float model gives {floating.size} elements, not {got.size}"
+    reference_sqnr = _metrics(floating, ref)["sqnr_db"]
+    candidate_sqnr = _metrics(floating, got)["sqnr_db"]
+    signal = float(np.sum(np.where(np.isfinite(floating), floating, 0.0) ** 2))
+    reference_noise = signal / 10 ** (reference_sqnr / 10) if math.isfinite(reference_sqnr) else 0.0
+    allowed = reference_noise * 10 ** (tol.max_sqnr_loss_vs_float_db / 10) + tol.lsb_slack * (step or 0.0) ** 2
+    if math.isinf(reference_sqnr) and reference_sqnr < 0:
+        allowed = math.inf  # the reference is no better than noise: nothing to lose
+    required = 10 * math.log10(signal / allowed) if signal > 0 and 0 < allowed < math.inf else -math.inf
+    if signal > 0 and allowed == 0:
+        required = math.inf
+    enough = tol.sqnr_vs_float_enough_db
+    if enough is not None:
+        required = min(required, enough)
+    record = {"output": name, "reference_sqnr_db": reference_sqnr, "sqnr_db": candidate_sqnr, "required_sqnr_db": required}
+    if candidate_sqnr >= required:
+        return record, None
+    return record, (
+        f"output '{name}' sqnr vs float {_fmt_db(candidate_sqnr)} < {_fmt_db(required)} "
+        f"(the IR's {_fmt_db(reference_sqnr)} - {tol.max_sqnr_loss_vs_float_db:g} dB"
+        + (f", + {tol.lsb_slack:g} one-LSB errors" if step and tol.lsb_slack else "")
+        + ")"
     )
 
 

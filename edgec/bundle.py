@@ -118,6 +118,9 @@ def check_destination(out: str | os.PathLike, inputs: Iterable[Any] = (), force:
             raise OutputError(f"-o {out}: holds the build's input {source}; choose another output directory")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise OutputError(f"-o {out}: exists and is not a directory; edgec writes a directory there")
+    existing = next((p for p in out.absolute().parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise OutputError(f"-o {out}: cannot write there: {existing} is a file, not a directory")
     if out.exists() and not force and not replaceable(out):
         raise OutputError(
             f"-o {out}: exists and is not an edgec bundle; edgec replaces only its own outputs "
@@ -326,6 +329,8 @@ def os_error(exc: OSError, path: Path) -> Exception:
         return OutputError(f"file name too long: {_short(Path(str(where)))}")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return OutputError(f"cannot write {where}: {exc.strerror}")
+    if exc.errno == errno.ENOTDIR:
+        return OutputError(f"cannot write {where}: a parent of it is a file, not a directory")
     return exc
 
 

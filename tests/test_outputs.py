@@ -247,3 +247,14 @@ def test_a_real_build_killed_after_the_exchange_leaves_the_new_bundle(tmp_path):
     assert new["pipeline"] != old["pipeline"] and new["pipeline"].startswith("remove-identity")
     assert _leftovers(tmp_path)
     assert _build(out) == 0 and _leftovers(tmp_path) == []
+
+
+def test_output_under_a_file_or_unwritable_dir_is_exit_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert _build(tmp_path / "file" / "out") == 2
+    assert "is a file, not a directory" in _one_error_line(capsys)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert _build(locked / "out") == 2
+        assert "Permission denied" in _one_error_line(capsys)

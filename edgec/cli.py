@@ -24,6 +24,7 @@ from edgec.errors import EdgecError, PluginError
 
 SUBCOMMANDS = ("inspect", "passes", "targets", "models", "debug-precision", "bench", "build-engine")
 DEFAULT_TIMEOUT_S = 3600
+MAX_SAMPLES = 100_000  # check inputs are held in memory, like random:N's bound
 INTERNAL_ERROR = 3
 
 
@@ -56,6 +57,15 @@ def _number(kind: type, low: float | None = None, high: float | None = None, bel
     return parse
 
 
+def _numeric_dtype(text: str) -> bool:
+    import numpy as np
+
+    try:
+        return np.dtype(text).kind in "biuf"
+    except TypeError:
+        return False
+
+
 def _input_shapes(values: Sequence[str]) -> tuple[dict[str, list[int]], dict[str, str]]:
     """NAME=1x3x224x224 or NAME=1x3x224x224:int64, repeatable."""
     shapes, dtypes = {}, {}
@@ -70,6 +80,8 @@ def _input_shapes(values: Sequence[str]) -> tuple[dict[str, list[int]], dict[str
             raise EdgecError(f"--input-shape {value!r}: expected NAME=DIMxDIMx... (e.g. input=1x3x224x224)")
         shapes[name] = parsed
         if dtype:
+            if not _numeric_dtype(dtype):
+                raise EdgecError(f"--input-shape {value!r}: '{dtype}' is not a numeric dtype (e.g. float32, int64)")
             dtypes[name] = dtype
     return shapes, dtypes
 
@@ -175,7 +187,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "or class subdirectories of images",
     )
     p.add_argument("--holdout", type=_number(float, 0, below=1), default=0.3, help="share of --eval kept out of the search (default 0.3)")
-    p.add_argument("--samples", type=_number(int, 1), default=2, help="number of seeded random check inputs (default 2)")
+    p.add_argument("--samples", type=_number(int, 1, MAX_SAMPLES), default=2, help="number of seeded random check inputs (default 2)")
     p.add_argument("--seed", type=_number(int, 0), default=0)
     _common(p)
     return p
@@ -362,7 +374,7 @@ def cmd_debug_precision(argv: Sequence[str]) -> int:
     p.add_argument(
         "-o", "--output", type=Path, help="where the table and plot go (default build/<model>-debug-precision/)"
     )
-    p.add_argument("--samples", type=_number(int, 1), default=32, help="calibration samples to compare on (default 32)")
+    p.add_argument("--samples", type=_number(int, 1, MAX_SAMPLES), default=32, help="calibration samples to compare on (default 32)")
     p.add_argument("--top", type=_number(int, 1), default=20, help="rows to print (default 20)")
     p.add_argument(
         "--timeout",

@@ -111,6 +111,7 @@ def test_unknown_command_word(tmp_path, monkeypatch, capsys):
     "argv, option",
     [
         ([LENET5, "-t", "x86-64", "--samples", "0"], "--samples"),
+        ([LENET5, "-t", "x86-64", "--samples", "99999999999"], "--samples"),
         ([LENET5, "-t", "x86-64", "--tune-trials", "-1"], "--tune-trials"),
         ([LENET5, "-t", "x86-64", "--holdout", "1.5"], "--holdout"),
         ([LENET5, "-t", "x86-64", "--holdout", "nan"], "--holdout"),
@@ -369,3 +370,11 @@ def test_a_too_long_name_anywhere_edgec_writes_is_bad_input(tmp_path, capsys):
     dump = tmp_path / ("d" * 300)
     argv = [LENET5, "-t", "x86-64", "-q", "-o", str(tmp_path / "o"), "--dump-dir", str(dump)]
     assert _one_line(capsys, 2, main(argv)).startswith("edgec: error: file name too long: ")
+
+
+def test_input_shape_dtype_and_a_broken_zip_pt(tmp_path, capsys):
+    line = _one_line(capsys, 2, main([LENET5, "-t", "x86-64", "--input-shape", "input=1x1x28x28:float99"]))
+    assert "'float99' is not a numeric dtype" in line
+    (tmp_path / "z.pt").write_bytes(b"PK\x03\x04junk")
+    line = _one_line(capsys, 2, main([str(tmp_path / "z.pt"), "-t", "x86-64", "--input-shape", "x=1x3"]))
+    assert "not a TorchScript archive (not a readable zip file" in line

@@ -93,8 +93,8 @@ def refuse_pickle(path: str | os.PathLike) -> None:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            return  # torch.jit.load will say what is wrong with it
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path}: not a TorchScript archive (not a readable zip file: {exc})") from exc
         has_code = any("/code/" in n or n.startswith("code/") for n in names)
         pickled = not has_code and any(n.endswith("data.pkl") for n in names)
     if pickled:

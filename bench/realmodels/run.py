@@ -316,6 +316,19 @@ def run_build(entry: Entry, backend: str, config: str) -> dict:
             float_onnx = WORK / "float" / f"{entry.name}.onnx"  # the float reference for SQNR
             float_onnx.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(out / "model.onnx", float_onnx)
+        if backend == "onnx" and config in ("O2", "fp16") and entry.format == "onnx" and outcome == "validated":
+            # Independent of edgec's own check samples: the artifact against the original model
+            # on held-out inputs. An exact -O2 build far from the original is wrong although it exits 0.
+            try:
+                heldout = samples(entry, "random", HELDOUT_COUNT, seed=1)
+                value = sqnr_db(_outputs(entry.path, heldout), _outputs(out / "model.onnx", heldout))
+                result["heldout_sqnr_db"] = value
+                floor = 60.0 if config == "O2" else 20.0
+                if value < floor:
+                    result["outcome"] = outcome = "defect"
+                    result["line"] = f"exit 0 but the artifact is {value} dB from the original on held-out inputs (< {floor})"
+            except Exception as exc:  # noqa: BLE001 - recorded, not fatal
+                result["heldout_sqnr_db"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
         if backend == "onnx" and config.startswith("int8") and outcome == "validated":
             result["sqnr"] = sqnr_versus_ort(entry, out / "model.onnx", calib, kind)
     shutil.rmtree(out, ignore_errors=True)
@@ -652,6 +665,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rerun", action="store_true", help="measure again builds already in results.json")
     parser.add_argument("--rerun-outcome", action="append", default=[], help="measure again builds with this outcome")
     parser.add_argument("--report", action="store_true", help="only rewrite results.md")
+    parser.add_argument("--merge", type=Path, action="append", default=[], help="with --report: add the builds of another results.json (a sweep run with --out elsewhere)")
     parser.add_argument("--ort-baseline", action="store_true", help="only add onnxruntime's int8 SQNR where edgec built none")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--budget", type=float, default=0, help="stop starting builds after this many seconds")
@@ -670,6 +684,8 @@ def main(argv=None) -> int:
         save(results, args.out)
         return 0
     if args.report:
+        for other in args.merge:
+            results["builds"].update(load_results(other)["builds"])
         reclassify(results)
         save(results, args.out)
         return 0

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from edgec import ir, runner
+from edgec import ir, noise_floor, runner
 from edgec.compare import Comparison, Tolerance, compare
 from edgec.errors import CheckFailed, EdgecError, PassError
 from edgec.pass_infra import Numerics, Pass, PassContext
@@ -85,13 +85,17 @@ class EquivalenceCheck(Instrument):
             # Pruning before fine-tuning is expected to lose accuracy: measured here, judged after it.
             tolerance, against = Tolerance(), f"original (judged after {recovery.name})"
         record.check = compare(reference, outputs, tolerance, against)
+        if not record.check and pass_.numerics is Numerics.EXACT:
+            record.check = noise_floor.rejudge(record.check, model, self.samples, reference, outputs)
         record.check_seconds = time.perf_counter() - start
         self.previous = outputs
         if not record.check:
             self.failed.append(pass_.name)
             record.debug = self._precision_table(model)
             if not self.keep_going:
-                raise CheckFailed(f"pass '{pass_.name}' failed its equivalence check: {record.check}", record)
+                raise CheckFailed(
+                    f"pass '{pass_.name}' failed its equivalence check: {record.check}; {_next_step(pass_)}", record
+                )
 
     def _precision_table(self, model: ir.Model) -> list | None:
         """Where the failed lossy pass lost precision, layer by layer (only for Q/DQ models)."""
@@ -106,6 +110,23 @@ class EquivalenceCheck(Instrument):
 
     def after_pipeline(self, model, ctx, records):
         self.final = compare(self.original, self.previous, self.final_tolerance, "original")
+        if not self.final and not any(p.numerics is Numerics.LOSSY for p in self.passes):
+            self.final = noise_floor.rejudge(self.final, model, self.samples, self.original, self.previous)
+
+
+def _next_step(pass_: Pass) -> str:
+    """What a user can do about a failed check, in the error line itself."""
+    if pass_.numerics is Numerics.LOSSY and pass_.name == "quantize":
+        return (
+            "next: --max-drop POINTS or --min-sqnr DB (with --eval DATA) keeps the sensitive layers in float, "
+            "or --keep-going writes the bundle anyway"
+        )
+    if pass_.numerics is Numerics.LOSSY:
+        return f"next: loosen or drop '{pass_.name}' in --passes (see --print-pipeline), or --keep-going"
+    return (
+        f"next: --keep-going writes the bundle and records this, or --passes without '{pass_.name}' "
+        "(see --print-pipeline) skips the pass; please report it, an exact pass should not change numbers"
+    )
 
 
 def _final_tolerance(passes: Sequence[Pass], overrides: dict[str, Tolerance]) -> Tolerance:

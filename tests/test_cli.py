@@ -217,9 +217,10 @@ def test_bad_check_inputs_name_the_file(tmp_path, capsys):
     assert "arrays image, mask do not match the inputs input" in _error_line(capsys)
 
 
-@pytest.mark.parametrize("shape,count", [((5, 1, 1, 28, 28), 5), ((5, 1, 28, 28), 1)])
+@pytest.mark.parametrize("shape,count", [((5, 1, 1, 28, 28), 5), ((5, 1, 28, 28), 5)])
 def test_real_check_inputs_are_used(tmp_path, capsys, shape, count):
-    """One more axis than the input stacks samples; same rank is one sample (here, a batch of 5)."""
+    """One more axis than the input stacks samples; so does a batch for the dynamic-batch input (a user
+    with a (5, 1, 28, 28) array for an (N, 1, 28, 28) model means five samples)."""
     good = tmp_path / "inputs.npz"
     np.savez(good, input=np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     out = tmp_path / "o"

@@ -87,7 +87,15 @@ class TfliteBackend(Backend):
 
         only_int8 = tuple(target.precisions.get(self.name, ())) == ("int8",)
         start = time.perf_counter()
-        lowering = lower_model(model, self.settings["keep_layout"], self.settings["io_dtype"], full_int8=only_int8)
+        # A TFLite import's 4-D ports already are TFLite tensors (NHWC): the file keeps them as they
+        # are, so a streaming model's state outputs can be fed back to its state inputs unchanged.
+        from_tflite = model.metadata.get("edgec.frontend") == "tflite"
+        keep_layout = self.settings["keep_layout"] or from_tflite
+        lowering = lower_model(model, keep_layout, self.settings["io_dtype"], full_int8=only_int8)
+        if from_tflite:
+            for port in lowering.inputs + lowering.outputs:
+                if len(port.shape) == 4:
+                    port.layout = port.ir_layout = "NHWC"
         seconds = time.perf_counter() - start
         written = schema.ModelT.InitFromPackedBuf(lowering.flatbuffer, 0)
         notes = []
@@ -135,22 +143,23 @@ def interpreter_runner(flatbuffer: bytes, info: dict, threads: int | None = None
 
 
 def to_port(value: np.ndarray, port: dict) -> np.ndarray:
-    """An IR-shaped float input as the .tflite port takes it: NHWC, int8 where quantized."""
+    """An IR-shaped input as the .tflite port takes it: NHWC (unless the IR has it so already),
+    int8 where quantized (unless the IR's port holds the integers already)."""
     value = np.asarray(value)
-    if port["layout"] == "NHWC":
+    if port["layout"] == "NHWC" and port.get("ir_layout") != "NHWC":
         value = value.transpose(NCHW_TO_NHWC)
-    if "quantization" in port:
+    if "quantization" in port and port.get("ir_dtype", "float32") != port["dtype"]:
         q = port["quantization"]
         value = np.clip(np.round(value / q["scale"]) + q["zero_point"], -128, 127)
     return value.astype(port["dtype"])
 
 
 def from_port(value: np.ndarray, port: dict) -> np.ndarray:
-    """A .tflite output as the IR has it: dequantized, back in ONNX layout."""
-    if "quantization" in port:
+    """A .tflite output as the IR has it: dequantized (unless the IR gives integers), in its layout."""
+    if "quantization" in port and port.get("ir_dtype", "float32") != port["dtype"]:
         q = port["quantization"]
         value = ((value.astype(np.float32) - q["zero_point"]) * q["scale"]).astype(np.float32)
-    if port["layout"] == "NHWC":
+    if port["layout"] == "NHWC" and port.get("ir_layout") != "NHWC":
         value = value.transpose(NHWC_TO_NCHW)
     return value
 

@@ -52,6 +52,7 @@ class Context:
     full_int8: bool = False  # every op in int8, even where a float island would run faster
     graph_outputs: set[str] = field(default_factory=set)
     count: int = 0
+    ir_dtypes: dict = field(default_factory=dict)  # the caller's IR dtype of each model port
 
     def name(self, base: str) -> str:
         self.count += 1
@@ -231,11 +232,22 @@ class Port:
     dtype: str
     layout: str | None  # "NHWC" or "NCHW" for 4-D tensors
     quantization: tuple[float, int] | None  # (scale, zero point) of an int8 port
+    # The IR's own dtype at this port: an int8 IR port (a TFLite int8 import) takes and gives the
+    # stored integers as they are, a float one is (de)quantized by whoever runs the file.
+    ir_dtype: str | None = None
+    # The layout the IR itself has at this port when it is not ONNX's (a TFLite import's NHWC).
+    ir_layout: str | None = None
 
     def to_json(self) -> dict:
         spec = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
         if self.quantization is not None:
             spec["quantization"] = {"scale": self.quantization[0], "zero_point": self.quantization[1]}
+        if self.ir_dtype is not None and self.ir_dtype != self.dtype:
+            spec["ir_dtype"] = self.ir_dtype
+        elif self.ir_dtype is not None and self.quantization is not None:
+            spec["ir_dtype"] = self.ir_dtype  # integers in the IR too: no (de)quantization
+        if self.ir_layout is not None:
+            spec["ir_layout"] = self.ir_layout
         return spec
 
 
@@ -296,6 +308,8 @@ def lower_model(
     # Full-int8 targets (Edge TPU, TFLM) get float weights for float layers, as before.
     params = quantized.fold_qdq(graph, weight_only=not full_int8) if quantized_ir else {}
     left_float: list[str] = []
+    # The caller's IR dtypes at the ports (int8_io below turns float ports into int8 tensors).
+    ir_dtypes = {t.name: t.dtype for t in model.graph.inputs + model.graph.outputs}
     if io_dtype == "int8":
         if precision != "int8":
             raise EdgecError("tflite: --io-dtype int8 needs a quantized model (-O int8)")
@@ -313,6 +327,7 @@ def lower_model(
         if not _has_tensor_type(tensor.dtype):
             raise EdgecError(f"tflite: '{tensor.name}' has type {tensor.dtype}, which TFLite has no tensor type for")
     ctx = Context(ModelBuilder(), quant=params, full_int8=full_int8, graph_outputs={t.name for t in graph.outputs})
+    ctx.ir_dtypes = ir_dtypes
     inputs = [_lower_input(ctx, tensor, keep_layout) for tensor in graph.inputs]
     for node in graph.nodes:
         _lower_node(ctx, node, LOWERINGS[node.op])
@@ -327,12 +342,13 @@ def lower_model(
     return Lowering(ctx.builder.to_bytes(), [p[1] for p in inputs], [p[1] for p in outputs], precision, left_float)
 
 
-def _port(ctx: Context, index: int, name: str, layout: str | None) -> Port:
+def _port(ctx: Context, index: int, name: str, layout: str | None, ir_dtype=None) -> Port:
     tensor = ctx.builder.subgraph.tensors[index]
     dtype = {v: k for k, v in TENSOR_TYPES.items()}[tensor.type]
     params = ctx.quant.get(name)
     quant = (float(params.scale.ravel()[0]), int(params.zero_point.ravel()[0])) if params is not None else None
-    return Port(name, tuple(tensor.shape), str(dtype), layout, quant)
+    ir = str(_compute_dtype(ir_dtype)) if ir_dtype is not None and _has_tensor_type(ir_dtype) else None
+    return Port(name, tuple(tensor.shape), str(dtype), layout, quant, ir)
 
 
 def _lower_input(ctx: Context, tensor: gs.Variable, keep_layout: bool) -> tuple[int, Port]:
@@ -345,7 +361,7 @@ def _lower_input(ctx: Context, tensor: gs.Variable, keep_layout: bool) -> tuple[
     else:
         ctx.values[tensor.name] = Lowered(index, shape, nhwc=four_d)
     layout = ("NCHW" if keep_layout else "NHWC") if four_d else None
-    return index, _port(ctx, index, tensor.name, layout)
+    return index, _port(ctx, index, tensor.name, layout, ctx.ir_dtypes.get(tensor.name, tensor.dtype))
 
 
 def _lower_output(ctx: Context, tensor: gs.Variable, keep_layout: bool, taken: set[int]) -> tuple[int, Port]:
@@ -364,7 +380,7 @@ def _lower_output(ctx: Context, tensor: gs.Variable, keep_layout: bool, taken: s
         index = ctx.as_nchw(value)
     tensors[index].name = tensor.name  # also where a Cast aliased the output to another tensor
     layout = ("NHWC" if value.nhwc and not keep_layout else "NCHW") if len(value.shape) == 4 else None
-    return index, _port(ctx, index, tensor.name, layout)
+    return index, _port(ctx, index, tensor.name, layout, ctx.ir_dtypes.get(tensor.name, tensor.dtype))
 
 
 def _lower_node(ctx: Context, node: gs.Node, lowering) -> None:

@@ -132,6 +132,48 @@ def _plan_node(node: gs.Node, graph_outputs: set[int]) -> tuple[list, gs.Node | 
     return quantizers, absorbed
 
 
+BIAS_OPS = ("Conv", "Gemm", "ConvTranspose")
+
+
+def _int32_bias(node: gs.Node, params: dict[str, QuantParams]) -> gs.Constant:
+    """TFLite's int8 kernels take an int32 bias with scale s_in * s_w (per output channel). A bias
+    the IR quantized otherwise (re-quantizing an int8 model requantizes its int32 bias like an
+    activation) is re-expressed on that grid from the real values the IR computes with."""
+    bias = node.inputs[2]
+    s_in, s_w = params.get(node.inputs[0].name), params.get(node.inputs[1].name)
+    held = params.get(bias.name)
+    if s_in is None or s_w is None or not isinstance(node.inputs[1], gs.Constant):
+        return bias
+    channels = int(np.asarray(node.inputs[1].values).shape[1 if node.op == "ConvTranspose" else 0])
+    if node.op == "Gemm" and not int(node.attrs.get("transB", 0)):
+        channels = int(np.asarray(node.inputs[1].values).shape[1])
+    scale = np.broadcast_to(s_in.scale.reshape(-1)[0] * s_w.scale.reshape(-1), (channels,)).astype(np.float32)
+    values = np.asarray(bias.values)
+    if held is not None and values.dtype == np.int32 and held.scale.size in (1, channels):
+        if np.allclose(np.broadcast_to(held.scale.reshape(-1), (channels,)), scale, rtol=1e-6) and not np.any(
+            held.zero_point
+        ):
+            return bias  # already TFLite's bias
+    if held is not None:
+        shape = [1] * values.ndim
+        if held.axis is not None:
+            shape[held.axis] = -1
+        real = (values.astype(np.float64) - held.zero_point.astype(np.float64).reshape(shape)) * held.scale.reshape(
+            shape
+        )
+    else:
+        real = values.astype(np.float64)
+    real = np.broadcast_to(real.reshape(-1), (channels,))
+    limit = np.iinfo(np.int32)
+    levels = np.clip(np.rint(real / scale), limit.min, limit.max).astype(np.int32)
+    constant = gs.Constant(f"{bias.name}_int32", levels)
+    if s_w.scale.size == 1:  # per-tensor weights want a per-tensor bias (XNNPACK refuses a mix)
+        params[constant.name] = QuantParams(scale[:1].copy(), np.zeros(1, np.int64), None)
+    else:
+        params[constant.name] = QuantParams(scale, np.zeros(channels, np.int64), 0)
+    return constant
+
+
 def fold_constant_requantization(graph: gs.Graph) -> int:
     """QuantizeLinear(DequantizeLinear(int8 constant)) -> the int8 constant it computes. A
     quantizer that treats an already-int8 weight (weight-only models) as a float activation
@@ -147,6 +189,14 @@ def fold_constant_requantization(graph: gs.Graph) -> int:
         stored = np.asarray(source.inputs[0].values)
         real = _dequantized_values(source, stored)
         q = dq_params(node, real.ndim)
+        if np.any(q.zero_point != 0) and _only_weights_after(node.outputs[0]):
+            # Requantized like an activation (asymmetric): TFLite's int8 kernels take only
+            # symmetric weights. The weight keeps its own int8 values and parameters instead.
+            for dq in list(node.outputs[0].outputs):
+                for reader in list(dq.outputs[0].outputs):
+                    reader.inputs[reader.inputs.index(dq.outputs[0])] = source.outputs[0]
+            folded += 1
+            continue
         shape = [1] * real.ndim
         if q.axis is not None:
             shape[q.axis] = -1
@@ -162,6 +212,19 @@ def fold_constant_requantization(graph: gs.Graph) -> int:
     if folded:
         graph.cleanup(remove_unused_graph_inputs=False)
     return folded
+
+
+def _only_weights_after(quantized_tensor: gs.Tensor) -> bool:
+    """Every DequantizeLinear after it feeds only weight inputs (WEIGHT_INPUTS) of layers."""
+    readers = list(quantized_tensor.outputs)
+    for dq in readers:
+        if dq.op != "DequantizeLinear" or not dq.outputs:
+            return False
+        for reader in dq.outputs[0].outputs:
+            positions = [i for i, t in enumerate(reader.inputs) if t is dq.outputs[0]]
+            if any(WEIGHT_INPUTS.get(reader.op) != i for i in positions):
+                return False
+    return bool(readers)
 
 
 def _dequantized_values(node: gs.Node, stored: np.ndarray) -> np.ndarray:
@@ -192,6 +255,8 @@ def fold_qdq(graph: gs.Graph, weight_only: bool = False) -> dict[str, QuantParam
             stored = source.inputs[0]
             params[stored.name] = dq_params(source, len(stored.shape or ()))
             node.inputs[i] = stored
+        if node.op in BIAS_OPS and len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
+            node.inputs[2] = _int32_bias(node, params)
         last = absorbed or node
         for i, readers in enumerate(quantizers):
             target = readers[0].outputs[0]

@@ -16,6 +16,7 @@ from edgec.errors import EdgecError, ModelLoadError
 OPSET = 17
 INSTALL_HINT = ".tflite models need the tflite extra: pip install 'edgec[tflite]' (ai-edge-litert)"
 FILE_IDENTIFIER = b"TFL3"
+FRONTEND_KEY = "edgec.frontend"  # metadata: which frontend made the IR
 
 
 def is_tflite(path: Path) -> bool:
@@ -61,6 +62,8 @@ def from_bytes(data: bytes, source: str = "<memory>") -> ir.Model:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgec-tflite")
     imported = ir.from_proto(proto, source=source)
     imported.graph.cleanup()  # views and Q/DQ made for a consumer that never came
+    # Its 4-D inputs and outputs are TFLite's (NHWC) tensors: the TFLite backend keeps them so.
+    imported.metadata[FRONTEND_KEY] = "tflite"
     if variables:
         from edgec.frontends.tflite_state import METADATA_KEY, metadata
 

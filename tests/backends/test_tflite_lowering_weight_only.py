@@ -207,3 +207,59 @@ def test_unnamed_node_is_named_by_position_and_output_in_errors():
     model.graph.nodes[0].name = ""
     with pytest.raises(EdgecError, match=r"tflite: Conv '#0 -> conv_\d+': input 1 must be a constant"):
         lower(model)
+
+
+def test_int8_model_requantized_like_activations_keeps_symmetric_weights_and_int32_bias():
+    """Re-quantizing an int8 model (-O int8 on a full-int8 .tflite) leaves its int8 weight and
+    int32 bias behind an activation-style Q/DQ (asymmetric, int8 bias). TFLite's int8 CONV_2D
+    takes neither: the weight keeps its own symmetric values, the bias goes back to int32 at
+    s_in * s_w, and XNNPACK runs the file; the result is as close to float as the IR's."""
+    g = GraphBuilder(seed=8)
+    x = g.input("x", [1, 4, 6, 6])
+    rng = np.random.default_rng(3)
+    w_scale = np.linspace(0.01, 0.02, 5).astype(np.float32)
+    weight = g.op("DequantizeLinear", [g.const(rng.integers(-127, 128, (5, 4, 3, 3)).astype(np.int8)),
+                                       g.const(w_scale), g.const(np.zeros(5, np.int8))], axis=0)
+    b_scale = (0.02 * w_scale).astype(np.float32)
+    bias = g.op("DequantizeLinear", [g.const(rng.integers(-900, 900, 5).astype(np.int32)), g.const(b_scale),
+                                     g.const(np.zeros(5, np.int32))], axis=0)
+
+    def qdq(value, scale, zero_point):
+        s, z = g.const(np.float32(scale)), g.const(np.int8(zero_point))
+        return g.op("DequantizeLinear", [g.op("QuantizeLinear", [value, s, z]), s, z])
+
+    y = g.op("Conv", [qdq(x, 0.02, 3), qdq(weight, 0.021, 9), qdq(bias, 0.004, -5)], pads=[1, 1, 1, 1])
+    g.output(qdq(y, 0.15, -2))
+    model = g.model()
+    lowering = lower_model(model)
+    flat = schema.ModelT.InitFromPackedBuf(lowering.flatbuffer, 0)
+    graph = flat.subgraphs[0]
+    (conv,) = [op for op in graph.operators if NAMES[flat.operatorCodes[op.opcodeIndex].builtinCode] == "CONV_2D"]
+    w_tensor, b_tensor = graph.tensors[conv.inputs[1]], graph.tensors[conv.inputs[2]]
+    assert w_tensor.type == schema.TensorType.INT8 and set(w_tensor.quantization.zeroPoint) == {0}
+    assert len(w_tensor.quantization.scale) == 5
+    assert b_tensor.type == schema.TensorType.INT32
+    np.testing.assert_allclose(b_tensor.quantization.scale, 0.02 * w_scale, rtol=1e-6)
+    from edgec.backends.tflite import interpreter_runner
+
+    info = {"inputs": [p.to_json() for p in lowering.inputs], "outputs": [p.to_json() for p in lowering.outputs]}
+    run_file = interpreter_runner(lowering.flatbuffer, info)  # XNNPACK delegates it (it refused a mixed bias)
+    floating = g.model()
+    for node in [n for n in floating.graph.nodes if n.op == "QuantizeLinear"]:  # the float model: no Q/DQ
+        dq = node.outputs[0].outputs[0]
+        for reader in list(dq.outputs[0].outputs):
+            reader.inputs[reader.inputs.index(dq.outputs[0])] = node.inputs[0]
+        if dq.outputs[0] in floating.graph.outputs:
+            floating.graph.outputs[floating.graph.outputs.index(dq.outputs[0])] = node.inputs[0]
+            node.inputs[0].name = dq.outputs[0].name
+    floating.graph.cleanup()
+    feeds = [{"x": np.random.default_rng(s).uniform(-2, 2, (1, 4, 6, 6)).astype(np.float32)} for s in range(4)]
+    name = model.graph.outputs[0].name
+    ref = np.concatenate([run(floating, f)[0].ravel() for f in feeds])
+    ir_out = np.concatenate([run(model, f)[0].ravel() for f in feeds])
+    got = np.concatenate([run_file(f)[name].ravel() for f in feeds])
+
+    def sqnr(a, b):
+        return 10 * np.log10(np.sum(a**2) / np.sum((a - b) ** 2))
+
+    assert sqnr(ref, got) >= sqnr(ref, ir_out) - 1.0  # measured 23.1 dB vs float, the IR's 23.1 dB

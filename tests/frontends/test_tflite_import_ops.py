@@ -354,3 +354,36 @@ def test_the_unmutated_model_imports_and_runs():
     data = _small_int8(lambda tensors: None)
     assert not _litert_refuses(data)
     tflite.from_bytes(data)
+
+
+def test_micro_wake_word_relowers_to_tflite_with_state_ports_fed_back_unchanged(tmp_path):
+    """-O2 for raspberry-pi-4 (the tflite backend): the file's state ports keep the model's own
+    layout and int8 values (state_out can be fed to state_in as is), and 30 invocations of the
+    artifact match the original file's interpreter bit for bit."""
+    import edgec
+
+    path = REAL_MODELS / "mww-okay-nabu.tflite"
+    if not path.is_file():
+        pytest.skip("build/realmodels/mww-okay-nabu.tflite missing: run scripts/fetch-realmodels")
+    result = edgec.compile(str(path), target="raspberry-pi-4", opt="2", output_dir=tmp_path / "o")
+    assert result.report["backend_check"]["max_abs_err"] == 0.0
+    ports = {p["name"]: p for p in result.artifact.info["inputs"] + result.artifact.info["outputs"]}
+    records = json.loads(result.model.metadata[METADATA_KEY])
+    for record in records:
+        state_in, state_out = ports[record["input"]], ports[record["output"]]
+        assert state_in["shape"] == state_out["shape"] == record["shape"] and state_in["dtype"] == "int8"
+    artifact = Interpreter(model_path=str(tmp_path / "o" / "model.tflite"))
+    artifact.allocate_tensors()
+    by_name = {d["name"]: d["index"] for d in artifact.get_input_details() + artifact.get_output_details()}
+    state = initial_state(result.model)
+    rng = np.random.default_rng(2)
+    steps = [[rng.integers(-128, -60, (1, 3, 40)).astype(np.int8)] for _ in range(30)]
+    reference = interpret_stream(path.read_bytes(), steps)
+    audio, score = "serving_default_input_audio:0", "StatefulPartitionedCall:0"
+    for feeds, expected in zip(steps, reference):
+        artifact.set_tensor(by_name[audio], feeds[0])
+        for name, value in state.items():
+            artifact.set_tensor(by_name[name], value)
+        artifact.invoke()
+        np.testing.assert_array_equal(artifact.get_tensor(by_name[score]), expected[0])
+        state = {r["input"]: artifact.get_tensor(by_name[r["output"]]).copy() for r in records}

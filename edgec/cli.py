@@ -353,10 +353,34 @@ def cmd_build_engine(argv: Sequence[str]) -> int:
     p.add_argument("--workspace", type=_number(int, 1), metavar="MB", help="builder workspace (default: the bundle's plan)")
     p.add_argument("--output", type=Path, metavar="FILE", help="engine file (default BUNDLE/model.plan)")
     args = _parse(p, argv)
-    verified_manifest(args.bundle)  # never build from a bundle whose files changed since edgec wrote them
+    manifest = verified_manifest(args.bundle)  # never build from a bundle whose files changed since edgec wrote them
+    _check_engine_plan(args.bundle, manifest)
     path = build_engine(args.bundle, args.workspace, args.output, verbose=args.debug)
     print(json.dumps({"engine": str(path)}) if args.json else f"{path}: TensorRT engine written")
     return 0
+
+
+def _check_engine_plan(directory: Path, manifest: dict) -> None:
+    """engine.json names files too: each inside the bundle, and what is read listed and hashed."""
+    from edgec.runtime import inside_bundle
+
+    plan_file = directory / "engine.json"
+    if not plan_file.is_file():
+        return  # build_engine says what is missing
+    if "engine.json" not in manifest["files"]:
+        raise EdgecError(f"{directory}: engine.json is not listed (and hashed) in the manifest")
+    try:
+        plan = json.loads(plan_file.read_text())
+    except (ValueError, RecursionError) as exc:
+        raise EdgecError(f"{plan_file}: not readable JSON ({type(exc).__name__})") from exc
+    if not isinstance(plan, dict):
+        raise EdgecError(f"{plan_file}: holds a JSON {type(plan).__name__}, not an object")
+    for key in ("onnx", "calibration_cache", "engine"):
+        if plan.get(key) is None and key != "onnx":
+            continue
+        inside_bundle(directory, plan.get(key), f"engine.json {key}")
+        if key != "engine" and plan[key] not in manifest["files"]:
+            raise EdgecError(f"{directory}: engine.json {key} {plan[key]} is not listed (and hashed) in the manifest")
 
 
 def cmd_debug_precision(argv: Sequence[str]) -> int:

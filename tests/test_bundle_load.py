@@ -286,3 +286,18 @@ def test_mutation_fuzzer_through_runtime_load_with_rehashed_manifest(copy):
             continue
         out = model.run({"input": np.ones((1, 1, 28, 28), np.float32)})
         assert all(np.array_equal(out[k], reference[k]) for k in reference)
+
+
+@pytest.mark.parametrize("key, value", [("onnx", "../../etc/passwd"), ("engine", "/tmp/x.plan"),
+                                        ("calibration_cache", "calib.cache")])
+def test_build_engine_confines_the_paths_in_engine_json(tmp_path, capsys, key, value):
+    out = tmp_path / "trt"
+    edgec.compile(edgec.models.registry.get("lenet5").path(), "jetson-nano", output_dir=out, backend="tensorrt")
+    plan = json.loads((out / "engine.json").read_text())
+    plan[key] = value
+    (out / "engine.json").write_text(json.dumps(plan))
+    _rehash(out, _manifest(out))
+    capsys.readouterr()
+    assert main(["build-engine", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"engine.json {key}" in err[0]

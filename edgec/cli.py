@@ -583,7 +583,7 @@ def _internal_error(exc: BaseException, debug: bool) -> int:
 
 def _refuse_unknown_command(argv: Sequence[str]) -> None:
     """`edgec bulid x.onnx`: a command word that is no file is a typo, not a model to build."""
-    word = argv[0]
+    word = argv[0] if argv else ""
     if re.fullmatch(r"[a-z][a-z0-9-]*", word) and not os.path.exists(word):
         raise EdgecError(
             f"unknown command '{word}'; commands: {', '.join(SUBCOMMANDS)}, or a model to build "

@@ -103,6 +103,7 @@ def test_unknown_command_word(tmp_path, monkeypatch, capsys):
         "edgec: error: unknown command 'bulid'; commands: inspect, passes, targets, models, debug-precision, "
         "bench, build-engine, or a model to build (edgec MODEL --target TARGET)"
     )
+    assert "required" in _one_line(capsys, 2, main([]))  # no arguments at all: usage, not a crash
     (tmp_path / "bulid").write_bytes(b"not a model")  # a file of that name is a model to build
     assert "unknown command" not in _one_line(capsys, 2, main(["bulid", "-t", "x86-64"]))
 

@@ -203,6 +203,8 @@ def cmd_build(args) -> int:
     from edgec import compiler
 
     shapes, dtypes = _input_shapes(args.input_shape)
+    if args.dump_dir is not None and args.dump_dir.exists() and not args.dump_dir.is_dir():
+        raise EdgecError(f"--dump-dir {args.dump_dir}: exists and is not a directory")
     options = {"keep_layout": True} if args.keep_layout else {}
     if args.io_dtype:
         options["io_dtype"] = args.io_dtype

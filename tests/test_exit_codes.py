@@ -373,9 +373,12 @@ def test_a_too_long_name_anywhere_edgec_writes_is_bad_input(tmp_path, capsys):
     assert _one_line(capsys, 2, main(argv)).startswith("edgec: error: file name too long: ")
 
 
-def test_input_shape_dtype_and_a_broken_zip_pt(tmp_path, capsys):
+def test_input_shape_dtype_a_broken_zip_pt_and_a_dump_dir_that_is_a_file(tmp_path, capsys):
     line = _one_line(capsys, 2, main([LENET5, "-t", "x86-64", "--input-shape", "input=1x1x28x28:float99"]))
     assert "'float99' is not a numeric dtype" in line
     (tmp_path / "z.pt").write_bytes(b"PK\x03\x04junk")
     line = _one_line(capsys, 2, main([str(tmp_path / "z.pt"), "-t", "x86-64", "--input-shape", "x=1x3"]))
     assert "not a TorchScript archive (not a readable zip file" in line
+    (tmp_path / "file").write_text("x")
+    argv = [LENET5, "-t", "x86-64", "-q", "-o", str(tmp_path / "o"), "--dump-dir", str(tmp_path / "file")]
+    assert "exists and is not a directory" in _one_line(capsys, 2, main(argv))

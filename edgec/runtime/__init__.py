@@ -47,7 +47,7 @@ def load(path: str | Path, threads: int | None = None) -> LoadedModel:
     if path.is_dir():
         manifest = verified_manifest(path)
         path = path / manifest["artifact"]
-    elif (path.parent / "manifest.json").is_file():  # a file of a bundle is loaded under its manifest
+    elif bundle.is_bundle(path.parent):  # a file of an edgec bundle is loaded under its manifest
         manifest = verified_manifest(path.parent)
         if path.name not in manifest["files"]:
             raise EdgecError(f"{path}: not listed (and hashed) in {path.parent / 'manifest.json'}")

@@ -82,7 +82,7 @@ def test_tight_bound_falls_back_layers_and_an_impossible_one_fails_with_a_report
             max_drop=-5.0,
             output_dir=tmp_path / "impossible",
         )
-    assert json.loads((tmp_path / "impossible" / "report.json").read_text())["ok"] is False
+    assert json.loads((tmp_path / "impossible.failed" / "report.json").read_text())["ok"] is False  # beside it
 
 
 def test_unlabelled_data_bounds_agreement_with_float32(tmp_path, fmnist_calib):
@@ -127,11 +127,11 @@ def test_failed_lossy_check_reports_where_precision_went(tmp_path, monkeypatch, 
     monkeypatch.setattr(QuantizePass, "tolerance", Tolerance(min_sqnr_db=200.0))
     with pytest.raises(CheckFailed):
         edgec.compile("zoo:lenet5", target="x86-64", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o")
-    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    report = json.loads((tmp_path / "o.failed" / "report.json").read_text())  # failure reports go beside -o
     table = report["passes"][-1]["debug_precision"]
     assert {row["op"] for row in table} >= {"Conv", "Relu", "input"}  # Gemm+Relu is one quantized output
     assert all(row["accumulated_sqnr_db"] > 10 for row in table)
-    assert "lost precision (worst layers first)" in (tmp_path / "o" / "report.md").read_text()
+    assert "lost precision (worst layers first)" in (tmp_path / "o.failed" / "report.md").read_text()
 
 
 def test_debug_precision_command(tmp_path, capsys, fmnist_calib):

@@ -17,6 +17,7 @@ OPSET = 17
 INSTALL_HINT = ".tflite models need the tflite extra: pip install 'edgec[tflite]' (ai-edge-litert)"
 FILE_IDENTIFIER = b"TFL3"
 FRONTEND_KEY = "edgec.frontend"  # metadata: which frontend made the IR
+MALFORMED = (AttributeError, TypeError, IndexError, ValueError, KeyError, UnicodeDecodeError, OverflowError)
 
 
 def is_tflite(path: Path) -> bool:
@@ -41,17 +42,26 @@ def from_bytes(data: bytes, source: str = "<memory>") -> ir.Model:
     from edgec.frontends.tflite_ops import CONVERTERS
 
     model = _parse(data, source)
-    ops = [op_name(model, op) for op in model.subgraphs[0].operators]
+    ops = [op_name(model, op) for op in model.subgraphs[0].operators or []]
     unsupported = Counter(name for name in ops if name not in CONVERTERS)
     if unsupported:
         listed = ", ".join(f"{name} x{count}" for name, count in sorted(unsupported.items()))
         raise ModelLoadError(f"{source}: TFLite operators with no ONNX conversion: {listed}")
     ctx = Context(model, data, source)
     ctx.check_quantization(_arithmetic_tensors(ctx.graph, ops))
-    inputs = [_graph_input(ctx, int(i)) for i in ctx.graph.inputs]
-    for name, op in zip(ops, ctx.graph.operators):
-        CONVERTERS[name](ctx, op)
-    outputs = [_graph_output(ctx, int(i)) for i in ctx.graph.outputs]
+    inputs = [_graph_input(ctx, int(i)) for i in _listed(ctx.graph.inputs)]
+    for index, (name, op) in enumerate(zip(ops, ctx.graph.operators or [])):
+        try:
+            CONVERTERS[name](ctx, op)
+        except MALFORMED as exc:
+            # What a converter reads is the file's own fields: missing options, a None list, a
+            # wrong count of operands or values make a malformed model, not an edgec bug.
+            outputs = [ctx.names[int(i)] for i in (op.outputs if op.outputs is not None else []) if 0 <= i]
+            detail = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
+            what = f"operator #{index} {name} ({', '.join(outputs)[:200] or 'no outputs'})"
+            what = "".join(c if c.isprintable() else "?" for c in what)
+            raise ModelLoadError(f"{source}: {what} is malformed: {type(exc).__name__}: {detail}") from exc
+    outputs = [_graph_output(ctx, int(i)) for i in _listed(ctx.graph.outputs)]
     # Resource variables: state in after the model's inputs, state out after its outputs.
     ctx.state.fold_read_only()
     state_inputs, state_outputs, variables = ctx.state.ports(_value_info)
@@ -71,6 +81,11 @@ def from_bytes(data: bytes, source: str = "<memory>") -> ir.Model:
     return imported
 
 
+def _listed(values) -> list:
+    """A flatbuffer vector field: None when the file leaves it out, else a list or NumPy array."""
+    return [] if values is None else list(values)
+
+
 def _value_info(name: str, dtype, shape):
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype), list(shape))
 
@@ -85,7 +100,7 @@ DATA_MOVEMENT = {
 def _arithmetic_tensors(graph, ops: list[str]) -> set[int]:
     """Tensors an arithmetic operator (one that needs real values: conv, add...) reads or writes."""
     touched: set[int] = set()
-    for name, op in zip(ops, graph.operators):
+    for name, op in zip(ops, graph.operators or []):
         if name not in DATA_MOVEMENT:
             touched.update(int(i) for i in list(op.inputs if op.inputs is not None else []) + list(
                 op.outputs if op.outputs is not None else []) if i >= 0)

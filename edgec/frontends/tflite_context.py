@@ -67,8 +67,8 @@ class Context:
 
     def _unique_names(self) -> list[str]:
         names, seen = [], set()
-        for i, tensor in enumerate(self.graph.tensors):
-            name = tensor.name.decode() if tensor.name else f"tensor_{i}"
+        for i, tensor in enumerate(self.graph.tensors or []):
+            name = tensor.name.decode(errors="replace") if tensor.name else f"tensor_{i}"
             names.append(f"{name}_{i}" if name in seen else name)
             seen.add(names[-1])
         return names
@@ -76,6 +76,8 @@ class Context:
     # --- tensor facts -----------------------------------------------------------------------
 
     def fail(self, why: str):
+        # Names come from the file: a corrupt one must not break the one-line error.
+        why = "".join(c if c.isprintable() else "?" for c in why)
         raise ModelLoadError(f"{self.source}: {why}")
 
     def tensor(self, index: int) -> schema.TensorT:
@@ -104,7 +106,7 @@ class Context:
         zero, negative, NaN or infinite scale, zero points outside the stored type, per-channel
         arrays that do not match the channel axis, and int8/uint8 tensors without scales that an
         arithmetic operator reads or writes (`arithmetic`: their indices)."""
-        for index, tensor in enumerate(self.graph.tensors):
+        for index, tensor in enumerate(self.graph.tensors or []):
             params = tensor.quantization
             if tensor.type not in DTYPES:
                 continue
@@ -143,6 +145,9 @@ class Context:
     def _buffer(self, index: int) -> np.ndarray | None:
         buffer = self.model.buffers[self.graph.tensors[index].buffer]
         if buffer.offset > 1:  # large models keep tensor data after the flatbuffer
+            if not 0 <= int(buffer.size) <= len(self.data) - int(buffer.offset):
+                self.fail(f"tensor '{self.names[index]}': its data ({buffer.size} bytes at {buffer.offset}) "
+                          "lies past the end of the file")
             return np.frombuffer(self.data, np.uint8, int(buffer.size), int(buffer.offset))
         data = buffer.data
         return None if data is None or len(data) == 0 else np.asarray(data, np.uint8)

@@ -231,6 +231,8 @@ def _constant(ctx, graph, index: int) -> np.ndarray | None:
         ctx.fail(f"tensor '{tensor.name.decode(errors='replace')}' points past the model's buffers")
     buffer = ctx.model.buffers[tensor.buffer]
     if buffer.offset > 1:
+        if not 0 <= int(buffer.size) <= len(ctx.data) - int(buffer.offset):
+            ctx.fail(f"tensor '{tensor.name.decode(errors='replace')}': its data lies past the end of the file")
         raw = np.frombuffer(ctx.data, np.uint8, int(buffer.size), int(buffer.offset))
     elif buffer.data is None or len(buffer.data) == 0:
         return None

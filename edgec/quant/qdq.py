@@ -70,6 +70,23 @@ def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
     return Plan(quantized, sorted(tensors, key=lambda n: order.get(n, 0)), absorbed)
 
 
+# A Concat joining inputs whose ranges differ this much (boxes in pixels and 0..1 scores of a
+# detector head) would give the small one a handful of int8 levels under one shared scale.
+MIXED_CONCAT_RATIO = 32.0
+
+
+def mixed_concats(plan_: Plan, ranges: dict[str, tuple[float, float]]) -> set[str]:
+    """Names of the planned Concats whose quantized inputs hold different quantities."""
+    mixed = set()
+    for node in plan_.nodes:
+        if node.op != "Concat":
+            continue
+        spans = [max(abs(lo), abs(hi)) for lo, hi in (ranges[t.name] for t in _activations(node) if t.name in ranges)]
+        if len(spans) > 1 and max(spans) > MIXED_CONCAT_RATIO * max(min(spans), np.finfo(np.float32).tiny):
+            mixed.add(node.name)
+    return mixed
+
+
 def _follows_quantized(node: gs.Node, chosen: set[int]) -> bool:
     source = node.inputs[0]
     return len(source.inputs) == 1 and id(source.inputs[0]) in chosen and source.inputs[0].op not in SHARED_OPS

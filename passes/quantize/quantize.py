@@ -53,6 +53,7 @@ class QuantizePass(Pass):
     _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
     _calib_scores: ClassVar[dict | None] = None  # output SQNR per method, when calib=auto chose
     _chosen: ClassVar[tuple | None] = None  # calib=auto's winning rewrite, reused by run()
+    _float_concats: ClassVar[list] = []  # Concats of mixed quantities the last rewrite kept float
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         scheme = schemes.get(self.scheme, self.activations or None)
@@ -88,6 +89,7 @@ class QuantizePass(Pass):
             "quantized_ops": ops,
             "activation_tensors": len(plan.tensors),
             "fallback": list(self.fallback),
+            "float_concats": list(self._float_concats),
             "float_compute": list(self.float_compute),
             "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
         }
@@ -154,6 +156,11 @@ class QuantizePass(Pass):
         plan = qdq.plan(graph, scheme, fallback | float_compute)
         levels = scheme.qrange[1] - scheme.qrange[0] + 1
         ranges = {n: observers[n].range(self.calib, self.percentile, levels) for n in plan.tensors if n in observers}
+        mixed = qdq.mixed_concats(plan, ranges)
+        if mixed:  # one int8 scale would erase the small quantity: the Concat stays float
+            plan = qdq.plan(graph, scheme, fallback | float_compute | mixed)
+            ranges = {n: r for n, r in ranges.items() if n in plan.tensors}
+        self._float_concats = sorted(mixed)
         params = qdq.activation_ranges(graph, plan, ranges, scheme)
         names = NameGen(graph)
         for node in plan.nodes:  # weights first: biases need the input's scale, by its old name

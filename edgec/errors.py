@@ -46,3 +46,11 @@ class InternalPassError(PassError):
     """A built-in pass crashed or broke its contract: edgec's own bug, exit code 3."""
 
     exit_code = 3
+
+
+class InternalError(EdgecError):
+    """edgec's own bug caught where it can be named (e.g. a backend cannot run what it wrote): exit
+    code 3, shown as "internal error ... run with --debug". Anything that is not an EdgecError is
+    treated the same way by the command."""
+
+    exit_code = 3

@@ -74,6 +74,20 @@ def test_an_internal_error_is_exit_3_and_says_so(tmp_path, monkeypatch, capsys):
     assert line.startswith("edgec: internal error: KeyError") and "bug in edgec" in line and "--debug" in line
 
 
+def test_an_internal_error_raised_at_a_boundary_is_exit_3(tmp_path, monkeypatch, capsys):
+    from edgec import compiler
+    from edgec.errors import InternalError
+
+    def broken(*args, **kwargs):
+        raise InternalError("backend 'onnx' could not run what it wrote: shape mismatch")
+
+    monkeypatch.setattr(compiler, "compile", broken)
+    assert _one_line(capsys, 3, main([LENET5, "-t", "x86-64"])) == (
+        "edgec: internal error: backend 'onnx' could not run what it wrote: shape mismatch "
+        "(a bug in edgec; run with --debug for the traceback)"
+    )
+
+
 def test_a_builtin_pass_crashing_is_exit_3_and_a_plugin_pass_crashing_is_exit_2(tmp_path, monkeypatch, capsys):
     cls = Registry().pass_class("fold-constants")
 

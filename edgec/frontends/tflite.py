@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+
+import numpy as np
 from collections import Counter
 from pathlib import Path
 
@@ -28,20 +30,24 @@ def is_tflite(path: Path) -> bool:
         return f.read(8)[4:8] == FILE_IDENTIFIER
 
 
-def load(path: str | os.PathLike) -> ir.Model:
+def load(path: str | os.PathLike, input_shapes: dict | None = None) -> ir.Model:
     path = Path(path)
-    return from_bytes(path.read_bytes(), source=str(path))
+    return from_bytes(path.read_bytes(), source=str(path), input_shapes=input_shapes)
 
 
-def from_bytes(data: bytes, source: str = "<memory>") -> ir.Model:
+def from_bytes(data: bytes, source: str = "<memory>", input_shapes: dict | None = None) -> ir.Model:
     """Subgraph 0 of a TFLite model as an ONNX graph with the same input and output names,
-    layouts and dtypes (int8 inputs stay int8: DequantizeLinear follows them)."""
+    layouts and dtypes (int8 inputs stay int8: DequantizeLinear follows them). `input_shapes`
+    (name -> shape) sets the dimensions a model leaves dynamic (shape signature -1), which the
+    file only holds placeholders for: LiteRT's interpreter propagates them to every tensor."""
     if importlib.util.find_spec("ai_edge_litert") is None:
         raise EdgecError(INSTALL_HINT)
     from edgec.frontends.tflite_context import Context
     from edgec.frontends.tflite_ops import CONVERTERS
 
     model = _parse(data, source)
+    if input_shapes:
+        _resize(model, data, source, input_shapes)
     ops = [op_name(model, op) for op in model.subgraphs[0].operators or []]
     unsupported = Counter(name for name in ops if name not in CONVERTERS)
     if unsupported:
@@ -79,6 +85,49 @@ def from_bytes(data: bytes, source: str = "<memory>") -> ir.Model:
 
         imported.metadata[METADATA_KEY] = metadata(variables)
     return imported
+
+
+def _resize(model, data: bytes, source: str, input_shapes: dict) -> None:
+    """Fix the dynamic input dimensions to `input_shapes` and write every tensor's resulting
+    shape into `model`, as LiteRT's interpreter computes them (after one run on zeros, for
+    tensors whose shapes are only known then)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    graph = model.subgraphs[0]
+    by_name = {(graph.tensors[i].name or b"").decode(errors="replace"): int(i) for i in _listed(graph.inputs)}
+    unknown = sorted(set(input_shapes) - set(by_name))
+    if unknown:
+        raise ModelLoadError(f"{source}: --input-shape names {', '.join(unknown)}; the inputs are "
+                             f"{', '.join(by_name) or 'none'}")
+    for name, shape in input_shapes.items():
+        tensor = graph.tensors[by_name[name]]
+        signature = _listed(tensor.shapeSignature) or _listed(tensor.shape)
+        shape = [int(d) for d in shape]
+        fixed = [(k, int(d)) for k, d in enumerate(signature) if int(d) >= 0]
+        if len(shape) != len(signature) or any(shape[k] != d for k, d in fixed) or min(shape, default=1) < 1:
+            raise ModelLoadError(f"{source}: input '{name}' is {_dims(signature)}; --input-shape "
+                                 f"{'x'.join(map(str, shape))} does not fit it (only -1 dimensions can be set)")
+    try:
+        plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # shapes only, no delegate planning
+        interpreter = Interpreter(model_content=data, experimental_op_resolver_type=plain)
+        for name, shape in input_shapes.items():
+            interpreter.resize_tensor_input(by_name[name], [int(d) for d in shape], strict=True)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+        details = interpreter.get_tensor_details()
+    except (RuntimeError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{source}: LiteRT cannot run the model at the given --input-shape: {detail}") from exc
+    for detail in details:
+        index = int(detail["index"])
+        if index < len(graph.tensors) and graph.tensors[index].type != 13:  # not RESOURCE handles
+            graph.tensors[index].shape = [int(d) for d in detail["shape"]]
+
+
+def _dims(signature) -> str:
+    return "x".join("N" if int(d) < 0 else str(int(d)) for d in signature)
 
 
 def _listed(values) -> list:

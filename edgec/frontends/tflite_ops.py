@@ -430,6 +430,21 @@ def convert_split(ctx: Context, op) -> None:
         ctx.define(out, result, nchw)
 
 
+def convert_batch_matmul(ctx: Context, op) -> None:
+    """BATCH_MATMUL(x, y) with adj_x/adj_y (transpose the last two axes first): ONNX MatMul."""
+    inputs, out = _io(op)
+    o = op.builtinOptions
+    operands = []
+    for index, adjoint in zip(inputs[:2], (getattr(o, "adjX", False), getattr(o, "adjY", False))):
+        value = ctx.operand(index)
+        if adjoint:
+            rank = len(ctx.shape(index))
+            perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+            value = ctx.emit("Transpose", [value], f"{ctx.names[index]}_adj", perm=perm)
+        operands.append(value)
+    ctx.produce(out, "MatMul", operands)
+
+
 def convert_call_once(ctx: Context, op) -> None:
     ctx.state.call_once(op)
 
@@ -512,6 +527,7 @@ CONVERTERS = {
     "PACK": convert_pack,
     "SPLIT": convert_split,
     "SPLIT_V": convert_split,
+    "BATCH_MATMUL": convert_batch_matmul,
     "CALL_ONCE": convert_call_once,
     "VAR_HANDLE": convert_var_handle,
     "READ_VARIABLE": convert_read_variable,

@@ -409,3 +409,52 @@ def test_mutated_files_are_refused_with_one_line_never_an_internal_error():
                 tflite.from_bytes(bytes(mutated), source="mutated.tflite")
             except EdgecError as error:
                 assert "\n" not in str(error)
+
+
+# --- dynamic dimensions: --input-shape sets them, LiteRT propagates them ----------------------------------
+
+
+def test_dynamic_length_input_takes_its_shape_from_input_shapes():
+    """A [1, -1, 3] input (streaming/audio converters write these, with placeholder 1s in the
+    file): given a length, every tensor gets the shape LiteRT computes for it."""
+    net = Net(seed=6)
+    x = net.input([1, 1, 3])
+    net.builder.subgraph.tensors[x].shapeSignature = [1, -1, 3]
+    scaled = net.op("MUL", [x, net.random((3,))], "MulOptions")
+    padded = net.op("PAD", [scaled, net.const([[0, 0], [2, 1], [0, 0]], np.int32)])
+    pooled = net.op("MEAN", [padded, net.const([2], np.int32)], "ReducerOptions", keepDims=False)
+    data = net.to_bytes([pooled, padded])
+    model = tflite.from_bytes(data, input_shapes={"input0": [1, 50, 3]})
+    assert model.graph.inputs[0].shape == [1, 50, 3]
+    assert [t.shape for t in model.graph.outputs] == [[1, 53], [1, 53, 3]]
+    feed = np.random.default_rng(0).standard_normal((1, 50, 3)).astype(np.float32)
+    interpreter = Interpreter(model_content=data)
+    interpreter.resize_tensor_input(0, [1, 50, 3])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(0, feed)
+    interpreter.invoke()
+    expected = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    for reference, got in zip(expected, run(model, {"input0": feed}), strict=True):
+        assert linf_rel(reference, got) <= 1e-6
+    with pytest.raises(ModelLoadError, match=r"input 'input0' is 1xNx3; --input-shape 2x50x3 does not fit it"):
+        tflite.from_bytes(data, input_shapes={"input0": [2, 50, 3]})
+    with pytest.raises(ModelLoadError, match=r"--input-shape names wrong; the inputs are input0"):
+        tflite.from_bytes(data, input_shapes={"wrong": [1, 5, 3]})
+
+
+def test_audio_feature_model_with_dynamic_length_imports_at_the_given_length():
+    """openWakeWord's melspectrogram (BATCH_MATMUL, input [1, -1]) at 1280 samples."""
+    path = REAL_MODELS / "oww-melspectrogram.tflite"
+    if not path.is_file():
+        pytest.skip("build/realmodels/oww-melspectrogram.tflite missing: run scripts/fetch-realmodels")
+    model = tflite.load(path, input_shapes={"serving_default_input:0": [1, 1280]})
+    feed = np.random.default_rng(1).uniform(-3000, 3000, (1, 1280)).astype(np.float32)
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, 1280])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], feed)
+    interpreter.invoke()
+    (expected,) = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    (got,) = run(model, {"serving_default_input:0": feed})
+    assert got.shape == expected.shape == (1, 1, 5, 32)
+    assert linf_rel(expected, got) <= 1e-5  # measured 1.9e-7

@@ -26,13 +26,17 @@ def _ir_inputs(manifest: dict, seed: int) -> dict[str, np.ndarray]:
     for port in manifest["inputs"]:
         shape = [d if type(d) is int and d > 0 else 1 for d in port["shape"]]
         if len(shape) > 8 or math.prod(shape) > MAX_INPUT_ELEMENTS:
-            raise EdgecError(f"bench: input '{port['name']}' declares shape {shape[:8]}: over {MAX_INPUT_ELEMENTS:,} elements")
+            raise EdgecError(
+                f"bench: input '{port['name']}' declares shape {shape[:8]}: over {MAX_INPUT_ELEMENTS:,} elements"
+            )
         if port.get("layout") == "NHWC" and len(shape) == 4:
             shape = [shape[i] for i in NCHW_FROM_NHWC]
         try:
             dtype = np.dtype("float32" if "quantization" in port else port.get("dtype"))
         except TypeError:
-            raise EdgecError(f"bench: input '{port['name']}' has dtype {port.get('dtype')!r}, not a numpy type") from None
+            raise EdgecError(
+                f"bench: input '{port['name']}' has dtype {port.get('dtype')!r}, not a numpy type"
+            ) from None
         if dtype.kind not in "biuf":
             raise EdgecError(f"bench: input '{port['name']}' has dtype {dtype}, not a numeric type")
         if np.issubdtype(dtype, np.floating):

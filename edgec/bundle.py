@@ -95,7 +95,9 @@ def check_destination(out: str | os.PathLike, inputs: Iterable[Any] = (), force:
     out = Path(out)
     name = out.resolve().name if out.name in ("", ".", "..") else out.name
     if len(name.encode()) > MAX_NAME_BYTES:
-        raise OutputError(f"-o {_short(out)}: the directory name is {len(name.encode())} bytes; at most {MAX_NAME_BYTES}")
+        raise OutputError(
+            f"-o {_short(out)}: the directory name is {len(name.encode())} bytes; at most {MAX_NAME_BYTES}"
+        )
     resolved = out.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
@@ -264,8 +266,13 @@ def exchange(a: Path, b: Path) -> bool:
     args = (_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     fn = getattr(libc, "renameat2", None)
     if fn is not None:
-        result = fn(ctypes.c_int(args[0]), ctypes.c_char_p(args[1]), ctypes.c_int(args[2]), ctypes.c_char_p(args[3]),
-                    ctypes.c_uint(args[4]))
+        result = fn(
+            ctypes.c_int(args[0]),
+            ctypes.c_char_p(args[1]),
+            ctypes.c_int(args[2]),
+            ctypes.c_char_p(args[3]),
+            ctypes.c_uint(args[4]),
+        )
     elif platform.machine() in _SYSCALL_RENAMEAT2:
         result = libc.syscall(_SYSCALL_RENAMEAT2[platform.machine()], *args)
     else:

@@ -111,7 +111,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_number(float, 0),
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
-        help=f"stop a build (a pass or plugin that hangs) after this long, exit code 1 (default {DEFAULT_TIMEOUT_S}; 0 = none)",
+        help="stop a build (a pass or plugin that hangs) after this long, exit code 1 "
+        f"(default {DEFAULT_TIMEOUT_S}; 0 = none)",
     )
     p.add_argument("--backend", help="override the target's preferred backend")
     p.add_argument(
@@ -173,7 +174,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="accuracy control: keep sensitive layers in float "
         "until top-1 accuracy (with labelled --eval) or agreement with float32 drops at most this much",
     )
-    p.add_argument("--min-sqnr", type=_number(float), metavar="DB", help="accuracy control on output SQNR vs float32 instead")
+    p.add_argument(
+        "--min-sqnr", type=_number(float), metavar="DB", help="accuracy control on output SQNR vs float32 instead"
+    )
     p.add_argument(
         "--eval",
         metavar="DATA",
@@ -186,8 +189,18 @@ def _build_parser() -> argparse.ArgumentParser:
         help="training data for finetune (-O compress fine-tunes with it): .npz with inputs and `labels`, "
         "or class subdirectories of images",
     )
-    p.add_argument("--holdout", type=_number(float, 0, below=1), default=0.3, help="share of --eval kept out of the search (default 0.3)")
-    p.add_argument("--samples", type=_number(int, 1, MAX_SAMPLES), default=2, help="number of seeded random check inputs (default 2)")
+    p.add_argument(
+        "--holdout",
+        type=_number(float, 0, below=1),
+        default=0.3,
+        help="share of --eval kept out of the search (default 0.3)",
+    )
+    p.add_argument(
+        "--samples",
+        type=_number(int, 1, MAX_SAMPLES),
+        default=2,
+        help="number of seeded random check inputs (default 2)",
+    )
     p.add_argument("--seed", type=_number(int, 0), default=0)
     _common(p)
     return p
@@ -322,7 +335,9 @@ def cmd_bench(argv: Sequence[str]) -> int:
 
     p = _subcommand("bench", "Latency of a built bundle in its backend's runtime on this host (batch 1).")
     p.add_argument("bundle", type=Path, help="a build output directory (with manifest.json)")
-    p.add_argument("--threads", type=_number(int, 0), default=1, help="runtime threads (default 1; 0 = the runtime's default)")
+    p.add_argument(
+        "--threads", type=_number(int, 0), default=1, help="runtime threads (default 1; 0 = the runtime's default)"
+    )
     p.add_argument("--runs", type=_number(int, 1), default=200, help="timed runs (default 200)")
     p.add_argument("--warmup", type=_number(int, 0), default=20, help="untimed runs first (default 20)")
     p.add_argument(
@@ -352,7 +367,9 @@ def cmd_build_engine(argv: Sequence[str]) -> int:
 
     p = _subcommand("build-engine", "Build the TensorRT engine of a --backend tensorrt bundle (on the device).")
     p.add_argument("bundle", type=Path, help="a build output directory (with manifest.json and engine.json)")
-    p.add_argument("--workspace", type=_number(int, 1), metavar="MB", help="builder workspace (default: the bundle's plan)")
+    p.add_argument(
+        "--workspace", type=_number(int, 1), metavar="MB", help="builder workspace (default: the bundle's plan)"
+    )
     p.add_argument("--output", type=Path, metavar="FILE", help="engine file (default BUNDLE/model.plan)")
     args = _parse(p, argv)
     manifest = verified_manifest(args.bundle)  # never build from a bundle whose files changed since edgec wrote them
@@ -400,7 +417,12 @@ def cmd_debug_precision(argv: Sequence[str]) -> int:
     p.add_argument(
         "-o", "--output", type=Path, help="where the table and plot go (default build/<model>-debug-precision/)"
     )
-    p.add_argument("--samples", type=_number(int, 1, MAX_SAMPLES), default=32, help="calibration samples to compare on (default 32)")
+    p.add_argument(
+        "--samples",
+        type=_number(int, 1, MAX_SAMPLES),
+        default=32,
+        help="calibration samples to compare on (default 32)",
+    )
     p.add_argument("--top", type=_number(int, 1), default=20, help="rows to print (default 20)")
     p.add_argument(
         "--timeout",

@@ -26,8 +26,8 @@ _KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 def option(default: Any, *, min: float | None = None, max: float | None = None, below: float | None = None) -> Any:
     """A numeric pass option with bounds, checked by the base class for every instance:
 
-        iterations: int = option(4, min=1)
-        sparsity: float = option(0.5, min=0, below=1)   # 0 <= sparsity < 1
+    iterations: int = option(4, min=1)
+    sparsity: float = option(0.5, min=0, below=1)   # 0 <= sparsity < 1
     """
     bounds = {k: v for k, v in (("min", min), ("max", max), ("below", below)) if v is not None}
     return dataclasses.field(default=default, metadata={"bounds": bounds})

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence

@@ -288,8 +288,9 @@ def test_mutation_fuzzer_through_runtime_load_with_rehashed_manifest(copy):
         assert all(np.array_equal(out[k], reference[k]) for k in reference)
 
 
-@pytest.mark.parametrize("key, value", [("onnx", "../../etc/passwd"), ("engine", "/tmp/x.plan"),
-                                        ("calibration_cache", "calib.cache")])
+@pytest.mark.parametrize(
+    "key, value", [("onnx", "../../etc/passwd"), ("engine", "/tmp/x.plan"), ("calibration_cache", "calib.cache")]
+)
 def test_build_engine_confines_the_paths_in_engine_json(tmp_path, capsys, key, value):
     out = tmp_path / "trt"
     edgec.compile(edgec.models.registry.get("lenet5").path(), "jetson-nano", output_dir=out, backend="tensorrt")

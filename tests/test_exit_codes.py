@@ -189,8 +189,11 @@ def test_corrupt_npz_archives_for_data_options(tmp_path, capsys):
     np.savez(tmp_path / "good.npz", input=np.zeros((20, 1, 28, 28), np.float32), labels=np.zeros(20, np.int64))
     data = (tmp_path / "good.npz").read_bytes()
     (tmp_path / "bad.npz").write_bytes(data[: len(data) // 2])
-    for option in (["--calib", str(tmp_path / "bad.npz"), "-O", "int8"], ["--inputs", str(tmp_path / "bad.npz")],
-                   ["--eval", str(tmp_path / "bad.npz")]):
+    for option in (
+        ["--calib", str(tmp_path / "bad.npz"), "-O", "int8"],
+        ["--inputs", str(tmp_path / "bad.npz")],
+        ["--eval", str(tmp_path / "bad.npz")],
+    ):
         line = _one_line(capsys, 2, main([LENET5, "-t", "x86-64", "-q", "-o", str(tmp_path / "o"), *option]))
         assert "bad.npz" in line
 
@@ -230,7 +233,9 @@ class HangPass(Pass):
 def test_plugin_sys_exit_at_import_is_a_plugin_error(tmp_path, capsys):
     plugin = tmp_path / "exits.py"
     plugin.write_text("import sys\nsys.exit(0)\n")
-    line = _one_line(capsys, 2, main([LENET5, "-t", "x86-64", "--plugin", str(plugin), "-q", "-o", str(tmp_path / "o")]))
+    line = _one_line(
+        capsys, 2, main([LENET5, "-t", "x86-64", "--plugin", str(plugin), "-q", "-o", str(tmp_path / "o")])
+    )
     assert f"plugin {plugin} called sys.exit(0)" in line
     assert not (tmp_path / "o").exists()
 
@@ -256,8 +261,20 @@ def test_calibration_plugin_sys_exit_is_a_plugin_error(tmp_path, capsys):
 def test_a_hanging_pass_is_stopped_by_the_timeout(tmp_path, capsys):
     plugin = tmp_path / "hang.py"
     plugin.write_text(HANGING_PASS)
-    argv = [LENET5, "-t", "x86-64", "--plugin", str(plugin), "--passes", "fold-constants,hang", "-q",
-            "-o", str(tmp_path / "o"), "--timeout", "1.5"]
+    argv = [
+        LENET5,
+        "-t",
+        "x86-64",
+        "--plugin",
+        str(plugin),
+        "--passes",
+        "fold-constants,hang",
+        "-q",
+        "-o",
+        str(tmp_path / "o"),
+        "--timeout",
+        "1.5",
+    ]
     start = time.monotonic()
     line = _one_line(capsys, 1, main(argv))
     assert time.monotonic() - start < 30
@@ -267,10 +284,23 @@ def test_a_hanging_pass_is_stopped_by_the_timeout(tmp_path, capsys):
 
 def test_a_hanging_calibration_plugin_is_stopped_by_the_timeout(tmp_path, capsys):
     plugin = tmp_path / "calib_hang.py"
-    plugin.write_text("import time\n\ndef calibration_samples(inputs):\n    while True:\n        time.sleep(0.05)\n"
-                      "    yield {}\n")
-    argv = [LENET5, "-t", "x86-64", "-O", "int8", "--calib", f"plugin:{plugin}", "-o", str(tmp_path / "o"), "-q",
-            "--timeout", "1"]
+    plugin.write_text(
+        "import time\n\ndef calibration_samples(inputs):\n    while True:\n        time.sleep(0.05)\n    yield {}\n"
+    )
+    argv = [
+        LENET5,
+        "-t",
+        "x86-64",
+        "-O",
+        "int8",
+        "--calib",
+        f"plugin:{plugin}",
+        "-o",
+        str(tmp_path / "o"),
+        "-q",
+        "--timeout",
+        "1",
+    ]
     line = _one_line(capsys, 1, main(argv))
     assert "ran past --timeout 1s" in line and f"{plugin}:" in line
 
@@ -364,7 +394,9 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_images_and_zero_scale_are_bad_input(tmp_path, capsys):
@@ -372,11 +404,45 @@ def test_decompression_bomb_images_and_zero_scale_are_bad_input(tmp_path, capsys
         (tmp_path / "images" / label).mkdir(parents=True)
         _png_header_only(tmp_path / "images" / label / "a.png", 30000, 30000)
     out = str(tmp_path / "o")
-    line = _one_line(capsys, 2, main([LENET5, "-t", "x86-64", "-q", "-o", out, "--eval", str(tmp_path / "images"),
-                                      "--preprocess", "resize=28,color=gray"]))
+    line = _one_line(
+        capsys,
+        2,
+        main(
+            [
+                LENET5,
+                "-t",
+                "x86-64",
+                "-q",
+                "-o",
+                out,
+                "--eval",
+                str(tmp_path / "images"),
+                "--preprocess",
+                "resize=28,color=gray",
+            ]
+        ),
+    )
     assert "a.png" in line
-    line = _one_line(capsys, 2, main([LENET5, "-t", "x86-64", "-q", "-o", out, "-O", "int8", "--calib",
-                                      str(tmp_path / "images" / "cat"), "--preprocess", "scale=1/0"]))
+    line = _one_line(
+        capsys,
+        2,
+        main(
+            [
+                LENET5,
+                "-t",
+                "x86-64",
+                "-q",
+                "-o",
+                out,
+                "-O",
+                "int8",
+                "--calib",
+                str(tmp_path / "images" / "cat"),
+                "--preprocess",
+                "scale=1/0",
+            ]
+        ),
+    )
     assert "scale=1/0" in line
     assert not (tmp_path / "o").exists()
 

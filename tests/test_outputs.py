@@ -105,8 +105,20 @@ def test_failed_build_keeps_the_good_bundle_and_reports_beside_it(tmp_path, caps
     assert _build(out) == 0
     good = _tree(out)
     capsys.readouterr()
-    code = main([str(LENET5), "-t", "x86-64", "--plugin", str(PLUGINS / "too_lossy.py"), "--passes",
-                 "scramble-weights", "-o", str(out), "-q"])
+    code = main(
+        [
+            str(LENET5),
+            "-t",
+            "x86-64",
+            "--plugin",
+            str(PLUGINS / "too_lossy.py"),
+            "--passes",
+            "scramble-weights",
+            "-o",
+            str(out),
+            "-q",
+        ]
+    )
     assert code == 1
     line = _one_error_line(capsys)
     assert f"(report: {out}.failed/report.md)" in line
@@ -240,8 +252,20 @@ def test_a_real_build_killed_after_the_exchange_leaves_the_new_bundle(tmp_path):
     assert _build(out) == 0
     old = json.loads((out / "manifest.json").read_text())
     env = {**os.environ, bundle.CRASH_HOOK: "exchanged"}
-    argv = [sys.executable, "-m", "edgec", str(LENET5), "-t", "x86-64", "--backend", "onnx", "-O1", "-q", "-o",
-            str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "edgec",
+        str(LENET5),
+        "-t",
+        "x86-64",
+        "--backend",
+        "onnx",
+        "-O1",
+        "-q",
+        "-o",
+        str(out),
+    ]
     assert subprocess.run(argv, env=env, cwd=REPO, timeout=300).returncode == -signal.SIGKILL
     new = verified_manifest(out)  # whole and verified
     assert new["pipeline"] != old["pipeline"] and new["pipeline"].startswith("remove-identity")

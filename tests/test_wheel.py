@@ -88,7 +88,9 @@ def test_wheel_in_a_fresh_venv_builds_tflite(wheel, tmp_path):
     work = tmp_path / "work"  # a cwd outside the checkout, so `import edgec` cannot find it there
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    where = _run([str(python), "-c", "import edgec, edgec.backends.tflite.ops; print(edgec.__file__)"], cwd=work, env=env)
+    where = _run(
+        [str(python), "-c", "import edgec, edgec.backends.tflite.ops; print(edgec.__file__)"], cwd=work, env=env
+    )
     assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout
     build = _run(
         [str(venv / "bin" / "edgec"), "zoo:lenet5", "--target", "raspberry-pi-4", "-O2", "-o", "out", "-q"],

@@ -69,7 +69,11 @@ def format_text(info: dict) -> str:
     """The human-readable form of inspect_model's result: tables, not paragraphs."""
     lines = [
         f"model     {info['model']}  (opset {info['opset']}"
-        + (f", converted to {info['opset_converted_to']}" if info.get("opset_converted_to", info["opset"]) != info["opset"] else "")
+        + (
+            f", converted to {info['opset_converted_to']}"
+            if info.get("opset_converted_to", info["opset"]) != info["opset"]
+            else ""
+        )
         + f"{', ' + info['producer'] if info['producer'] else ''})",
         f"precision {info['precision']}",
         "",

@@ -110,9 +110,7 @@ def _collect(graph: gs.Graph, scope: str, costs: list[LayerCost]) -> None:
                 macs=node_macs(node),
                 params=params,
                 weight_bytes=weight_bytes,
-                input_bytes=sum(
-                    tensor_bytes(t) for t in node.inputs if constant_value(t) is None and not t.is_empty()
-                ),
+                input_bytes=sum(tensor_bytes(t) for t in node.inputs if constant_value(t) is None and not t.is_empty()),
                 output_bytes=sum(tensor_bytes(t) for t in node.outputs if not t.is_empty()),
                 output_shape=None
                 if out is None or out.shape is None

@@ -34,8 +34,21 @@ MAX_ELEMENTS = 1 << 31  # per tensor
 # Decoded bytes a container may declare: sparse layouts legitimately expand, a bomb does not get far.
 MIN_DECODED_LIMIT = 1 << 30
 MAX_EXPANSION = 1000
-DTYPES = ("float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
-          "uint8", "uint16", "uint32", "uint64", "bool")
+DTYPES = (
+    "float16",
+    "float32",
+    "float64",
+    "bfloat16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
 
 
 def pack(tensors: Mapping[str, np.ndarray], coding: str = "huffman") -> tuple[bytes, list[dict]]:
@@ -97,8 +110,17 @@ def unpack(data: bytes, source: str = "container") -> dict[str, np.ndarray]:
         raise EdgecError(f"{source}: corrupt weight container: {exc}") from exc
     except EdgecError:
         raise
-    except (struct.error, ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError,
-            MemoryError, UnicodeDecodeError) as exc:
+    except (
+        struct.error,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        OverflowError,
+        RecursionError,
+        MemoryError,
+        UnicodeDecodeError,
+    ) as exc:
         raise EdgecError(f"{source}: corrupt weight container ({type(exc).__name__}: {_first_line(exc)})") from exc
 
 

@@ -109,7 +109,9 @@ def _check_external_data_sizes(proto: onnx.ModelProto, path: Path) -> None:
         try:
             offset, length = int(info.get("offset", 0) or 0), int(info.get("length", -1) or -1)
         except ValueError:
-            raise ModelLoadError(f"{path}: tensor '{tensor.name}' has a malformed external data offset/length") from None
+            raise ModelLoadError(
+                f"{path}: tensor '{tensor.name}' has a malformed external data offset/length"
+            ) from None
         file = path.parent / location
         if not location or not file.is_file():
             continue  # ir.load names a missing file
@@ -136,7 +138,11 @@ def _is_torchscript(path: Path) -> bool:
     # A legacy torch.save pickle starts with the pickle protocol byte 0x80.
     with open(path, "rb") as f:
         head = f.read(2)
-    return head == b"PK" or path.suffix in TORCHSCRIPT_SUFFIXES or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05")
+    return (
+        head == b"PK"
+        or path.suffix in TORCHSCRIPT_SUFFIXES
+        or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05")
+    )
 
 
 def _first_line(exc: BaseException) -> str:

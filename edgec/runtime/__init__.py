@@ -90,7 +90,9 @@ def verified_manifest(directory: str | Path) -> dict:
     if not isinstance(manifest, dict):
         raise EdgecError(f"{directory}: manifest.json holds a JSON {type(manifest).__name__}, not an object")
     if manifest.get("format") != bundle.MANIFEST_FORMAT:
-        raise EdgecError(f"{directory}: manifest.json is not an edgec bundle manifest (format {manifest.get('format')!r})")
+        raise EdgecError(
+            f"{directory}: manifest.json is not an edgec bundle manifest (format {manifest.get('format')!r})"
+        )
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise EdgecError(f"{directory}: manifest 'files' must be a non-empty table of the bundle's files")

@@ -458,3 +458,16 @@ def test_audio_feature_model_with_dynamic_length_imports_at_the_given_length():
     (got,) = run(model, {"serving_default_input:0": feed})
     assert got.shape == expected.shape == (1, 1, 5, 32)
     assert linf_rel(expected, got) <= 1e-5  # measured 1.9e-7
+
+
+@pytest.mark.parametrize("case", ["inf_input_scale", "zero_point_1000", "empty_scale"])
+def test_invalid_quantization_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, case):
+    from edgec.cli import main
+
+    path = tmp_path / f"{case}.tflite"
+    path.write_bytes(_small_int8(INVALID[case][0]))
+    assert main([str(path), "-t", "raspberry-pi-4", "-O2", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("edgec: error: ") and "Traceback" not in "\n".join(err)
+    assert "quantization" in err[-1] or "zero point" in err[-1]
+    assert not (tmp_path / "out").exists()

@@ -110,8 +110,8 @@ def check_destination(out: str | os.PathLike, inputs: Iterable[Any] = (), force:
         source = os.fspath(source)
         if source.startswith("plugin:"):
             source = source[len("plugin:") :]
-        elif re.match(r"^[a-z]+:", source):
-            continue  # zoo:NAME, random:N carry no path edgec could delete
+        elif source.startswith(("zoo:", "random:")):
+            continue  # names, not paths edgec could delete
         try:
             src = Path(source).resolve()
         except (OSError, RuntimeError):

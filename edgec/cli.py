@@ -336,10 +336,13 @@ def cmd_bench(argv: Sequence[str]) -> int:
     p = _subcommand("bench", "Latency of a built bundle in its backend's runtime on this host (batch 1).")
     p.add_argument("bundle", type=Path, help="a build output directory (with manifest.json)")
     p.add_argument(
-        "--threads", type=_number(int, 0), default=1, help="runtime threads (default 1; 0 = the runtime's default)"
+        "--threads",
+        type=_number(int, 0, 1024),
+        default=1,
+        help="runtime threads (default 1; 0 = the runtime's default)",
     )
-    p.add_argument("--runs", type=_number(int, 1), default=200, help="timed runs (default 200)")
-    p.add_argument("--warmup", type=_number(int, 0), default=20, help="untimed runs first (default 20)")
+    p.add_argument("--runs", type=_number(int, 1, 1_000_000), default=200, help="timed runs (default 200)")
+    p.add_argument("--warmup", type=_number(int, 0, 100_000), default=20, help="untimed runs first (default 20)")
     p.add_argument(
         "--precision",
         choices=("f32", "default"),

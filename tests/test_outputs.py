@@ -282,3 +282,22 @@ def test_output_under_a_file_or_unwritable_dir_is_exit_2(tmp_path, capsys):
         locked.mkdir(mode=0o500)
         assert _build(locked / "out") == 2
         assert "Permission denied" in _one_error_line(capsys)
+
+
+def test_data_and_plugin_inputs_inside_the_output_are_refused_too(tmp_path, capsys):
+    out = tmp_path / "b"
+    assert _build(out) == 0
+    np = pytest.importorskip("numpy")
+    np.savez(out / "calib.npz", input=np.zeros((16, 1, 28, 28), np.float32))  # the user's data, put there
+    (out / "my:plugin.py").write_text(
+        "import numpy as np\n\ndef calibration_samples(inputs):\n"
+        "    for _ in range(16):\n        yield {'input': np.zeros((1, 1, 28, 28), np.float32)}\n"
+    )
+    for extra in (
+        ["-O", "int8", "--calib", str(out / "calib.npz")],
+        ["--inputs", str(out / "calib.npz")],
+        ["-O", "int8", "--calib", f"plugin:{out / 'my:plugin.py'}"],
+    ):
+        assert _build(out, *extra) == 2
+        assert "holds the build's input" in _one_error_line(capsys)
+    assert (out / "calib.npz").is_file() and (out / "my:plugin.py").is_file()

@@ -19,6 +19,7 @@ A failed build never replaces a bundle: its report goes beside it, to NAME.faile
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -189,23 +190,26 @@ class Staging:
                 raise OutputError(f"-o {dest}: exists and is not a directory; edgec writes a directory there")
             if dest.exists() and not self.force and not replaceable(dest):
                 raise OutputError(f"-o {dest}: exists and is not an edgec bundle (--force replaces it)")
-            if not dest.exists():
-                os.rename(self.path, dest)
-                self.committed = True
-                _fsync_dir(dest.parent)
-                _crash_point("committed")
-            elif exchange(self.path, dest):
-                self.committed = True
-                _fsync_dir(dest.parent)
-                _crash_point("exchanged")
-                _remove_tree(self.path)
-            else:  # no atomic exchange here: two renames, repaired by clean_leftovers after a crash
-                old = dest.parent / f".{dest.name}.edgec-old-{os.getpid()}-{secrets.token_hex(4)}"
-                os.rename(dest, old)
-                _crash_point("moved-old")
-                os.rename(self.path, dest)
-                self.committed = True
-                _fsync_dir(dest.parent)
+            with _signals_deferred():  # Ctrl-C or --timeout lands after the swap, never inside it
+                old = None
+                if not dest.exists():
+                    os.rename(self.path, dest)
+                    self.committed = True
+                    _fsync_dir(dest.parent)
+                    _crash_point("committed")
+                elif exchange(self.path, dest):
+                    self.committed = True
+                    old = self.path
+                    _fsync_dir(dest.parent)
+                    _crash_point("exchanged")
+                else:  # no atomic exchange here: two renames, repaired by clean_leftovers after a crash
+                    old = dest.parent / f".{dest.name}.edgec-old-{os.getpid()}-{secrets.token_hex(4)}"
+                    os.rename(dest, old)
+                    _crash_point("moved-old")
+                    os.rename(self.path, dest)
+                    self.committed = True
+                    _fsync_dir(dest.parent)
+            if old is not None:
                 _remove_tree(old)
             _crash_point("removed-old")
         except OSError as exc:
@@ -236,6 +240,22 @@ def clean_leftovers(destination: Path) -> list[Path]:
         _remove_tree(entry)
         removed.append(entry)
     return removed
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGALRM (the build's --timeout) are held while the bundle is swapped: their
+    handlers run right after, so an exception can never leave the swap half done."""
+    held = {signal.SIGINT, signal.SIGALRM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, OSError, ValueError):  # no pthread_sigmask on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _alive(pid: int) -> bool:

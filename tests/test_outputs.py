@@ -301,3 +301,29 @@ def test_data_and_plugin_inputs_inside_the_output_are_refused_too(tmp_path, caps
         assert _build(out, *extra) == 2
         assert "holds the build's input" in _one_error_line(capsys)
     assert (out / "calib.npz").is_file() and (out / "my:plugin.py").is_file()
+
+
+def test_a_timeout_or_ctrl_c_during_the_swap_is_delivered_after_it(tmp_path):
+    """The alarm fires while the swap runs (held, then delivered): the new bundle is whole."""
+    out = tmp_path / "bundle"
+    assert _write(out, "old") == 0
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(_generation(out)))
+    real_exchange = bundle.exchange
+
+    def slow_exchange(a, b):
+        os.kill(os.getpid(), signal.SIGALRM)  # arrives mid-commit
+        return real_exchange(a, b)
+
+    try:
+        bundle.exchange = slow_exchange
+        with bundle.Staging(out) as stage:
+            for i in range(5):
+                (stage.path / f"part{i}.bin").write_bytes(b"n" * 1000)
+            bundle.write_json(stage.path / "manifest.json", {"format": "edgec-bundle", "generation": "n"})
+            stage.commit()
+    finally:
+        bundle.exchange = real_exchange
+        signal.signal(signal.SIGALRM, previous)
+    assert fired == ["n"]  # the handler ran only once the new bundle was in place
+    assert _generation(out) == "n" and _leftovers(tmp_path) == []

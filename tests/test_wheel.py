@@ -58,11 +58,20 @@ def wheel(tmp_path_factory) -> Path:
     """Built from a copy of the source files (tracked, or new and not ignored), so stale build/
     or egg-info leftovers of the checkout cannot slip into it."""
     source = tmp_path_factory.mktemp("source")
-    files = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO).stdout
-    for name in filter(None, files.split("\0")):
-        if (REPO / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, source / name)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if listed.returncode == 0:
+        for name in filter(None, listed.stdout.split("\0")):
+            if (REPO / name).is_file():
+                (source / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / name, source / name)
+    else:  # not a git checkout (an unpacked archive): everything but build outputs and environments
+        junk = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache")
+        shutil.copytree(REPO, source, ignore=junk, dirs_exist_ok=True)
     out = tmp_path_factory.mktemp("wheel")
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source), "-w", str(out)])
     (found,) = out.glob("edgec-*.whl")

@@ -48,9 +48,10 @@ class Quant:
 class Context:
     """What the converters share: the TFLite model being read and the ONNX nodes written so far."""
 
-    def __init__(self, model: schema.ModelT, data: bytes, source: str):
+    def __init__(self, model: schema.ModelT, data: bytes, source: str, subgraph: int = 0, parent=None):
         self.model, self.data, self.source = model, data, source
-        self.graph = model.subgraphs[0]
+        self.graph = model.subgraphs[subgraph]
+        self.parent = parent
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.views: dict[tuple[int, bool], str] = {}  # (tensor, nchw) -> float ONNX value
@@ -58,9 +59,13 @@ class Context:
         self.aliases: dict[int, int] = {}  # DEQUANTIZE output -> the constant it reads
         self.folded: dict[int, np.ndarray] = {}  # constants computed at import (DENSIFY)
         self._constants: dict[tuple, str] = {}
-        self._taken: set[str] = set()
+        # One namespace for the model and its branch subgraphs (ONNX names are global).
+        self._taken: set[str] = set() if parent is None else parent._taken
         self.names = self._unique_names()
-        self._reserved = set(self.names)
+        if parent is not None:  # a branch's tensors never take a name the main graph owns
+            label = self.graph.name.decode(errors="replace") if self.graph.name else f"subgraph{subgraph}"
+            self.names = [f"{label}/{name}" for name in self.names]
+        self._reserved = set(self.names) if parent is None else parent._reserved | set(self.names)
         from edgec.frontends.tflite_state import State
 
         self.state = State(self)

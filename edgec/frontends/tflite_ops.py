@@ -445,6 +445,61 @@ def convert_batch_matmul(ctx: Context, op) -> None:
     ctx.produce(out, "MatMul", operands)
 
 
+def convert_if(ctx: Context, op) -> None:
+    """IF(cond, operands...) runs one of two subgraphs: an ONNX If whose branches read the operands
+    from the enclosing graph (each branch subgraph is converted like the main one)."""
+    from onnx import helper
+
+    inputs, outs = [int(i) for i in op.inputs], [int(o) for o in op.outputs]
+    o = op.builtinOptions
+    if o is None:
+        ctx.fail(f"IF '{ctx.names[outs[0]] if outs else '?'}' has no branch subgraphs")
+    condition = ctx.emit("Reshape", [ctx.operand(inputs[0]), _ints(ctx, [1], "if_cond_shape")],
+                         f"{ctx.names[inputs[0]]}_1")
+    branches = {}
+    for attribute, index in (("then_branch", int(o.thenSubgraphIndex)), ("else_branch", int(o.elseSubgraphIndex))):
+        branches[attribute] = _branch(ctx, index, inputs[1:], outs)
+    results = [ctx.fresh(f"{ctx.names[out]}_if") for out in outs]
+    ctx.nodes.append(helper.make_node("If", [condition], results, **branches))
+    for out, result in zip(outs, results):
+        ctx.define(out, result)
+
+
+def _branch(ctx: Context, index: int, operands: list[int], outs: list[int]):
+    """Subgraph `index` as an ONNX graph without inputs: its inputs are the enclosing values of
+    `operands`; its outputs are float (quantized results get their Q/DQ in the enclosing graph)."""
+    from onnx import helper
+
+    from edgec.frontends.tflite import op_name
+
+    if not 0 < index < len(ctx.model.subgraphs):
+        ctx.fail(f"IF names subgraph {index}, which the model does not have")
+    branch = Context(ctx.model, ctx.data, ctx.source, subgraph=index, parent=ctx)
+    graph = branch.graph
+    inputs = [] if graph.inputs is None else [int(i) for i in graph.inputs]
+    outputs = [] if graph.outputs is None else [int(i) for i in graph.outputs]
+    if len(inputs) != len(operands) or len(outputs) != len(outs):
+        ctx.fail(f"IF subgraph {index} takes {len(inputs)} inputs and gives {len(outputs)} outputs; the IF "
+                 f"passes {len(operands)} and expects {len(outs)}")
+    branch.check_quantization()
+    for inner, outer in zip(inputs, operands):
+        branch.views[(inner, False)] = ctx.operand(outer)
+    for inner_op in graph.operators or []:
+        name = op_name(ctx.model, inner_op)
+        if name not in CONVERTERS or name in ("CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"):
+            ctx.fail(f"IF subgraph {index}: {name} has no ONNX conversion inside a branch")
+        CONVERTERS[name](branch, inner_op)
+    results = []
+    for inner, out in zip(outputs, outs):
+        value = branch.fresh(f"{branch.names[inner]}_out")
+        branch.emit("Identity", [branch.operand(inner)], "", value)
+        dtype = np.dtype(np.float32) if ctx.quant(out) is not None else ctx.dtype(out)
+        results.append(helper.make_tensor_value_info(value, helper.np_dtype_to_tensor_dtype(dtype),
+                                                     list(ctx.shape(out))))
+    label = graph.name.decode(errors="replace") if graph.name else f"subgraph{index}"
+    return helper.make_graph(branch.nodes, label, [], results, branch.initializers)
+
+
 def convert_call_once(ctx: Context, op) -> None:
     ctx.state.call_once(op)
 
@@ -528,6 +583,7 @@ CONVERTERS = {
     "SPLIT": convert_split,
     "SPLIT_V": convert_split,
     "BATCH_MATMUL": convert_batch_matmul,
+    "IF": convert_if,
     "CALL_ONCE": convert_call_once,
     "VAR_HANDLE": convert_var_handle,
     "READ_VARIABLE": convert_read_variable,

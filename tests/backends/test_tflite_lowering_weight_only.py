@@ -71,6 +71,19 @@ def test_reduce_sum_and_min_after_a_conv(op, axes, keep):
     assert {"ReduceSum": "SUM", "ReduceMin": "REDUCE_MIN"}[op] in ops
 
 
+@pytest.mark.parametrize("op", ["Greater", "GreaterOrEqual", "Less", "LessOrEqual"])
+def test_comparisons_and_reciprocal(op):
+    g = GraphBuilder(seed=4)
+    x = g.input("x", [1, 3, 4, 5])
+    conv = g.op("Conv", [x, g.weight(3, 3, 1, 1)])
+    g.output(g.op(op, [x, g.const(np.float32(0.0))]))
+    g.output(g.op(op, [conv, g.const(np.array([0.0, 1.0, -1.0], np.float32).reshape(3, 1, 1))]))
+    g.output(g.op("Reciprocal", [conv]))
+    feeds = {"x": np.random.default_rng(1).integers(-2, 3, (1, 3, 4, 5)).astype(np.float32)}  # ties at 0
+    ops = _check(g.model(), feeds, 1e-6)
+    assert "DIV" in ops
+
+
 def test_equal_and_where_broadcast_in_both_layouts():
     g = GraphBuilder(seed=2)
     x = g.input("x", [1, 4, 5, 6])

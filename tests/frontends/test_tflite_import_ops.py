@@ -471,3 +471,61 @@ def test_invalid_quantization_exits_2_with_one_line_and_writes_nothing(tmp_path,
     assert err[-1].startswith("edgec: error: ") and "Traceback" not in "\n".join(err)
     assert "quantization" in err[-1] or "zero point" in err[-1]
     assert not (tmp_path / "out").exists()
+
+
+# --- IF: two branch subgraphs as an ONNX If ----------------------------------------------------------------
+
+
+def _branch_subgraph(net: Net, name: str, builtin: str, constant: float) -> int:
+    """A subgraph (x [2, 3]) -> builtin(x, constant), appended to the model; returns its index."""
+    builder = net.builder
+    main, branch = builder.subgraph, schema.SubGraphT()
+    branch.name, branch.tensors, branch.operators = name.encode(), [], []
+    builder.subgraph = branch
+    x = builder.tensor(f"{name}_x", [2, 3], np.float32)
+    c = builder.constant(f"{name}_c", np.full(3, constant, np.float32))
+    y = builder.tensor(f"{name}_y", [2, 3], np.float32)
+    options = getattr(schema, f"{builtin.title()}OptionsT")()
+    builder.operator(getattr(schema.BuiltinOperator, builtin), [x, c], [y], options,
+                     getattr(schema.BuiltinOptions, f"{builtin.title()}Options"))
+    branch.inputs, branch.outputs = [x], [y]
+    builder.subgraph = main
+    builder.model.subgraphs.append(branch)
+    return len(builder.model.subgraphs) - 1
+
+
+def test_if_converts_both_branches_and_matches_the_interpreter():
+    net = Net(seed=12)
+    x = net.input([2, 3])
+    mean = net.op("MEAN", [x, net.const([0, 1], np.int32)], "ReducerOptions", keepDims=False, shape=[])
+    positive = net.op("GREATER", [mean, net.const(0.0)], dtype=np.bool_, shape=[])
+    then_index = _branch_subgraph(net, "doubled", "MUL", 2.0)
+    else_index = _branch_subgraph(net, "shifted", "ADD", 10.0)
+    out = net.op("IF", [positive, x], "IfOptions", thenSubgraphIndex=then_index, elseSubgraphIndex=else_index,
+                 shape=[2, 3])
+    data = net.to_bytes([out])
+    model = tflite.from_bytes(data)
+    assert "If" in op_counts(model)
+    seen = set()
+    for sign in (1.0, -1.0):
+        feed = np.abs(np.random.default_rng(0).standard_normal((2, 3))).astype(np.float32) * sign
+        (expected,) = interpret(data, [feed])
+        (got,) = run(model, {"input0": feed})
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+        seen.add("then" if np.allclose(expected, 2 * feed) else "else" if np.allclose(expected, feed + 10) else "?")
+    assert seen == {"then", "else"}
+
+
+def test_wake_word_head_with_if_matches_the_interpreter():
+    """openWakeWord's hey_jarvis: a score, GREATER_EQUAL, and an IF whose true branch runs a
+    second network (its LayerNorms as MEAN/SUB/RSQRT)."""
+    path = REAL_MODELS / "oww-hey-jarvis.tflite"
+    if not path.is_file():
+        pytest.skip("build/realmodels/oww-hey-jarvis.tflite missing: run scripts/fetch-realmodels")
+    model = tflite.load(path)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        feed = (rng.standard_normal((1, 16, 96)) * 10).astype(np.float32)
+        (expected,) = interpret(path, [feed])
+        (got,) = run(model, {model.graph.inputs[0].name: feed})
+        assert np.max(np.abs(expected - got)) <= 1e-5  # probabilities; measured 6e-7

@@ -1,4 +1,5 @@
-"""Equal -> EQUAL (a bool tensor) and Where -> SELECT_V2, with NumPy broadcasting in either layout."""
+"""Equal/Greater/Less(OrEqual) -> EQUAL/GREATER/LESS(_EQUAL) (bool tensors) and Where -> SELECT_V2,
+with NumPy broadcasting in either layout."""
 
 from __future__ import annotations
 
@@ -28,15 +29,29 @@ def _check(ctx, node, positions, allowed) -> None:
             refuse(node, f"input {position} '{tensor.name}' is {dtype}; LiteRT's kernel takes {names}")
 
 
-def lower_equal(ctx, node) -> None:
-    if len(node.inputs) != 2:
-        refuse(node, f"{len(node.inputs)} inputs: Equal takes two")
-    _check(ctx, node, (0, 1), COMPARABLE)
-    nhwc = any(not isinstance(t, gs.Constant) and ctx.get(t).nhwc for t in node.inputs)
-    operands = [_operand(ctx, node, t, nhwc) for t in node.inputs]
-    out = ctx.new(node.outputs[0], nhwc=nhwc)
-    ctx.builder.operator(schema.BuiltinOperator.EQUAL, operands, [out.index], schema.EqualOptionsT(),
-                         schema.BuiltinOptions.EqualOptions)
+_COMPARISONS = {
+    "Equal": (schema.BuiltinOperator.EQUAL, schema.EqualOptionsT, schema.BuiltinOptions.EqualOptions),
+    "Greater": (schema.BuiltinOperator.GREATER, schema.GreaterOptionsT, schema.BuiltinOptions.GreaterOptions),
+    "GreaterOrEqual": (schema.BuiltinOperator.GREATER_EQUAL, schema.GreaterEqualOptionsT,
+                       schema.BuiltinOptions.GreaterEqualOptions),
+    "Less": (schema.BuiltinOperator.LESS, schema.LessOptionsT, schema.BuiltinOptions.LessOptions),
+    "LessOrEqual": (schema.BuiltinOperator.LESS_EQUAL, schema.LessEqualOptionsT, schema.BuiltinOptions.LessEqualOptions),
+}  # fmt: skip
+
+
+def _comparison(op_type: str):
+    builtin, options, kind = _COMPARISONS[op_type]
+
+    def lower(ctx, node) -> None:
+        if len(node.inputs) != 2:
+            refuse(node, f"{len(node.inputs)} inputs: {op_type} takes two")
+        _check(ctx, node, (0, 1), COMPARABLE if op_type == "Equal" else (np.float32, np.int32, np.int64))
+        nhwc = any(not isinstance(t, gs.Constant) and ctx.get(t).nhwc for t in node.inputs)
+        operands = [_operand(ctx, node, t, nhwc) for t in node.inputs]
+        out = ctx.new(node.outputs[0], nhwc=nhwc)
+        ctx.builder.operator(builtin, operands, [out.index], options(), kind)
+
+    return lower
 
 
 def lower_where(ctx, node) -> None:
@@ -51,4 +66,4 @@ def lower_where(ctx, node) -> None:
                          schema.BuiltinOptions.SelectV2Options)
 
 
-LOWERINGS = {"Equal": lower_equal, "Where": lower_where}
+LOWERINGS = {name: _comparison(name) for name in _COMPARISONS} | {"Where": lower_where}

@@ -22,14 +22,22 @@ from edgec.graph_utils import NameGen
 from edgec.quant import collect
 
 
-def _sqnr(reference: list[np.ndarray], got: list[np.ndarray]) -> float:
-    ref = np.concatenate([np.ravel(r) for r in reference]).astype(np.float64)
-    out = np.concatenate([np.ravel(g) for g in got]).astype(np.float64)
-    noise = float(np.sum((ref - out) ** 2))
-    signal = float(np.sum(ref**2))
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+class _Energy:
+    """Running signal and noise sums of one tensor over the samples: SQNR without keeping values."""
+
+    def __init__(self):
+        self.signal = self.noise = 0.0
+
+    def add(self, reference: np.ndarray, got: np.ndarray) -> None:
+        ref = np.asarray(reference, np.float64)
+        self.signal += float(np.sum(ref**2))
+        self.noise += float(np.sum((ref - np.asarray(got, np.float64)) ** 2))
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.noise == 0:
+            return math.inf
+        return 10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf
 
 
 def _quantizers(graph: gs.Graph) -> list[tuple[gs.Node, gs.Node]]:
@@ -43,16 +51,16 @@ def _quantizers(graph: gs.Graph) -> list[tuple[gs.Node, gs.Node]]:
     return pairs
 
 
-def _run(model: ir.Model, names: list[str], samples: list[dict]) -> dict[str, list[np.ndarray]]:
-    exposed = collect.expose(model, names)
-    session = runner.make_session(exposed)
-    available = [o.name for o in session.get_outputs() if o.name in set(names)]
-    inputs = [i.name for i in session.get_inputs()]
-    values: dict[str, list[np.ndarray]] = {name: [] for name in available}
-    for feeds in samples:
-        for name, value in zip(available, session.run(available, {k: feeds[k] for k in inputs})):
-            values[name].append(value)
-    return values
+class _Session:
+    """A model with the named tensors exposed as outputs, run one sample at a time."""
+
+    def __init__(self, model: ir.Model, names: list[str]):
+        self.session = runner.make_session(collect.expose(model, names))
+        self.names = [o.name for o in self.session.get_outputs() if o.name in set(names)]
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feeds: dict) -> dict[str, np.ndarray]:
+        return dict(zip(self.names, self.session.run(self.names, {k: feeds[k] for k in self.inputs})))
 
 
 def _isolated(quantized: ir.Model) -> tuple[ir.Model, dict[str, str], dict[str, str]]:
@@ -80,38 +88,55 @@ def _isolated(quantized: ir.Model) -> tuple[ir.Model, dict[str, str], dict[str, 
 
 
 def analyze(float_model: ir.Model, quantized: ir.Model, samples: list[dict]) -> list[dict]:
-    """One row per quantized activation, worst introduced SQNR first."""
+    """One row per quantized activation, worst introduced SQNR first. Streams the samples: memory
+    holds one sample's tensors, not every tensor of every sample (a 640x640 detector's table once
+    took 17.7 GB that way)."""
     pairs = _quantizers(quantized.graph)
-    tensors = [q.inputs[0].name for q, _ in pairs]
-    reference = _run(float_model, tensors, samples)
-    accumulated = _run(quantized, [dq.outputs[0].name for _, dq in pairs], samples)
-    isolated, feeds, local = _isolated(quantized)
-    isolated_samples = [
-        {**s, **{feeds[t]: reference[t][i] for t in feeds if t in reference}} for i, s in enumerate(samples)
-    ]
-    local_values = _run(isolated, list(local.values()), isolated_samples)
+    # A quantized graph output keeps its name on the DequantizeLinear (the Q reads "<name>_f"):
+    # its float32 counterpart is the float model's tensor of that name.
+    known = float_model.graph.tensors()
+    float_name = {
+        q.inputs[0].name: q.inputs[0].name if q.inputs[0].name in known else dq.outputs[0].name for q, dq in pairs
+    }
+    reference = _Session(float_model, sorted(set(float_name.values())))
+    accumulated = _Session(quantized, [dq.outputs[0].name for _, dq in pairs])
+    isolated_model, feeds, local = _isolated(quantized)
+    isolated = _Session(isolated_model, list(local.values()))
+    ranges: dict[str, list[float]] = {}
+    total = {name: _Energy() for name in float_name}
+    own = {name: _Energy() for name in float_name}
+    for sample in samples:
+        computed = reference.run(sample)
+        ref = {name: computed[f] for name, f in float_name.items() if f in computed}
+        acc = accumulated.run(sample)
+        lone = isolated.run({**sample, **{feeds[t]: ref[t] for t in feeds if t in ref}})
+        for q, dq in pairs:
+            name = q.inputs[0].name
+            if name not in ref:
+                continue
+            low, high = ranges.setdefault(name, [math.inf, -math.inf])
+            ranges[name] = [min(low, float(ref[name].min())), max(high, float(ref[name].max()))]
+            total[name].add(ref[name], acc.get(dq.outputs[0].name, ref[name]))
+            own[name].add(ref[name], lone[local[name]] if name in local else acc.get(dq.outputs[0].name, ref[name]))
     order = {name: i for i, name in enumerate(float_model.graph.tensors())}
     rows = []
-    for q, dq in pairs:
+    for q, _ in pairs:
         name = q.inputs[0].name
-        if name not in reference:
+        if name not in ranges:
             continue
         producer = q.inputs[0].inputs[0] if q.inputs[0].inputs else None
         scale, zero_point = q.inputs[1].values, q.inputs[2].values if len(q.inputs) > 2 else 0
-        ref = reference[name]
         rows.append(
             {
                 "tensor": name,
                 "layer": producer.name if producer is not None else "(model input)",
                 "op": producer.op if producer is not None else "input",
                 "position": order.get(name, -1),
-                "range": [float(min(r.min() for r in ref)), float(max(r.max() for r in ref))],
+                "range": ranges[name],
                 "scale": float(np.ravel(scale)[0]),
                 "zero_point": int(np.ravel(zero_point)[0]),
-                "accumulated_sqnr_db": _sqnr(ref, accumulated.get(dq.outputs[0].name, ref)),
-                "introduced_sqnr_db": _sqnr(ref, local_values[local[name]])
-                if name in local
-                else _sqnr(ref, accumulated.get(dq.outputs[0].name, ref)),
+                "accumulated_sqnr_db": total[name].sqnr_db,
+                "introduced_sqnr_db": own[name].sqnr_db,
             }
         )
     rows.sort(key=lambda r: r["introduced_sqnr_db"])

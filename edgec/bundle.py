@@ -31,6 +31,7 @@ import re
 import secrets
 import shutil
 import signal
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -244,18 +245,26 @@ def clean_leftovers(destination: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def _signals_deferred():
-    """SIGINT and SIGALRM (the build's --timeout) are held while the bundle is swapped: their
-    handlers run right after, so an exception can never leave the swap half done."""
-    held = {signal.SIGINT, signal.SIGALRM}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, OSError, ValueError):  # no pthread_sigmask on this platform
+    """SIGINT and SIGALRM (the build's --timeout) are recorded while the bundle is swapped and
+    handed to their handlers right after, so an exception can never leave the swap half done.
+    (Python runs signal handlers in the main thread only, so swapping them is what defers them;
+    a thread mask would not, as the kernel may deliver the signal to any other thread.)"""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    pending: list[tuple[int, Any]] = []
+    previous = {sig: signal.signal(sig, lambda s, f: pending.append((s, f))) for sig in (signal.SIGINT, signal.SIGALRM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig, frame in pending:
+            handler = previous[sig]
+            if callable(handler):
+                handler(sig, frame)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), sig)
 
 
 def _alive(pid: int) -> bool:

@@ -302,3 +302,9 @@ def test_build_engine_confines_the_paths_in_engine_json(tmp_path, capsys, key, v
     assert main(["build-engine", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"engine.json {key}" in err[0]
+
+
+def test_load_takes_only_paths():
+    for wrong in (None, 3, ["b"]):
+        with pytest.raises(EdgecError, match="takes a bundle directory"):
+            runtime.load(wrong)

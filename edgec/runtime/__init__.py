@@ -11,6 +11,7 @@ written after the huffman pass) gets them decoded, bit for bit, into the ONNX gr
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -42,6 +43,8 @@ class LoadedModel:
 
 def load(path: str | Path, threads: int | None = None) -> LoadedModel:
     """A bundle directory (with manifest.json) or a model.onnx file; EdgecError on anything wrong."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise EdgecError(f"edgec.runtime.load takes a bundle directory or an .onnx path, not a {type(path).__name__}")
     path = Path(path)
     manifest = None
     if path.is_dir():

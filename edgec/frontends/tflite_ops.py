@@ -73,6 +73,47 @@ def _convolution(weight_perm: tuple[int, ...], depthwise: bool):
     return convert
 
 
+def _transpose_conv(ctx: Context, x: int, w: int, b: int, out: int, padding: int, strides, activation=None):
+    """A transposed convolution with OHWI weights as an NCHW ConvTranspose. TFLite crops the full
+    (in - 1) * stride + kernel output to the output's size: SAME takes the odd row at the end,
+    VALID crops only at the end."""
+    kernel = ctx.shape(w)[1:3]
+    pads = []
+    for size, k, stride, wanted in zip(ctx.shape(x)[1:3], kernel, strides, ctx.shape(out)[1:3]):
+        total = (size - 1) * stride + k - wanted
+        if total < 0:
+            ctx.fail(f"transposed convolution '{ctx.names[out]}' wants {wanted} rows/columns, more than it makes")
+        pads.append((total // 2, total - total // 2) if padding == schema.Padding.SAME else (0, total))
+    operands = [ctx.operand(x, nchw=True), ctx.weight(w, (3, 0, 1, 2))]  # OHWI -> (I, O, H, W)
+    operands += [ctx.operand(b)] if b >= 0 else []
+    attrs = {"kernel_shape": list(kernel), "strides": list(strides),
+             "pads": [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]}
+    ctx.produce(out, "ConvTranspose", operands, True, activation, **attrs)
+
+
+def convert_transpose_conv(ctx: Context, op) -> None:
+    """TRANSPOSE_CONV(output_shape, weights OHWI, input[, bias])."""
+    inputs, out = _io(op)
+    o = op.builtinOptions
+    bias = inputs[3] if len(inputs) > 3 else -1
+    _transpose_conv(ctx, inputs[2], inputs[1], bias, out, o.padding, (o.strideH, o.strideW),
+                    getattr(o, "fusedActivationFunction", None))
+
+
+def convert_transpose_conv_bias(ctx: Context, op) -> None:
+    """MediaPipe's custom Convolution2DTransposeBias(input, weights OHWI, bias): its options are
+    TfLiteTransposeConvParams as raw int32s (padding 1 SAME / 2 VALID, stride width, stride height)."""
+    inputs, out = _io(op)
+    raw = bytes(bytearray(op.customOptions)) if op.customOptions is not None else b""
+    if len(raw) < 12:
+        ctx.fail(f"Convolution2DTransposeBias '{ctx.names[out]}' has {len(raw)} bytes of options, not 12")
+    padding, stride_w, stride_h = (int(v) for v in np.frombuffer(raw[:12], "<i4"))
+    if padding not in (1, 2) or stride_w < 1 or stride_h < 1:
+        ctx.fail(f"Convolution2DTransposeBias '{ctx.names[out]}': padding {padding}, strides {stride_h}x{stride_w}")
+    same = schema.Padding.SAME if padding == 1 else schema.Padding.VALID
+    _transpose_conv(ctx, inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else -1, out, same, (stride_h, stride_w))
+
+
 def convert_fully_connected(ctx: Context, op) -> None:
     """Gemm(x, W, b, transB=1) on x flattened to (-1, depth); keep_num_dims restores the rank."""
     inputs, out = _io(op)
@@ -583,6 +624,8 @@ CONVERTERS = {
     "SPLIT": convert_split,
     "SPLIT_V": convert_split,
     "BATCH_MATMUL": convert_batch_matmul,
+    "TRANSPOSE_CONV": convert_transpose_conv,
+    "CUSTOM:Convolution2DTransposeBias": convert_transpose_conv_bias,
     "IF": convert_if,
     "CALL_ONCE": convert_call_once,
     "VAR_HANDLE": convert_var_handle,

@@ -505,10 +505,37 @@ def test_unsupported_operators_are_listed_with_counts():
     assert str(error.value) == "two.tflite: TFLite operators with no ONNX conversion: ARG_MAX x2, GATHER x1"
 
 
-def test_custom_operator_of_a_real_model_is_named():
+def test_unknown_custom_operator_is_named():
+    net = Net()
+    x = net.input([1, 4, 4, 2])
+    out = net.builder.tensor("custom_out", [1, 4, 4, 2], np.float32)
+    op = schema.OperatorT()
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code.customCode, code.version = b"MyFancyOp", 1
+    net.builder.model.operatorCodes.append(code)
+    op.opcodeIndex, op.inputs, op.outputs = len(net.builder.model.operatorCodes) - 1, [x], [out]
+    net.builder.subgraph.operators.append(op)
+    net.builder.set_io(net.inputs, [out])
+    with pytest.raises(ModelLoadError, match=r"no ONNX conversion: CUSTOM:MyFancyOp x1$"):
+        tflite.from_bytes(net.builder.to_bytes())
+
+
+def test_selfie_segmentation_custom_transpose_conv_matches_the_interpreter():
+    """MediaPipe's CUSTOM Convolution2DTransposeBias (XNNPACK runs it in LiteRT) as ConvTranspose,
+    on a photo of a person (scikit-image's astronaut) so the mask is not all background."""
+    from PIL import Image
+
+    skimage_data = pytest.importorskip("skimage.data", reason="pip install scikit-image")
     path = _mediapipe("modules/selfie_segmentation/selfie_segmentation.tflite")
-    with pytest.raises(ModelLoadError, match=r"no ONNX conversion: CUSTOM:Convolution2DTransposeBias x1$"):
-        tflite.load(path)
+    model = tflite.load(path)
+    assert op_counts(model)["ConvTranspose"] == 1
+    image = Image.fromarray(skimage_data.astronaut()).resize((256, 256))
+    feed = (np.asarray(image, np.float32) / 255.0)[None]
+    (reference,) = interpret(path, [feed])
+    (got,) = run(model, {model.graph.inputs[0].name: feed})
+    assert 0.2 < float((reference > 0.5).mean()) < 0.8  # a person is found: 55% of the pixels
+    assert np.max(np.abs(reference - got)) <= 2e-4  # mask probabilities; measured 5.9e-5
 
 
 def test_fused_tanh_is_refused_because_litert_ignores_it():

@@ -529,3 +529,15 @@ def test_wake_word_head_with_if_matches_the_interpreter():
         (expected,) = interpret(path, [feed])
         (got,) = run(model, {model.graph.inputs[0].name: feed})
         assert np.max(np.abs(expected - got)) <= 1e-5  # probabilities; measured 6e-7
+
+
+@pytest.mark.parametrize("padding,size", [(schema.Padding.SAME, [1, 10, 12, 3]), (schema.Padding.VALID, [1, 11, 13, 3])])
+def test_transpose_conv_matches_the_interpreter(padding, size):
+    net = Net(seed=13)
+    x = net.input([1, 5, 6, 4])
+    out = net.op("TRANSPOSE_CONV", [net.const(size, np.int32), net.random((3, 3, 3, 4)), x, net.random(3)],
+                 "TransposeConvOptions", padding=padding, strideH=2, strideW=2, shape=size)
+    data = net.to_bytes([out])
+    model = tflite.from_bytes(data)
+    assert "ConvTranspose" in op_counts(model)
+    assert _compare(data, model, net.feeds()) <= 1e-5

@@ -130,7 +130,7 @@ def search(
         evaluations += 1
         trial = model.copy()
         # Trials measure accuracy only: no latency search in each of them.
-        options = {**quantize.options(), "fallback": tuple(fallback), "select": "all"}
+        options = {**quantize.options(), "fallback": tuple(fallback), "select": "all", "recover": False}
         apply_pass(type(quantize)(**options), trial.graph, ctx)
         return trial
 

@@ -11,7 +11,7 @@ from edgec import ir
 from edgec.compare import Tolerance
 from edgec.graph_utils import NameGen, constant_value
 from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
-from edgec.quant import collect, qdq
+from edgec.quant import collect, qdq, recovery
 from edgec.quant import scheme as schemes
 from edgec.quant.scheme import COMPUTE_OPS
 from edgec.quant.speed import latency_search
@@ -50,6 +50,9 @@ class QuantizePass(Pass):
     # whose int8 kernels are slower here (only meaningful when this machine is the target).
     select: Literal["all", "latency"] = "all"
     select_seconds: float = option(20.0, min=0)
+    # When the quantized model misses this pass's budget on the check samples, keep the layers that
+    # add the most error in float until it holds (edgec.quant.recovery); off: fail instead.
+    recover: bool = True
     _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
     _calib_scores: ClassVar[dict | None] = None  # output SQNR per method, when calib=auto chose
     _chosen: ClassVar[tuple | None] = None  # calib=auto's winning rewrite, reused by run()
@@ -69,6 +72,7 @@ class QuantizePass(Pass):
         observers = self.observers(graph, scheme, ctx)
         search = self._search
         weights_before = ir.param_bytes(graph)
+        float_model = ir.Model(graph).copy() if self.recover and ctx.samples else None
         chosen, self._chosen = self._chosen, None
         if chosen is not None and chosen[0] is graph and chosen[1] == (self.calib, self.fallback, self.float_compute):
             # calib=auto already built this exact rewrite of this graph while scoring it: adopt it.
@@ -76,6 +80,9 @@ class QuantizePass(Pass):
             graph.nodes, graph.inputs, graph.outputs = trial.nodes, trial.inputs, trial.outputs
         else:
             plan = self._rewrite(graph, scheme, observers, set(self.float_compute), set(self.fallback))
+        recovered = self._recover(float_model, graph, scheme, observers, ctx) if float_model is not None else None
+        if recovered is not None and recovered["ok"]:
+            plan = recovered.pop("plan")
         ops: dict[str, int] = {}
         for node in plan.nodes:
             ops[node.op] = ops.get(node.op, 0) + 1
@@ -95,7 +102,36 @@ class QuantizePass(Pass):
         }
         if search is not None:
             stats["latency_search"] = {k: v for k, v in search.items() if k != "fallback"}
+        if recovered is not None:
+            stats["recovery"] = {k: v for k, v in recovered.items() if k not in ("model", "plan")}
         return PassResult(True, stats)
+
+    def _recover(self, float_model: ir.Model, graph: gs.Graph, scheme, observers, ctx: PassContext) -> dict | None:
+        """The budget missed: the most sensitive layers go back to float until it holds (see
+        edgec.quant.recovery); the winning layers join `fallback`, so the pipeline text replays it."""
+        plans = {}
+
+        def requantize(extra: set[str]) -> ir.Model:
+            trial = float_model.copy()
+            plans[id(trial)] = self._rewrite(
+                trial.graph, scheme, observers, set(self.float_compute), set(self.fallback) | extra
+            )
+            return trial
+
+        found = recovery.search(float_model, ir.Model(graph), requantize, list(ctx.samples), self.check_tolerance())
+        if found is None:
+            return None
+        if found["ok"]:
+            adopted = found["model"].graph
+            graph.nodes, graph.inputs, graph.outputs = adopted.nodes, adopted.inputs, adopted.outputs
+            found["plan"] = plans[id(found["model"])]
+            self.fallback = tuple(self.fallback) + tuple(found["fallback"])
+            worst = ", ".join(f"{name} ({db:g} dB)" for name, db in list(found["introduced_sqnr_db"].items())[:5])
+            ctx.warn(
+                f"quantize: all-int8 missed its budget ({'; '.join(found['before']['failures'][:1])}); kept "
+                f"{len(found['fallback'])} most sensitive layers in float, worst first by the error each adds: {worst}"
+            )
+        return found
 
     def settle(self, graph: gs.Graph, ctx: PassContext) -> None:
         """Make the measured choices now (calibration method, then the latency search) and fix

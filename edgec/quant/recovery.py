@@ -1,0 +1,101 @@
+"""When -O int8 misses its budget: keep the most sensitive layers in float until it holds.
+
+Attention-, softmax- and LSTM-heavy models failed `quantize` at cosine 0.95 < 0.98 and the build
+stopped. Here the quantized model is measured on the check samples (no labels needed); if the
+pass's budget fails, every quantized layer is ranked by the error it introduces on its own
+(edgec.quant.debug: the layer fed float32 inputs, its output int8-rounded), and the worst 1, 2, 4,
+8, ... layers fall back to float until the budget holds, so the search costs a logarithmic number
+of model runs, not one per layer. Only when even the whole ranking in float misses does the build
+fail. What fell back, and each layer's own SQNR, goes into the pass's stats and a warning.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import onnx_graphsurgeon as gs
+
+from edgec import ir, quantities, runner
+from edgec.compare import Comparison, Tolerance, compare
+from edgec.quant import debug
+from edgec.quant.scheme import ABSORBED_ACTIVATIONS, SHARED_OPS
+
+RANKING_SAMPLES = 8  # the ranking needs an order; the budget is judged on every check sample
+
+
+def judge(reference: list[dict], model: ir.Model, samples: list[dict], tolerance: Tolerance) -> Comparison:
+    outputs = runner.run_model(model, samples)
+    return quantities.judge(compare(reference, outputs, tolerance, "original"), reference, outputs)
+
+
+def ranked_layers(float_model: ir.Model, quantized: ir.Model, samples: list[dict]) -> list[tuple[list[str], float]]:
+    """(layers to keep in float, the error they add in dB), worst first. A row's "introduced" error is
+    its layer run on float32 inputs that are still rounded by its input Q: keeping the layer in float
+    is not enough, the layers writing its inputs must stop rounding them too (an outlier channel at a
+    layer's input is lost at its writer's Q)."""
+    producers = {t.name: n for n in quantized.graph.nodes for t in n.outputs}
+    ranked, seen = [], set()
+    for row in debug.analyze(float_model, quantized, samples[:RANKING_SAMPLES]):
+        layer = _writer_node(producers, row["tensor"])
+        if layer is None or math.isinf(row["introduced_sqnr_db"]):
+            continue
+        inputs = [t.name for t in layer.inputs if isinstance(t, gs.Variable) and t.name in producers]
+        group = [layer.name] + [w.name for w in (_writer_node(producers, t) for t in inputs) if w is not None]
+        group = [name for name in dict.fromkeys(group) if name not in seen]
+        if group:
+            seen.update(group)
+            ranked.append((group, round(row["introduced_sqnr_db"], 2)))
+    return ranked
+
+
+def _writer_node(producers: dict, tensor: str) -> gs.Node | None:
+    """The layer computing `tensor`, through the Q/DQ, activations and rearrangements between."""
+    node = producers.get(tensor)
+    while node is not None and node.op in SHARED_OPS + ABSORBED_ACTIVATIONS + ("QuantizeLinear", "DequantizeLinear"):
+        source = node.inputs[0] if node.inputs else None
+        node = producers.get(source.name) if isinstance(source, gs.Variable) else None
+    return node
+
+
+def search(
+    float_model: ir.Model,
+    quantized: ir.Model,
+    requantize: Callable[[set[str]], ir.Model],
+    samples: list[dict],
+    tolerance: Tolerance,
+) -> dict | None:
+    """None when `quantized` meets the budget; otherwise {fallback, ranking, before, after, ok, model}
+    with `model` the first trial that met it (or the last one tried)."""
+    reference = runner.run_model(float_model, samples)
+    before = judge(reference, quantized, samples, tolerance)
+    if before.ok:
+        return None
+    ranking = ranked_layers(float_model, quantized, samples)
+    trials, count, model, after = 0, 1, quantized, before
+    while ranking:
+        count = min(count, len(ranking))
+        model = requantize({name for group, _ in ranking[:count] for name in group})
+        after = judge(reference, model, samples, tolerance)
+        trials += 1
+        if after.ok or count == len(ranking):
+            break
+        count *= 2
+    return {
+        "ok": after.ok,
+        "fallback": [name for group, _ in ranking[:count] for name in group] if after.ok else [],
+        "introduced_sqnr_db": {"+".join(group): db for group, db in ranking[: min(count, 12)]},
+        "before": _summary(before),
+        "after": _summary(after),
+        "trials": trials,
+        "model": model,
+    }
+
+
+def _summary(check: Comparison) -> dict:
+    return {
+        "ok": check.ok,
+        "cosine": round(check.cosine, 5),
+        "sqnr_db": None if math.isinf(check.sqnr_db) else round(check.sqnr_db, 2),
+        "failures": check.failures[:3],
+    }

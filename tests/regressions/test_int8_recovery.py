@@ -1,0 +1,60 @@
+"""-O int8 that misses its budget keeps the most sensitive layers in float instead of failing
+(issue 12, class 10)."""
+
+import numpy as np
+import onnx
+import pytest
+
+import edgec
+from edgec.errors import CheckFailed
+from tests.helpers import GraphBuilder
+
+
+def _outlier_channel_model(path):
+    """conv1 writes one channel 400x larger than the seven others, and conv2 reads the small ones:
+    one int8 scale for conv1's output rounds the small channels to a few levels."""
+    b = GraphBuilder(seed=2)
+    h = b.op("Relu", [b.op("Conv", [b.input("x", [1, 3, 16, 16]), b.weight(8, 3, 3, 3)], pads=[1, 1, 1, 1])])
+    w1 = b.rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3
+    w1[0] *= 400.0
+    h = b.op("Relu", [b.op("Conv", [h, b.const(w1)])])
+    w2 = b.rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3
+    w2[:, 0] *= 1e-4
+    h = b.op("Relu", [b.op("Conv", [h, b.const(w2)])])
+    b.output(b.op("Conv", [h, b.weight(4, 8, 1, 1)]))
+    onnx.save(b.proto(), path)
+    return path
+
+
+def test_the_sensitive_pair_falls_back_and_the_rest_stays_int8(tmp_path):
+    model = _outlier_channel_model(tmp_path / "m.onnx")
+    result = edgec.compile(
+        model,
+        target="x86-64",
+        backend="onnx",
+        passes="quantize{calib=minmax}",
+        calib="random:32",
+        output_dir=tmp_path / "o",
+    )
+    quantize = result.report["passes"][-1]
+    recovery = quantize["stats"]["recovery"]
+    convs = [n.name for n in result.model.graph.nodes if n.op == "Conv"]
+    assert result.ok and recovery["ok"] and recovery["before"]["cosine"] < 0.98 <= recovery["after"]["cosine"]
+    assert sorted(recovery["fallback"]) == sorted(convs[1:3])  # the writer and the reader of the outlier tensor
+    assert quantize["stats"]["quantized_ops"]["Conv"] == 2 and quantize["check"]["ok"]
+    assert any("kept 2 most sensitive layers in float" in w for w in result.report["warnings"])
+    # The choice is in the pipeline text: replaying it quantizes the same way without a search.
+    assert f"fallback=[{','.join(recovery['fallback'])}]" in result.report["pipeline"]
+
+
+def test_recover_false_fails_with_the_next_step(tmp_path):
+    model = _outlier_channel_model(tmp_path / "m.onnx")
+    with pytest.raises(CheckFailed, match="failed its equivalence check.*next: --max-drop"):
+        edgec.compile(
+            model,
+            target="x86-64",
+            backend="onnx",
+            passes="quantize{calib=minmax,recover=false}",
+            calib="random:32",
+            output_dir=tmp_path / "o",
+        )

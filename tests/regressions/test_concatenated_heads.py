@@ -49,5 +49,15 @@ def test_scores_keep_their_own_scale_and_are_judged_apart(tmp_path, target, back
 def test_one_shared_scale_is_caught_by_the_per_quantity_check(tmp_path, monkeypatch):
     monkeypatch.setattr(qdq, "MIXED_CONCAT_RATIO", float("inf"))  # the quantizer as it was
     model = _yolo_head(tmp_path / "head.onnx")
+    pipeline = "quantize{scheme=tflite,calib=minmax,recover=false}"
     with pytest.raises(CheckFailed, match=r"slices 4:10 of axis 1 \(peak 1\) sqnr [-0-9.]+ dB < 12 dB"):
-        edgec.compile(model, target="raspberry-pi-4", opt="int8", calib="random:32", output_dir=tmp_path / "o")
+        edgec.compile(model, target="raspberry-pi-4", passes=pipeline, calib="random:32", output_dir=tmp_path / "o")
+    # With recovery on, the check's per-quantity verdict is what sends layers back to float.
+    result = edgec.compile(
+        model,
+        target="raspberry-pi-4",
+        passes=pipeline.replace("false", "true"),
+        calib="random:32",
+        output_dir=tmp_path / "r",
+    )
+    assert result.ok and result.report["passes"][-1]["stats"]["recovery"]["fallback"]

@@ -196,13 +196,16 @@ def run_child(command: list[str], timeout: float, stderr_path: Path) -> dict:
             command, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, cwd=EDGEC_CWD, env=env
         )
     killed: list[str] = []
+    seen = [0]  # the largest RSS of the process group the watchdog saw (a killed build reports none)
     done = threading.Event()
 
     def watchdog():
         while not done.wait(1.0):
+            rss = _group_rss(proc.pid)
+            seen[0] = max(seen[0], rss)
             if time.monotonic() - start > timeout:
                 killed.append(f"timeout after {timeout:.0f}s")
-            elif _group_rss(proc.pid) > MEMORY_LIMIT:
+            elif rss > MEMORY_LIMIT:
                 killed.append(f"killed at {MEMORY_LIMIT >> 30} GiB RSS")
             if killed:
                 try:
@@ -221,7 +224,8 @@ def run_child(command: list[str], timeout: float, stderr_path: Path) -> dict:
     try:
         peak_kb, method = int(rss_file.read_text().split()[-1]), "time"
     except (OSError, ValueError, IndexError):
-        pass
+        if seen[0]:
+            peak_kb, method = seen[0] // 1024, "watchdog (sampled each second)"
     return {
         "rc": proc.returncode,
         "seconds": round(time.monotonic() - start, 1),
@@ -612,7 +616,7 @@ def markdown(results: dict) -> str:
                 text = b.get("line", "").replace("|", "\\|").replace(str(ROOT) + "/", "")
                 lines.append(
                     f"| {e.name} | {backend} | {config} | {b['outcome']} | {b.get('rc', '')} | {_fmt(b.get('seconds'))} | "
-                    f"{'' if b.get('rss_method') == 'time' else '≤'}{_fmt(b.get('peak_rss_mb'), 0)} | {_fmt(fc.get('sqnr_db'))} / {_fmt(fc.get('cosine'), 4)} | "
+                    f"{'' if b.get('rss_method') == 'time' else '≥' if str(b.get('rss_method')).startswith('watchdog') else '≤'}{_fmt(b.get('peak_rss_mb'), 0)} | {_fmt(fc.get('sqnr_db'))} / {_fmt(fc.get('cosine'), 4)} | "
                     f"{_fmt(bc.get('sqnr_db'))} / {_fmt(bc.get('cosine'), 4)} | {text[:220]} |"
                 )
     return "\n".join(lines) + "\n"

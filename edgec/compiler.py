@@ -15,7 +15,7 @@ from edgec import calib as calib_module  # `calib` is compile()'s argument
 from edgec import bundle, frontends, ir, noise_floor, pipeline_text, presets, samples as sampling
 from edgec.backend import Artifact, Backend
 from edgec.compare import Comparison, compare
-from edgec.errors import CheckFailed, EdgecError, PipelineError
+from edgec.errors import CheckFailed, EdgecError, InternalError, PipelineError
 from edgec.instruments import AccuracyMeter, DumpIR, EquivalenceCheck, ProgressDisplay, Timing
 from edgec.ir import iter_nodes
 from edgec.pass_infra import Numerics, Pass, PassContext
@@ -159,6 +159,10 @@ def compile(  # noqa: A001 - the public name mirrors the command
     keep_going, which records it in the report).
     """
     start = time.perf_counter()
+    if not 1 <= num_samples <= sampling.MAX_COUNT:
+        raise EdgecError(f"num_samples must be between 1 and {sampling.MAX_COUNT:,}, not {num_samples}")
+    if not 0 < holdout < 1:
+        raise EdgecError(f"holdout must be a share between 0 and 1, not {holdout}")
     build = plan(
         target, opt, passes, backend, plugins, registry, train=train is not None, backend_options=backend_options
     )
@@ -418,7 +422,8 @@ def _check_backend(
         run = backend.runner(artifact, stage)
         outputs = [run(feeds) for feeds in samples]
     except Exception as exc:
-        raise EdgecError(f"backend '{backend.name}' could not run what it wrote: {exc}") from exc
+        # What edgec wrote and cannot run is edgec's bug, not the user's input.
+        raise InternalError(f"backend '{backend.name}' could not run what it wrote: {exc}") from exc
     check = compare(expected, outputs, tolerance, f"IR (backend {backend.name})")
     # A float artifact's runtime reassociates like an exact pass does: same noise-floor rule.
     return noise_floor.rejudge(check, model, samples, expected, outputs) if model is not None else check

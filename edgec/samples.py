@@ -12,6 +12,8 @@ from edgec import calib, ir
 from edgec.errors import EdgecError
 
 DEFAULT_COUNT = 2
+# Check inputs are held in memory (every pass compares against them): a bound, like random:N's.
+MAX_COUNT = 100_000
 DEFAULT_SEED = 0
 
 

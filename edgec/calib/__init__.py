@@ -332,7 +332,7 @@ def _plugin(spec: str, inputs: list[gs.Variable]) -> CalibrationSet:
 
     try:
         module = _import_file(Path(spec)) if spec.endswith(".py") else importlib.import_module(spec)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise EdgecError(f"calibration plugin {spec} failed to import: {type(exc).__name__}: {exc}") from exc
     function = getattr(module, "calibration_samples", None)
     if not callable(function):
@@ -346,6 +346,8 @@ def _plugin(spec: str, inputs: list[gs.Variable]) -> CalibrationSet:
                 yield f"{spec} sample {i}", dict(sample)
         except EdgecError:
             raise
+        except SystemExit as exc:  # from the API too, not only the command
+            raise EdgecError(f"calibration plugin {spec} called sys.exit({exc.code!r})") from exc
         except Exception as exc:
             raise EdgecError(f"calibration plugin {spec} raised {type(exc).__name__}: {exc}") from exc
 

@@ -458,6 +458,15 @@ def port_layout(model: Model, tensor_name: str) -> str | None:
     return None
 
 
+def quantizes_activations(graph: gs.Graph) -> bool:
+    """Whether any QuantizeLinear rounds a computed tensor: int8 compute, not only int8-stored
+    weights read through DequantizeLinear (a weight-only int8 TFLite import, onnxruntime's
+    weight-only exports)."""
+    return any(
+        n.op == "QuantizeLinear" and n.inputs and not isinstance(n.inputs[0], gs.Constant) for n in iter_nodes(graph)
+    )
+
+
 def compute_precision(graph: gs.Graph) -> str:
     """What a graph computes in, as backends plan their artifact: int8 when it has Q/DQ, fp16
     when it holds float16 tensors (convert-fp16's weights and casts), fp32 otherwise."""

@@ -59,7 +59,12 @@ class OpenvinoBackend(Backend):
             raise EdgecError("openvino: cannot store huffman-coded weights: build without huffman, or --backend onnx")
         start = time.perf_counter()
         computed = ir.compute_precision(model.graph)
+        weight_only = computed == "int8" and not ir.quantizes_activations(model.graph)
+        if weight_only:  # OpenVINO decompresses int8 weights (Convert, Subtract, Multiply): float compute
+            computed = "fp32"
         precision, notes = self._precision_for(computed, target)
+        if weight_only:
+            notes.append("weight-only int8: the weights stay int8 in model.bin, OpenVINO computes in float")
         batched = convert.dynamic_batch_inputs(model)
         if batched:
             notes.append(

@@ -40,6 +40,9 @@ class Tolerance:
     max_sqnr_loss_vs_float_db: float | None = None
     lsb_slack: float = 0.0
     sqnr_vs_float_enough_db: float | None = None
+    # Outputs that hold int8/uint8 codes (name, scale, zero point): compared as the real values
+    # (code - zero point) * scale, so SQNR and cosine measure the signal, not the zero point.
+    integer_outputs: tuple[tuple[str, float, int], ...] = ()
 
     def describe(self) -> str:
         parts = []
@@ -73,10 +76,11 @@ class Tolerance:
             max_sqnr_loss_vs_float_db=pick(self.max_sqnr_loss_vs_float_db, other.max_sqnr_loss_vs_float_db, True),
             lsb_slack=max(self.lsb_slack, other.lsb_slack),
             sqnr_vs_float_enough_db=pick(self.sqnr_vs_float_enough_db, other.sqnr_vs_float_enough_db, False),
+            integer_outputs=self.integer_outputs or other.integer_outputs,
         )
 
 
-_FLOAT_RULE_FIELDS = ("max_sqnr_loss_vs_float_db", "lsb_slack", "sqnr_vs_float_enough_db")
+_FLOAT_RULE_FIELDS = ("max_sqnr_loss_vs_float_db", "lsb_slack", "sqnr_vs_float_enough_db", "integer_outputs")
 
 
 # Exact passes may only reassociate floating point arithmetic (e.g. folding BatchNorm scales).
@@ -163,10 +167,13 @@ def compare(
     top1: list[float] = []
     failures: list[str] = []
     lsb = dict(tolerance.lsb)
+    codes = {name: (scale, zero_point) for name, scale, zero_point in tolerance.integer_outputs}
     shares: list[float] = []
     for name in names:
         ref = np.concatenate([np.asarray(r[name]).ravel() for r in reference]).astype(np.float64)
         got = np.concatenate([np.asarray(c[name]).ravel() for c in candidate]).astype(np.float64)
+        if name in codes:
+            ref, got = _real(ref, codes[name]), _real(got, codes[name])
         if ref.shape != got.shape:
             failures.append(f"output '{name}' has {got.size} elements, expected {ref.size}")
             continue
@@ -180,6 +187,8 @@ def compare(
             top1.append(agreement)
         if vs_float:
             floating = np.concatenate([np.asarray(f[name]).ravel() for f in float_reference]).astype(np.float64)
+            if name in codes and np.issubdtype(np.asarray(float_reference[0][name]).dtype, np.integer):
+                floating = _real(floating, codes[name])  # an int8 source model's own codes
             record, failure = _judge_vs_float(name, floating, ref, got, lsb.get(name), tolerance)
             records.append(record)
             failures += [failure] if failure else []
@@ -254,6 +263,11 @@ def _judge_vs_float(
         + (f", + {tol.lsb_slack:g} one-LSB errors" if step and tol.lsb_slack else "")
         + ")"
     )
+
+
+def _real(codes: np.ndarray, params: tuple[float, int]) -> np.ndarray:
+    scale, zero_point = params
+    return (codes - zero_point) * scale
 
 
 def _within_lsb(ref: np.ndarray, got: np.ndarray, step: float, steps: float) -> float:

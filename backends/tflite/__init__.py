@@ -60,11 +60,17 @@ class TfliteBackend(Backend):
 
         precision = precision_of(model.graph)
         if precision == "int8":
-            lsb = {}
+            lsb, codes = {}, []
             for out in model.graph.outputs:
                 producer = out.inputs[0] if len(out.inputs) == 1 else None
                 if producer is not None and producer.op == "DequantizeLinear":
                     lsb[out.name] = float(np.max(producer.inputs[1].values))
+                elif producer is not None and producer.op == "QuantizeLinear" and producer.inputs[1].values.size == 1:
+                    # int8 codes at the port (a TFLite int8 import): judged as real values
+                    scale = float(np.asarray(producer.inputs[1].values).ravel()[0])
+                    zero_point = producer.inputs[2].values if len(producer.inputs) > 2 else np.zeros(1)
+                    lsb[out.name] = scale
+                    codes.append((out.name, scale, int(np.asarray(zero_point).ravel()[0])))
             fallback = self.quantized_tolerance
             return Tolerance(
                 min_cosine=fallback.min_cosine,
@@ -75,6 +81,7 @@ class TfliteBackend(Backend):
                 max_sqnr_loss_vs_float_db=self.int8_margin_db,
                 lsb_slack=self.int8_lsb_slack,
                 sqnr_vs_float_enough_db=self.int8_enough_db,
+                integer_outputs=tuple(codes),
             )
         if precision == "fp16":
             return self.fp16_tolerance

@@ -12,7 +12,8 @@ pytest.importorskip("ai_edge_litert.interpreter", reason="pip install 'edgec[tfl
 import edgec  # noqa: E402
 from edgec import frontends, runner  # noqa: E402
 from edgec.backends.tflite import TfliteBackend, interpreter_runner  # noqa: E402
-from edgec.compare import compare  # noqa: E402
+from edgec.compare import Tolerance, compare  # noqa: E402
+from onnx import TensorProto  # noqa: E402
 from tests.helpers import GraphBuilder  # noqa: E402
 
 STEP = 0.05  # the int8 output's scale in the model below
@@ -165,3 +166,23 @@ def test_without_float_outputs_a_tiny_low_amplitude_output_survives_one_flipped_
     assert compare([{name: ir}], [{name: artifact}], tolerance, "IR").ok
     artifact[5, 1] += 3 * STEP  # a real error on top: still refused
     assert not compare([{name: ir}], [{name: artifact}], tolerance, "IR").ok
+
+
+def test_int8_code_outputs_are_compared_as_real_values():
+    """A TFLite int8 import's outputs are int8 codes (zero point -128): one code off near the top
+    of the range is 17 dB of SQNR on the codes but 47 dB on the values they stand for."""
+    g = GraphBuilder(seed=2)
+    x = g.input("x", [1, 40], TensorProto.INT8)
+    s, z = g.const(np.float32(0.1)), g.const(np.int8(-128))
+    g.output(g.op("QuantizeLinear", [g.op("Relu", [g.op("DequantizeLinear", [x, s, z])]), s, z]))
+    model = g.model()
+    name = model.graph.outputs[0].name
+    tolerance = TfliteBackend().check_tolerance(model)
+    assert tolerance.integer_outputs == ((name, pytest.approx(0.1), -128),)
+    ir = np.random.default_rng(0).integers(0, 8, (1, 40)).astype(np.int8)
+    artifact = ir.copy()
+    artifact[0, ::3] += 1  # a third of the codes one step up (XNNPACK's 8-bit requantization multiplier)
+    codes_only = compare([{name: ir}], [{name: artifact}], Tolerance(min_sqnr_db=30.0), "IR")
+    assert not codes_only.ok and codes_only.sqnr_db < 20
+    check = compare([{name: ir}], [{name: artifact}], tolerance, "IR")
+    assert check.ok and check.sqnr_db > 40

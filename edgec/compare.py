@@ -254,7 +254,12 @@ def _judge_vs_float(
     enough = tol.sqnr_vs_float_enough_db
     if enough is not None:
         required = min(required, enough)
-    record = {"output": name, "reference_sqnr_db": reference_sqnr, "sqnr_db": candidate_sqnr, "required_sqnr_db": required}
+    record = {
+        "output": name,
+        "reference_sqnr_db": reference_sqnr,
+        "sqnr_db": candidate_sqnr,
+        "required_sqnr_db": required,
+    }
     if candidate_sqnr >= required:
         return record, None
     return record, (

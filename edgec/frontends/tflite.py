@@ -97,16 +97,19 @@ def _resize(model, data: bytes, source: str, input_shapes: dict) -> None:
     by_name = {(graph.tensors[i].name or b"").decode(errors="replace"): int(i) for i in _listed(graph.inputs)}
     unknown = sorted(set(input_shapes) - set(by_name))
     if unknown:
-        raise ModelLoadError(f"{source}: --input-shape names {', '.join(unknown)}; the inputs are "
-                             f"{', '.join(by_name) or 'none'}")
+        raise ModelLoadError(
+            f"{source}: --input-shape names {', '.join(unknown)}; the inputs are {', '.join(by_name) or 'none'}"
+        )
     for name, shape in input_shapes.items():
         tensor = graph.tensors[by_name[name]]
         signature = _listed(tensor.shapeSignature) or _listed(tensor.shape)
         shape = [int(d) for d in shape]
         fixed = [(k, int(d)) for k, d in enumerate(signature) if int(d) >= 0]
         if len(shape) != len(signature) or any(shape[k] != d for k, d in fixed) or min(shape, default=1) < 1:
-            raise ModelLoadError(f"{source}: input '{name}' is {_dims(signature)}; --input-shape "
-                                 f"{'x'.join(map(str, shape))} does not fit it (only -1 dimensions can be set)")
+            raise ModelLoadError(
+                f"{source}: input '{name}' is {_dims(signature)}; --input-shape "
+                f"{'x'.join(map(str, shape))} does not fit it (only -1 dimensions can be set)"
+            )
     try:
         plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # shapes only, no delegate planning
         interpreter = Interpreter(model_content=data, experimental_op_resolver_type=plain)
@@ -151,8 +154,12 @@ def _arithmetic_tensors(graph, ops: list[str]) -> set[int]:
     touched: set[int] = set()
     for name, op in zip(ops, graph.operators or []):
         if name not in DATA_MOVEMENT:
-            touched.update(int(i) for i in list(op.inputs if op.inputs is not None else []) + list(
-                op.outputs if op.outputs is not None else []) if i >= 0)
+            touched.update(
+                int(i)
+                for i in list(op.inputs if op.inputs is not None else [])
+                + list(op.outputs if op.outputs is not None else [])
+                if i >= 0
+            )
     return touched
 
 

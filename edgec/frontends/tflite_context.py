@@ -136,13 +136,15 @@ class Context:
                 info = np.iinfo(dtype)
                 outside = zero_point[(zero_point < info.min) | (zero_point > info.max)]
                 if outside.size:
-                    self.fail(f"{where} has zero point {outside[0]}, outside the {dtype} range "
-                              f"[{info.min}, {info.max}]")
+                    self.fail(
+                        f"{where} has zero point {outside[0]}, outside the {dtype} range [{info.min}, {info.max}]"
+                    )
             if scale.size > 1:
                 shape, axis = self.shape(index), int(params.quantizedDimension)
                 if not 0 <= axis < len(shape) or shape[axis] != scale.size:
-                    self.fail(f"{where}: {scale.size} per-channel scales do not match axis {axis} of shape "
-                              f"{list(shape)}")
+                    self.fail(
+                        f"{where}: {scale.size} per-channel scales do not match axis {axis} of shape {list(shape)}"
+                    )
 
     def is_constant(self, index: int) -> bool:
         return index in self.aliases or index in self.folded or self._buffer(index) is not None
@@ -151,8 +153,10 @@ class Context:
         buffer = self.model.buffers[self.graph.tensors[index].buffer]
         if buffer.offset > 1:  # large models keep tensor data after the flatbuffer
             if not 0 <= int(buffer.size) <= len(self.data) - int(buffer.offset):
-                self.fail(f"tensor '{self.names[index]}': its data ({buffer.size} bytes at {buffer.offset}) "
-                          "lies past the end of the file")
+                self.fail(
+                    f"tensor '{self.names[index]}': its data ({buffer.size} bytes at {buffer.offset}) "
+                    "lies past the end of the file"
+                )
             return np.frombuffer(self.data, np.uint8, int(buffer.size), int(buffer.offset))
         data = buffer.data
         return None if data is None or len(data) == 0 else np.asarray(data, np.uint8)

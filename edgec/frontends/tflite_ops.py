@@ -86,8 +86,11 @@ def _transpose_conv(ctx: Context, x: int, w: int, b: int, out: int, padding: int
         pads.append((total // 2, total - total // 2) if padding == schema.Padding.SAME else (0, total))
     operands = [ctx.operand(x, nchw=True), ctx.weight(w, (3, 0, 1, 2))]  # OHWI -> (I, O, H, W)
     operands += [ctx.operand(b)] if b >= 0 else []
-    attrs = {"kernel_shape": list(kernel), "strides": list(strides),
-             "pads": [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]}
+    attrs = {
+        "kernel_shape": list(kernel),
+        "strides": list(strides),
+        "pads": [pads[0][0], pads[1][0], pads[0][1], pads[1][1]],
+    }
     ctx.produce(out, "ConvTranspose", operands, True, activation, **attrs)
 
 
@@ -96,8 +99,16 @@ def convert_transpose_conv(ctx: Context, op) -> None:
     inputs, out = _io(op)
     o = op.builtinOptions
     bias = inputs[3] if len(inputs) > 3 else -1
-    _transpose_conv(ctx, inputs[2], inputs[1], bias, out, o.padding, (o.strideH, o.strideW),
-                    getattr(o, "fusedActivationFunction", None))
+    _transpose_conv(
+        ctx,
+        inputs[2],
+        inputs[1],
+        bias,
+        out,
+        o.padding,
+        (o.strideH, o.strideW),
+        getattr(o, "fusedActivationFunction", None),
+    )
 
 
 def convert_transpose_conv_bias(ctx: Context, op) -> None:
@@ -495,8 +506,9 @@ def convert_if(ctx: Context, op) -> None:
     o = op.builtinOptions
     if o is None:
         ctx.fail(f"IF '{ctx.names[outs[0]] if outs else '?'}' has no branch subgraphs")
-    condition = ctx.emit("Reshape", [ctx.operand(inputs[0]), _ints(ctx, [1], "if_cond_shape")],
-                         f"{ctx.names[inputs[0]]}_1")
+    condition = ctx.emit(
+        "Reshape", [ctx.operand(inputs[0]), _ints(ctx, [1], "if_cond_shape")], f"{ctx.names[inputs[0]]}_1"
+    )
     branches = {}
     for attribute, index in (("then_branch", int(o.thenSubgraphIndex)), ("else_branch", int(o.elseSubgraphIndex))):
         branches[attribute] = _branch(ctx, index, inputs[1:], outs)
@@ -520,8 +532,10 @@ def _branch(ctx: Context, index: int, operands: list[int], outs: list[int]):
     inputs = [] if graph.inputs is None else [int(i) for i in graph.inputs]
     outputs = [] if graph.outputs is None else [int(i) for i in graph.outputs]
     if len(inputs) != len(operands) or len(outputs) != len(outs):
-        ctx.fail(f"IF subgraph {index} takes {len(inputs)} inputs and gives {len(outputs)} outputs; the IF "
-                 f"passes {len(operands)} and expects {len(outs)}")
+        ctx.fail(
+            f"IF subgraph {index} takes {len(inputs)} inputs and gives {len(outputs)} outputs; the IF "
+            f"passes {len(operands)} and expects {len(outs)}"
+        )
     branch.check_quantization()
     for inner, outer in zip(inputs, operands):
         branch.views[(inner, False)] = ctx.operand(outer)
@@ -535,8 +549,9 @@ def _branch(ctx: Context, index: int, operands: list[int], outs: list[int]):
         value = branch.fresh(f"{branch.names[inner]}_out")
         branch.emit("Identity", [branch.operand(inner)], "", value)
         dtype = np.dtype(np.float32) if ctx.quant(out) is not None else ctx.dtype(out)
-        results.append(helper.make_tensor_value_info(value, helper.np_dtype_to_tensor_dtype(dtype),
-                                                     list(ctx.shape(out))))
+        results.append(
+            helper.make_tensor_value_info(value, helper.np_dtype_to_tensor_dtype(dtype), list(ctx.shape(out)))
+        )
     label = graph.name.decode(errors="replace") if graph.name else f"subgraph{index}"
     return helper.make_graph(branch.nodes, label, [], results, branch.initializers)
 

@@ -91,8 +91,10 @@ class State:
                 variable.initial, variable.initial_source = stored, source
                 variable.initial_quant = _quant_of(graph.tensors[value])
             else:
-                ctx.fail(f"{source}: {name} in an initialization subgraph is not supported (only VAR_HANDLE "
-                         "and ASSIGN_VARIABLE of constants)")
+                ctx.fail(
+                    f"{source}: {name} in an initialization subgraph is not supported (only VAR_HANDLE "
+                    "and ASSIGN_VARIABLE of constants)"
+                )
         self.initialized = True
 
     def var_handle(self, op) -> None:
@@ -114,7 +116,9 @@ class State:
             return
         scale, zero_point = ctx.quant_params(out)
         ctx.int8_outputs[out] = variable.current
-        ctx.views[(out, False)] = ctx.emit("DequantizeLinear", [variable.current, scale, zero_point], f"{ctx.names[out]}_dq")
+        ctx.views[(out, False)] = ctx.emit(
+            "DequantizeLinear", [variable.current, scale, zero_point], f"{ctx.names[out]}_dq"
+        )
 
     def assign(self, op) -> None:
         ctx = self.ctx
@@ -199,8 +203,10 @@ class State:
                 f"{dtype}{list(shape)}: one variable, one type and shape"
             )
         if variable.initial is not None and variable.initial.size != int(np.prod(variable.shape)):
-            self.ctx.fail(f"variable '{variable.name}': its initial value has {variable.initial.size} elements "
-                          f"for shape {list(variable.shape)}")
+            self.ctx.fail(
+                f"variable '{variable.name}': its initial value has {variable.initial.size} elements "
+                f"for shape {list(variable.shape)}"
+            )
 
     def _raw(self, index: int) -> str:
         """Tensor `index` as the variable stores it: quantized tensors as their int8/uint8 values."""

@@ -122,10 +122,24 @@ def _weight_only_tflite(hybrid: bool) -> tuple[Net, bytes]:
         stored = net.const(net.rng.integers(-127, 128, shape), np.int8, q(scale, np.zeros(count, np.int64), axis))
         return stored if hybrid else net.op("DEQUANTIZE", [stored], shape=list(shape))
 
-    c1 = net.op("CONV_2D", [x, weight((8, 3, 3, 3), 0, 8), net.random(8)], "Conv2DOptions", padding=1,
-                strideH=2, strideW=2, fusedActivationFunction=1)
-    d1 = net.op("DEPTHWISE_CONV_2D", [c1, weight((1, 3, 3, 8), 3, 8), net.random(8)], "DepthwiseConv2DOptions",
-                padding=1, strideH=1, strideW=1, depthMultiplier=1)
+    c1 = net.op(
+        "CONV_2D",
+        [x, weight((8, 3, 3, 3), 0, 8), net.random(8)],
+        "Conv2DOptions",
+        padding=1,
+        strideH=2,
+        strideW=2,
+        fusedActivationFunction=1,
+    )
+    d1 = net.op(
+        "DEPTHWISE_CONV_2D",
+        [c1, weight((1, 3, 3, 8), 3, 8), net.random(8)],
+        "DepthwiseConv2DOptions",
+        padding=1,
+        strideH=1,
+        strideW=1,
+        depthMultiplier=1,
+    )
     mean = net.op("MEAN", [d1, net.const([1, 2], np.int32)], "ReducerOptions", keepDims=False)
     out = net.op("FULLY_CONNECTED", [mean, weight((5, 8), 0, 5), net.random(5)], "FullyConnectedOptions")
     return net, net.to_bytes([out])
@@ -206,8 +220,9 @@ def test_weight_only_tflite_builds_with_O2_and_int8(tmp_path):
     float_build = edgec.compile(str(path), target="raspberry-pi-4", opt="2", output_dir=tmp_path / "f")
     assert float_build.report["artifact"]["precision"] == "int8-weights"
     assert float_build.report["backend_check"]["ok"]
-    int8_build = edgec.compile(str(path), target="raspberry-pi-4", opt="int8", calib="random:16",
-                               output_dir=tmp_path / "q")
+    int8_build = edgec.compile(
+        str(path), target="raspberry-pi-4", opt="int8", calib="random:16", output_dir=tmp_path / "q"
+    )
     assert int8_build.report["artifact"]["precision"] == "int8"
 
 
@@ -231,11 +246,21 @@ def test_int8_model_requantized_like_activations_keeps_symmetric_weights_and_int
     x = g.input("x", [1, 4, 6, 6])
     rng = np.random.default_rng(3)
     w_scale = np.linspace(0.01, 0.02, 5).astype(np.float32)
-    weight = g.op("DequantizeLinear", [g.const(rng.integers(-127, 128, (5, 4, 3, 3)).astype(np.int8)),
-                                       g.const(w_scale), g.const(np.zeros(5, np.int8))], axis=0)
+    weight = g.op(
+        "DequantizeLinear",
+        [
+            g.const(rng.integers(-127, 128, (5, 4, 3, 3)).astype(np.int8)),
+            g.const(w_scale),
+            g.const(np.zeros(5, np.int8)),
+        ],
+        axis=0,
+    )
     b_scale = (0.02 * w_scale).astype(np.float32)
-    bias = g.op("DequantizeLinear", [g.const(rng.integers(-900, 900, 5).astype(np.int32)), g.const(b_scale),
-                                     g.const(np.zeros(5, np.int32))], axis=0)
+    bias = g.op(
+        "DequantizeLinear",
+        [g.const(rng.integers(-900, 900, 5).astype(np.int32)), g.const(b_scale), g.const(np.zeros(5, np.int32))],
+        axis=0,
+    )
 
     def qdq(value, scale, zero_point):
         s, z = g.const(np.float32(scale)), g.const(np.int8(zero_point))

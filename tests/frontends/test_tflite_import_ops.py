@@ -64,8 +64,9 @@ def _select_v1_rows(net):
 def _select_nchw(net):
     """SELECT_V2 right after a convolution (its NCHW view) with a constant and a 4-D condition."""
     x = net.input([1, 5, 6, 3])
-    conv = net.op("CONV_2D", [x, net.random((4, 3, 3, 3)), net.random(4)], "Conv2DOptions",
-                  padding=SAME, strideH=1, strideW=1)
+    conv = net.op(
+        "CONV_2D", [x, net.random((4, 3, 3, 3)), net.random(4)], "Conv2DOptions", padding=SAME, strideH=1, strideW=1
+    )
     positive = net.op("GREATER", [conv, net.const(0.0)], dtype=np.bool_)
     return [net.op("SELECT_V2", [positive, conv, net.random((1, 1, 1, 4))])]
 
@@ -75,8 +76,14 @@ def _pack(net):
     return [
         net.op("PACK", [a, b, net.random((2, 3))], "PackOptions", valuesCount=3, axis=1),
         net.op("PACK", [a, b], "PackOptions", valuesCount=2, axis=-1),
-        net.op("PACK", [net.const([1, 2], np.int32), net.const([3, 4], np.int32)], "PackOptions", np.int32,
-               valuesCount=2, axis=0),
+        net.op(
+            "PACK",
+            [net.const([1, 2], np.int32), net.const([3, 4], np.int32)],
+            "PackOptions",
+            np.int32,
+            valuesCount=2,
+            axis=0,
+        ),
     ]
 
 
@@ -84,32 +91,43 @@ def _shape(net):
     """SHAPE, and what converters compute from it (the batch, packed with -1 into a flatten shape)."""
     x = net.input([2, 3, 5])
     shape = net.op("SHAPE", [x], "ShapeOptions", np.int32, outType=schema.TensorType.INT32)
-    batch = net.op("STRIDED_SLICE", [shape, net.const([0], np.int32), net.const([1], np.int32),
-                                     net.const([1], np.int32)], "StridedSliceOptions", np.int32, shrinkAxisMask=1)
+    batch = net.op(
+        "STRIDED_SLICE",
+        [shape, net.const([0], np.int32), net.const([1], np.int32), net.const([1], np.int32)],
+        "StridedSliceOptions",
+        np.int32,
+        shrinkAxisMask=1,
+    )
     flat = net.op("PACK", [batch, net.const(-1, np.int32)], "PackOptions", np.int32, valuesCount=2, axis=0)
     return [shape, flat]
 
 
 def _square(net):
     x = net.input([1, 4, 5, 3])
-    conv = net.op("CONV_2D", [x, net.random((2, 1, 1, 3)), net.random(2)], "Conv2DOptions",
-                  padding=SAME, strideH=1, strideW=1)
+    conv = net.op(
+        "CONV_2D", [x, net.random((2, 1, 1, 3)), net.random(2)], "Conv2DOptions", padding=SAME, strideH=1, strideW=1
+    )
     return [net.op("SQUARE", [x]), net.op("SQUARE", [conv])]
 
 
 def _split_v(net):
     x = net.input([1, 4, 5, 9])
-    conv = net.op("CONV_2D", [x, net.random((7, 1, 1, 9)), net.random(7)], "Conv2DOptions",
-                  padding=SAME, strideH=1, strideW=1)
+    conv = net.op(
+        "CONV_2D", [x, net.random((7, 1, 1, 9)), net.random(7)], "Conv2DOptions", padding=SAME, strideH=1, strideW=1
+    )
     outs = []
     for source, sizes, axis in ((x, [2, -1, 4], 3), (conv, [3, 4], -1), (x, [1, 3], 1)):
         count = len(sizes)
         tensors = [net.builder.tensor(net._name("split_v"), [1], np.float32) for _ in range(count)]
         options = schema.SplitVOptionsT()
         options.numSplits = count
-        net.builder.operator(schema.BuiltinOperator.SPLIT_V,
-                             [source, net.const(sizes, np.int32), net.const(axis, np.int32)], tensors,
-                             options, schema.BuiltinOptions.SplitVOptions)
+        net.builder.operator(
+            schema.BuiltinOperator.SPLIT_V,
+            [source, net.const(sizes, np.int32), net.const(axis, np.int32)],
+            tensors,
+            options,
+            schema.BuiltinOptions.SplitVOptions,
+        )
         outs += tensors
     return outs
 
@@ -149,13 +167,25 @@ def test_int8_equal_select_split_v():
     tensors = [net.builder.tensor(net._name("split"), [1], np.int8, quantization=q(0.05, 3)) for _ in range(2)]
     options = schema.SplitVOptionsT()
     options.numSplits = 2
-    net.builder.operator(schema.BuiltinOperator.SPLIT_V, [x, net.const([5, 3], np.int32), net.const(3, np.int32)],
-                         tensors, options, schema.BuiltinOptions.SplitVOptions)
+    net.builder.operator(
+        schema.BuiltinOperator.SPLIT_V,
+        [x, net.const([5, 3], np.int32), net.const(3, np.int32)],
+        tensors,
+        options,
+        schema.BuiltinOptions.SplitVOptions,
+    )
     a, b = tensors
-    same = net.op("EQUAL", [net.op("MUL", [x, x], "MulOptions", np.int8, q(0.5, -128)),
-                            net.const(np.full(8, -128), np.int8, q(0.5, -128))], dtype=np.bool_)
-    picked = net.op("SELECT_V2", [same, x, net.const(np.full(8, 7), np.int8, q(0.05, 3))], dtype=np.int8,
-                    quant=q(0.05, 3))
+    same = net.op(
+        "EQUAL",
+        [
+            net.op("MUL", [x, x], "MulOptions", np.int8, q(0.5, -128)),
+            net.const(np.full(8, -128), np.int8, q(0.5, -128)),
+        ],
+        dtype=np.bool_,
+    )
+    picked = net.op(
+        "SELECT_V2", [same, x, net.const(np.full(8, 7), np.int8, q(0.05, 3))], dtype=np.int8, quant=q(0.05, 3)
+    )
     data = net.to_bytes([a, b, same, picked])
     model = tflite.from_bytes(data)
     for seed in range(3):
@@ -176,18 +206,44 @@ def _streaming(int8: bool) -> tuple[Net, bytes, np.ndarray]:
     handle = var_handle(net.builder, net.builder.subgraph, "stream/states")
     state = read_variable(net, handle, [1, 2, 1, 4], dtype, quant)
     joined = net.op("CONCATENATION", [state, frame], "ConcatenationOptions", dtype, quant, axis=1)
-    kept = net.op("STRIDED_SLICE", [joined, net.const([0, 1, 0, 0], np.int32), net.const([1, 3, 1, 4], np.int32),
-                                    net.const([1, 1, 1, 1], np.int32)], "StridedSliceOptions", dtype, quant,
-                  beginMask=0b1101, endMask=0b1111, shape=[1, 2, 1, 4])
+    kept = net.op(
+        "STRIDED_SLICE",
+        [
+            joined,
+            net.const([0, 1, 0, 0], np.int32),
+            net.const([1, 3, 1, 4], np.int32),
+            net.const([1, 1, 1, 1], np.int32),
+        ],
+        "StridedSliceOptions",
+        dtype,
+        quant,
+        beginMask=0b1101,
+        endMask=0b1111,
+        shape=[1, 2, 1, 4],
+    )
     assign_variable(net, handle, kept)
     if int8:
         w = net.const(net.rng.integers(-127, 128, (3, 3, 1, 4)), np.int8, q(np.full(3, 0.01), np.zeros(3, np.int64)))
         b = net.const(net.rng.integers(-50, 50, 3), np.int32, q(np.full(3, 0.0004), np.zeros(3, np.int64)))
-        out = net.op("CONV_2D", [joined, w, b], "Conv2DOptions", np.int8, q(0.02, 0), padding=schema.Padding.VALID,
-                     strideH=1, strideW=1)
+        out = net.op(
+            "CONV_2D",
+            [joined, w, b],
+            "Conv2DOptions",
+            np.int8,
+            q(0.02, 0),
+            padding=schema.Padding.VALID,
+            strideH=1,
+            strideW=1,
+        )
     else:
-        out = net.op("CONV_2D", [joined, net.random((3, 3, 1, 4)), net.random(3)], "Conv2DOptions",
-                     padding=schema.Padding.VALID, strideH=1, strideW=1)
+        out = net.op(
+            "CONV_2D",
+            [joined, net.random((3, 3, 1, 4)), net.random(3)],
+            "Conv2DOptions",
+            padding=schema.Padding.VALID,
+            strideH=1,
+            strideW=1,
+        )
     init_subgraph(net, {"stream/states": (initial, quant)})
     return net, net.to_bytes([out]), initial
 
@@ -315,14 +371,20 @@ INVALID = {
     "zero_scale_output": (_set(3, "scale", [0.0]), r"tensor 'conv_2d3' has quantization scale 0\.0", True),
     "nan_scale_output": (_set(3, "scale", [float("nan")]), r"tensor 'conv_2d3' has quantization scale nan", True),
     # LiteRT runs a NaN weight scale (its per-channel multipliers come out as garbage): refused anyway.
-    "nan_scale_weight": (_set(1, "scale", [0.01, float("nan"), 0.01]), r"tensor 'const1' has quantization scale nan",
-                         False),
+    "nan_scale_weight": (
+        _set(1, "scale", [0.01, float("nan"), 0.01]),
+        r"tensor 'const1' has quantization scale nan",
+        False,
+    ),
     "inf_input_scale": (_set(0, "scale", [float("inf")]), r"tensor 'input0' has quantization scale inf", True),
     "negative_scale": (_set(3, "scale", [-0.05]), r"tensor 'conv_2d3' has quantization scale -0\.05", True),
     # LiteRT runs both of these and writes all-zero outputs: refused anyway.
     "empty_scale": (_set(3, "scale", []), r"tensor 'conv_2d3' has zero points but an empty quantization scale", False),
-    "empty_scale_and_zero_point": (_both(3, [], []), r"tensor 'conv_2d3' is int8 without quantization parameters",
-                                   False),
+    "empty_scale_and_zero_point": (
+        _both(3, [], []),
+        r"tensor 'conv_2d3' is int8 without quantization parameters",
+        False,
+    ),
     "empty_weight_scale": (_set(1, "scale", []), r"tensor 'const1' has zero points but an empty quantization", True),
     "zero_point_1000": (_set(3, "zeroPoint", [1000]), r"tensor 'conv_2d3' has zero point 1000, outside the int8", True),
     "per_channel_count": (_both(1, [0.01, 0.01], [0, 0]), r"tensor 'const1': 2 per-channel scales do not match", True),
@@ -486,8 +548,13 @@ def _branch_subgraph(net: Net, name: str, builtin: str, constant: float) -> int:
     c = builder.constant(f"{name}_c", np.full(3, constant, np.float32))
     y = builder.tensor(f"{name}_y", [2, 3], np.float32)
     options = getattr(schema, f"{builtin.title()}OptionsT")()
-    builder.operator(getattr(schema.BuiltinOperator, builtin), [x, c], [y], options,
-                     getattr(schema.BuiltinOptions, f"{builtin.title()}Options"))
+    builder.operator(
+        getattr(schema.BuiltinOperator, builtin),
+        [x, c],
+        [y],
+        options,
+        getattr(schema.BuiltinOptions, f"{builtin.title()}Options"),
+    )
     branch.inputs, branch.outputs = [x], [y]
     builder.subgraph = main
     builder.model.subgraphs.append(branch)
@@ -501,8 +568,9 @@ def test_if_converts_both_branches_and_matches_the_interpreter():
     positive = net.op("GREATER", [mean, net.const(0.0)], dtype=np.bool_, shape=[])
     then_index = _branch_subgraph(net, "doubled", "MUL", 2.0)
     else_index = _branch_subgraph(net, "shifted", "ADD", 10.0)
-    out = net.op("IF", [positive, x], "IfOptions", thenSubgraphIndex=then_index, elseSubgraphIndex=else_index,
-                 shape=[2, 3])
+    out = net.op(
+        "IF", [positive, x], "IfOptions", thenSubgraphIndex=then_index, elseSubgraphIndex=else_index, shape=[2, 3]
+    )
     data = net.to_bytes([out])
     model = tflite.from_bytes(data)
     assert "If" in op_counts(model)
@@ -531,12 +599,21 @@ def test_wake_word_head_with_if_matches_the_interpreter():
         assert np.max(np.abs(expected - got)) <= 1e-5  # probabilities; measured 6e-7
 
 
-@pytest.mark.parametrize("padding,size", [(schema.Padding.SAME, [1, 10, 12, 3]), (schema.Padding.VALID, [1, 11, 13, 3])])
+@pytest.mark.parametrize(
+    "padding,size", [(schema.Padding.SAME, [1, 10, 12, 3]), (schema.Padding.VALID, [1, 11, 13, 3])]
+)
 def test_transpose_conv_matches_the_interpreter(padding, size):
     net = Net(seed=13)
     x = net.input([1, 5, 6, 4])
-    out = net.op("TRANSPOSE_CONV", [net.const(size, np.int32), net.random((3, 3, 3, 4)), x, net.random(3)],
-                 "TransposeConvOptions", padding=padding, strideH=2, strideW=2, shape=size)
+    out = net.op(
+        "TRANSPOSE_CONV",
+        [net.const(size, np.int32), net.random((3, 3, 3, 4)), x, net.random(3)],
+        "TransposeConvOptions",
+        padding=padding,
+        strideH=2,
+        strideW=2,
+        shape=size,
+    )
     data = net.to_bytes([out])
     model = tflite.from_bytes(data)
     assert "ConvTranspose" in op_counts(model)

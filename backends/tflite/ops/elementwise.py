@@ -62,8 +62,9 @@ def lower_reciprocal(ctx, node) -> None:
     x = ctx.get(node.inputs[0])
     out = ctx.new(node.outputs[0], nhwc=x.nhwc)
     one = ctx.builder.constant(ctx.name("one"), np.ones((1,) * len(x.shape), np.float32))
-    ctx.builder.operator(schema.BuiltinOperator.DIV, [one, x.index], [out.index], schema.DivOptionsT(),
-                         schema.BuiltinOptions.DivOptions)
+    ctx.builder.operator(
+        schema.BuiltinOperator.DIV, [one, x.index], [out.index], schema.DivOptionsT(), schema.BuiltinOptions.DivOptions
+    )
 
 
 LOWERINGS = {name: _binary(name) for name in _OPS} | {"Reciprocal": lower_reciprocal}

@@ -35,7 +35,8 @@ _COMPARISONS = {
     "GreaterOrEqual": (schema.BuiltinOperator.GREATER_EQUAL, schema.GreaterEqualOptionsT,
                        schema.BuiltinOptions.GreaterEqualOptions),
     "Less": (schema.BuiltinOperator.LESS, schema.LessOptionsT, schema.BuiltinOptions.LessOptions),
-    "LessOrEqual": (schema.BuiltinOperator.LESS_EQUAL, schema.LessEqualOptionsT, schema.BuiltinOptions.LessEqualOptions),
+    "LessOrEqual": (schema.BuiltinOperator.LESS_EQUAL, schema.LessEqualOptionsT,
+                    schema.BuiltinOptions.LessEqualOptions),
 }  # fmt: skip
 
 
@@ -62,8 +63,13 @@ def lower_where(ctx, node) -> None:
     nhwc = any(not isinstance(t, gs.Constant) and ctx.get(t).nhwc for t in node.inputs)
     operands = [_operand(ctx, node, t, nhwc) for t in node.inputs]
     out = ctx.new(node.outputs[0], nhwc=nhwc)
-    ctx.builder.operator(schema.BuiltinOperator.SELECT_V2, operands, [out.index], schema.SelectV2OptionsT(),
-                         schema.BuiltinOptions.SelectV2Options)
+    ctx.builder.operator(
+        schema.BuiltinOperator.SELECT_V2,
+        operands,
+        [out.index],
+        schema.SelectV2OptionsT(),
+        schema.BuiltinOptions.SelectV2Options,
+    )
 
 
 LOWERINGS = {name: _comparison(name) for name in _COMPARISONS} | {"Where": lower_where}

@@ -571,6 +571,21 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {backend} | {config} | {counts['validated']} | {counts['refused']} | {counts['check-failed']} | {counts['defect']} | {counts['n/a']} | {missing} | {pct} |"
             )
+    lines += ["", "## Distinct failures", "", "Non-validated builds grouped by outcome and error line (numbers and names masked).", ""]
+    lines += ["| outcome | builds | error line (first of the group) | cells |", "|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for b in builds.values():
+        if b["outcome"] in ("validated", "n/a"):
+            continue
+        text = b.get("line", "").replace(str(ROOT) + "/", "")
+        shape = re.sub(r"build/realmodels/[\w.-]+", "MODEL", text)
+        shape = re.sub(r"'[^']*'|\d+(\.\d+)?(e-?\d+)?", "#", shape)[:90]
+        groups.setdefault((b["outcome"], shape), []).append(b)
+    order = {"defect": 0, "check-failed": 1, "refused": 2}
+    for (outcome, _), members in sorted(groups.items(), key=lambda g: (order.get(g[0][0], 3), -len(g[1]))):
+        first = members[0].get("line", "").replace(str(ROOT) + "/", "").replace("|", "\\|")[:200]
+        cells = ", ".join(f"{m['model']}/{m['backend']}/{m['config']}" for m in members)
+        lines.append(f"| {outcome} | {len(members)} | {first} | {cells} |")
     lines += ["", "## int8 SQNR, onnx backend (dB, worst output, held-out)", ""]
     lines += [
         "Worst slice: the lowest SQNR over the channels (axis 1) of any output with 2..256 of them, so a",

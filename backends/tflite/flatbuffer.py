@@ -143,12 +143,22 @@ class ModelBuilder:
             op.outputs = [index[i] for i in op.outputs]
         graph.inputs = [index[i] for i in graph.inputs]
         graph.outputs = [index[i] for i in graph.outputs]
-        buffers = sorted({t.buffer for t in graph.tensors if t.buffer})
+        # Buffers are the model's: branch subgraphs (IF) keep theirs.
+        buffers = sorted({t.buffer for g in self.model.subgraphs for t in g.tensors if t.buffer})
         renumber = {old: new for new, old in enumerate(buffers, start=1)}
         self.model.buffers = [self.model.buffers[0]] + [self.model.buffers[b] for b in buffers]
-        for tensor in graph.tensors:
-            tensor.buffer = renumber.get(tensor.buffer, 0)
+        for g in self.model.subgraphs:
+            for tensor in g.tensors:
+                tensor.buffer = renumber.get(tensor.buffer, 0)
         return removed
+
+    def add_subgraph(self, name: str) -> tuple[int, schema.SubGraphT]:
+        """A new, empty subgraph (an IF branch); tensors and operators go where `self.subgraph` points."""
+        graph = schema.SubGraphT()
+        graph.name = name
+        graph.tensors, graph.operators, graph.inputs, graph.outputs = [], [], [], []
+        self.model.subgraphs.append(graph)
+        return len(self.model.subgraphs) - 1, graph
 
     def set_io(self, inputs, outputs) -> None:
         self.subgraph.inputs = [int(i) for i in inputs]

@@ -203,9 +203,10 @@ def _decode_shared_weights(graph: gs.Graph) -> int:
 def _name_unnamed(graph: gs.Graph) -> None:
     """Errors name the node they refuse: an unnamed one (Q/DQ, a converter's) by its position and
     first output, e.g. Conv '#12 -> conv_out'."""
-    for index, node in enumerate(graph.nodes):
-        if not node.name:
-            node.name = f"#{index} -> {node.outputs[0].name if node.outputs else '(no output)'}"
+    for sub in ir.iter_graphs(graph):
+        for index, node in enumerate(sub.nodes):
+            if not node.name:
+                node.name = f"#{index} -> {node.outputs[0].name if node.outputs else '(no output)'}"
 
 
 def _fix_batch(graph: gs.Graph) -> None:
@@ -315,7 +316,11 @@ def lower_model(
             raise EdgecError("tflite: --io-dtype int8 needs a quantized model (-O int8)")
         left_float = quantized.int8_io(graph, params)
     ir.infer_shapes(graph)
-    unsupported = sorted({f"{n.name or '?'} ({n.op})" for n in graph.nodes if n.op not in LOWERINGS})
+    from edgec.backends.tflite.ops.control import CONTROL_LOWERINGS
+
+    every = [n for g in ir.iter_graphs(graph) for n in g.nodes]
+    known = LOWERINGS.keys() | CONTROL_LOWERINGS.keys()
+    unsupported = sorted({f"{n.name or '?'} ({n.op})" for n in every if n.op not in known})
     if unsupported:
         raise EdgecError(
             f"tflite: no lowering for {len(unsupported)} nodes: {', '.join(unsupported[:10])}"
@@ -329,8 +334,7 @@ def lower_model(
     ctx = Context(ModelBuilder(), quant=params, full_int8=full_int8, graph_outputs={t.name for t in graph.outputs})
     ctx.ir_dtypes = ir_dtypes
     inputs = [_lower_input(ctx, tensor, keep_layout) for tensor in graph.inputs]
-    for node in graph.nodes:
-        _lower_node(ctx, node, LOWERINGS[node.op])
+    lower_nodes(ctx, graph.nodes)
     taken = {index for index, _ in inputs}
     outputs = []
     for tensor in graph.outputs:
@@ -381,6 +385,18 @@ def _lower_output(ctx: Context, tensor: gs.Variable, keep_layout: bool, taken: s
     tensors[index].name = tensor.name  # also where a Cast aliased the output to another tensor
     layout = ("NHWC" if value.nhwc and not keep_layout else "NCHW") if len(value.shape) == 4 else None
     return index, _port(ctx, index, tensor.name, layout, ctx.ir_dtypes.get(tensor.name, tensor.dtype))
+
+
+def lower_nodes(ctx: Context, nodes) -> None:
+    """Lower `nodes` in order into the subgraph ctx.builder points at (the main one or a branch)."""
+    from edgec.backends.tflite.ops import LOWERINGS
+    from edgec.backends.tflite.ops.control import CONTROL_LOWERINGS
+
+    for node in nodes:
+        lowering = LOWERINGS.get(node.op) or CONTROL_LOWERINGS.get(node.op)
+        if lowering is None:
+            raise EdgecError(f"tflite: no lowering for {node.op} '{node.name}' (inside an If branch)")
+        _lower_node(ctx, node, lowering)
 
 
 def _lower_node(ctx: Context, node: gs.Node, lowering) -> None:

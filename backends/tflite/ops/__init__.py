@@ -3,6 +3,7 @@
 from edgec.backends.tflite.ops import (
     activation,
     constant,
+    control,
     conv,
     conv_transpose,
     dense,
@@ -21,5 +22,5 @@ from edgec.backends.tflite.ops.dtypes import float32_only
 LOWERINGS = {}
 for family in (activation, conv, conv_transpose, dense, elementwise, layernorm, pool, reduce, resize, shape, tensor):
     LOWERINGS |= {op: float32_only(lower) for op, lower in family.LOWERINGS.items()}
-for family in (constant, quantize, select):  # typed by what they convert (select: bool, float, ints)
+for family in (constant, control, quantize, select):  # typed by what they convert (select: bool, float, ints)
     LOWERINGS |= family.LOWERINGS

@@ -10,8 +10,13 @@ import onnx_graphsurgeon as gs
 from edgec.backends.tflite.ops.common import refuse
 
 
+# Ops that only move elements: TFLite's kernels take bool and int32 tensors too (an If's condition).
+MOVEMENT = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
+
+
 def _unsupported_dtype(ctx, node) -> str | None:
     quantized = getattr(ctx, "quant", {})
+    allowed = (np.float32, np.float16) + ((np.bool_, np.int32) if node.op in MOVEMENT else ())
     for tensor in [*node.inputs, *node.outputs]:
         if isinstance(tensor, gs.Constant) or tensor.is_empty() or tensor.dtype is None:
             continue  # constants are converted (or checked) by the lowering that reads them
@@ -20,7 +25,7 @@ def _unsupported_dtype(ctx, node) -> str | None:
         except TypeError:  # bfloat16 and other ONNX types NumPy has no name for
             return f"'{tensor.name}' has ONNX type {tensor.dtype}"
         # float16 activations are computed in float32 (TFLite's float16 format halves only weights)
-        if dtype not in (np.float32, np.float16) and tensor.name not in quantized:
+        if dtype not in allowed and tensor.name not in quantized:
             return f"'{tensor.name}' is {dtype}"
     return None
 

@@ -51,11 +51,25 @@ def _quantizers(graph: gs.Graph) -> list[tuple[gs.Node, gs.Node]]:
     return pairs
 
 
+# Tensors exposed at once (one sample, float32): a 800x608 layout detector exposes ~4 GB when
+# every quantized tensor is an output of one session; chunks keep each run under this.
+EXPOSED_BYTES = 256 << 20
+UNKNOWN_TENSOR_BYTES = 64 << 20  # a tensor without a shape is assumed this large
+
+
 class _Session:
-    """A model with the named tensors exposed as outputs, run one sample at a time."""
+    """A model with the named tensors exposed as outputs, run one sample at a time. No memory
+    arena: the exposed tensors are large and the next chunk's session should not find them held."""
 
     def __init__(self, model: ir.Model, names: list[str]):
-        self.session = runner.make_session(collect.expose(model, names))
+        options = runner.session_options()
+        options.enable_cpu_mem_arena = False
+        exposed = collect.expose(model, names)
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(
+            exposed.to_onnx().SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         self.names = [o.name for o in self.session.get_outputs() if o.name in set(names)]
         self.inputs = [i.name for i in self.session.get_inputs()]
 
@@ -63,62 +77,113 @@ class _Session:
         return dict(zip(self.names, self.session.run(self.names, {k: feeds[k] for k in self.inputs})))
 
 
-def _isolated(quantized: ir.Model) -> tuple[ir.Model, dict[str, str], dict[str, str]]:
-    """The int8 model with every Q fed from a float32 input, plus a fresh Q/DQ on each layer's own
-    output: (model, T -> its new input, T -> the local dequantized output)."""
+def _bytes(tensor: gs.Tensor) -> int:
+    """float32 bytes of one sample of the tensor (symbolic dimensions read as 1: a batch)."""
+    if tensor.shape is None:
+        return UNKNOWN_TENSOR_BYTES
+    return 4 * int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in tensor.shape], dtype=np.int64))
+
+
+def _chunks(pairs: list, budget: int) -> list[list]:
+    """The pairs in graph order, grouped so each group's tensors (and about as much in feeds) fit."""
+    chunks, current, size = [], [], 0
+    for pair in pairs:
+        cost = 2 * _bytes(pair[0].inputs[0])
+        if current and size + cost > budget:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(pair)
+        size += cost
+    return chunks + ([current] if current else [])
+
+
+def _feeding_quantizers(layer: gs.Node) -> list[gs.Node]:
+    """The QuantizeLinear nodes whose rounding reaches `layer`'s inputs without passing another
+    QuantizeLinear: the ones to feed with float32 for the layer's own error."""
+    found, stack, seen = [], list(layer.inputs), set()
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen or isinstance(tensor, gs.Constant) or not tensor.inputs:
+            continue
+        seen.add(id(tensor))
+        node = tensor.inputs[0]
+        if node.op == "DequantizeLinear" and node.inputs[0].inputs and node.inputs[0].inputs[0].op == "QuantizeLinear":
+            quantizer = node.inputs[0].inputs[0]
+            if not isinstance(quantizer.inputs[0], gs.Constant):
+                found.append(quantizer)
+                continue
+        stack.extend(node.inputs)
+    return found
+
+
+def _isolated(quantized: ir.Model, chunk: set[str]) -> tuple[ir.Model, dict[str, str], dict[str, str]]:
+    """The int8 model where the layers writing the `chunk` tensors get float32 inputs (rounded by
+    their own input Q as the int8 model rounds them), plus a fresh Q/DQ on each such layer's output:
+    (model, Q input -> its new graph input, T -> the local dequantized output)."""
     model = quantized.copy()
     graph = model.graph
     names = NameGen(graph)
-    feeds, local = {}, {}
+    feeds, local, fed = {}, {}, set()
     for q, dq in _quantizers(graph):
         tensor = q.inputs[0]
-        feed = gs.Variable(names(f"{tensor.name}__float32"), dtype=tensor.dtype, shape=tensor.shape)
-        graph.inputs.append(feed)
-        q.inputs[0] = feed
-        feeds[tensor.name] = feed.name
-        if tensor.inputs:  # produced by a layer (graph inputs have no layer of their own)
-            mid = gs.Variable(names(f"{tensor.name}__local_q"), dtype=q.outputs[0].dtype)
-            out = gs.Variable(names(f"{tensor.name}__local"), dtype=tensor.dtype, shape=tensor.shape)
-            graph.nodes.append(gs.Node("QuantizeLinear", inputs=[tensor, *q.inputs[1:]], outputs=[mid]))
-            graph.nodes.append(gs.Node("DequantizeLinear", inputs=[mid, *dq.inputs[1:]], outputs=[out]))
-            graph.outputs.append(out)
-            local[tensor.name] = out.name
-    graph.toposort(recurse_subgraphs=False)
+        if tensor.name not in chunk or not tensor.inputs:  # graph inputs have no layer of their own
+            continue
+        for quantizer in _feeding_quantizers(tensor.inputs[0]):
+            source = quantizer.inputs[0]
+            if source.name in fed:  # already reads its float32 feed
+                continue
+            feed = gs.Variable(names(f"{source.name}__float32"), dtype=source.dtype, shape=source.shape)
+            graph.inputs.append(feed)
+            feeds[source.name] = feed.name
+            fed.add(feed.name)
+            quantizer.inputs[0] = feed
+        mid = gs.Variable(names(f"{tensor.name}__local_q"), dtype=q.outputs[0].dtype)
+        out = gs.Variable(names(f"{tensor.name}__local"), dtype=tensor.dtype, shape=tensor.shape)
+        graph.nodes.append(gs.Node("QuantizeLinear", inputs=[tensor, *q.inputs[1:]], outputs=[mid]))
+        graph.nodes.append(gs.Node("DequantizeLinear", inputs=[mid, *dq.inputs[1:]], outputs=[out]))
+        graph.outputs.append(out)
+        local[tensor.name] = out.name
+    graph.cleanup(remove_unused_graph_inputs=False).toposort(recurse_subgraphs=False)
     return model, feeds, local
 
 
 def analyze(float_model: ir.Model, quantized: ir.Model, samples: list[dict]) -> list[dict]:
-    """One row per quantized activation, worst introduced SQNR first. Streams the samples: memory
-    holds one sample's tensors, not every tensor of every sample (a 640x640 detector's table once
-    took 17.7 GB that way)."""
+    """One row per quantized activation, worst introduced SQNR first. Streams samples and exposes
+    the tensors in chunks of EXPOSED_BYTES: memory holds one chunk of one sample (keeping every
+    tensor of every sample took a 640x640 detector's table to 17.7 GB)."""
     pairs = _quantizers(quantized.graph)
     # A quantized graph output keeps its name on the DequantizeLinear (the Q reads "<name>_f"):
     # its float32 counterpart is the float model's tensor of that name.
     known = float_model.graph.tensors()
-    float_name = {
-        q.inputs[0].name: q.inputs[0].name if q.inputs[0].name in known else dq.outputs[0].name for q, dq in pairs
-    }
-    reference = _Session(float_model, sorted(set(float_name.values())))
-    accumulated = _Session(quantized, [dq.outputs[0].name for _, dq in pairs])
-    isolated_model, feeds, local = _isolated(quantized)
-    isolated = _Session(isolated_model, list(local.values()))
+
+    def float_name(name: str, dq_output: str | None = None) -> str:
+        return name if name in known else (dq_output or name)
+
+    dq_of = {q.inputs[0].name: dq.outputs[0].name for q, dq in pairs}
     ranges: dict[str, list[float]] = {}
-    total = {name: _Energy() for name in float_name}
-    own = {name: _Energy() for name in float_name}
-    for sample in samples:
-        computed = reference.run(sample)
-        ref = {name: computed[f] for name, f in float_name.items() if f in computed}
-        acc = accumulated.run(sample)
-        lone = isolated.run({**sample, **{feeds[t]: ref[t] for t in feeds if t in ref}})
-        for q, dq in pairs:
-            name = q.inputs[0].name
-            if name not in ref:
-                continue
-            low, high = ranges.setdefault(name, [math.inf, -math.inf])
-            ranges[name] = [min(low, float(ref[name].min())), max(high, float(ref[name].max()))]
-            total[name].add(ref[name], acc.get(dq.outputs[0].name, ref[name]))
-            own[name].add(ref[name], lone[local[name]] if name in local else acc.get(dq.outputs[0].name, ref[name]))
-    order = {name: i for i, name in enumerate(float_model.graph.tensors())}
+    total = {q.inputs[0].name: _Energy() for q, _ in pairs}
+    own = {q.inputs[0].name: _Energy() for q, _ in pairs}
+    for chunk in _chunks(pairs, EXPOSED_BYTES):
+        names = [q.inputs[0].name for q, _ in chunk]
+        isolated_model, feeds, local = _isolated(quantized, set(names))
+        wanted = {n: float_name(n, dq_of.get(n)) for n in [*names, *feeds]}
+        reference = _Session(float_model, sorted(set(wanted.values())))
+        accumulated = _Session(quantized, [dq_of[n] for n in names])
+        isolated = _Session(isolated_model, list(local.values()))
+        for sample in samples:
+            computed = reference.run(sample)
+            ref = {n: computed[f] for n, f in wanted.items() if f in computed}
+            acc = accumulated.run(sample)
+            lone = isolated.run({**sample, **{feeds[t]: ref[t] for t in feeds if t in ref}})
+            for name in names:
+                if name not in ref:
+                    continue
+                low, high = ranges.setdefault(name, [math.inf, -math.inf])
+                ranges[name] = [min(low, float(ref[name].min())), max(high, float(ref[name].max()))]
+                total[name].add(ref[name], acc.get(dq_of[name], ref[name]))
+                own[name].add(ref[name], lone[local[name]] if name in local else acc.get(dq_of[name], ref[name]))
+        del reference, accumulated, isolated
+    order = {name: i for i, name in enumerate(known)}
     rows = []
     for q, _ in pairs:
         name = q.inputs[0].name

@@ -3,9 +3,9 @@
 Attention-, softmax- and LSTM-heavy models failed `quantize` at cosine 0.95 < 0.98 and the build
 stopped. Here the quantized model is measured on the check samples (no labels needed); if the
 pass's budget fails, every quantized layer is ranked by the error it introduces on its own
-(edgec.quant.debug: the layer fed float32 inputs, its output int8-rounded), and the worst 1, 2, 4,
-8, ... layers fall back to float until the budget holds, so the search costs a logarithmic number
-of model runs, not one per layer. Only when even the whole ranking in float misses does the build
+(edgec.quant.debug: the layer fed float32 inputs, its output int8-rounded), the worst 1, 2, 4,
+8, ... layers fall back to float until the budget holds, then a bisection finds the fewest between
+the last miss and the first hold: a logarithmic number of model runs, not one per layer. Only when even the whole ranking in float misses does the build
 fail. What fell back, and each layer's own SQNR, goes into the pass's stats and a warning.
 """
 
@@ -72,15 +72,27 @@ def search(
     if before.ok:
         return None
     ranking = ranked_layers(float_model, quantized, samples)
-    trials, count, model, after = 0, 1, quantized, before
-    while ranking:
-        count = min(count, len(ranking))
-        model = requantize({name for group, _ in ranking[:count] for name in group})
-        after = judge(reference, model, samples, tolerance)
+    trials, count, failed, model, after = 0, 1, 0, quantized, before
+
+    def attempt(n: int):
+        nonlocal trials
         trials += 1
+        trial = requantize({name for group, _ in ranking[:n] for name in group})
+        return trial, judge(reference, trial, samples, tolerance)
+
+    while ranking:  # 1, 2, 4, ... groups until the budget holds
+        count = min(count, len(ranking))
+        model, after = attempt(count)
         if after.ok or count == len(ranking):
             break
-        count *= 2
+        failed, count = count, count * 2
+    while after.ok and count - failed > 1:  # then the fewest between the last miss and the first hold
+        middle = (failed + count) // 2
+        trial, measured = attempt(middle)
+        if measured.ok:
+            count, model, after = middle, trial, measured
+        else:
+            failed = middle
     return {
         "ok": after.ok,
         "fallback": [name for group, _ in ranking[:count] for name in group] if after.ok else [],

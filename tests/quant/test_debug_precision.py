@@ -49,3 +49,21 @@ def test_the_table_streams_samples_in_bounded_memory():
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert len(rows) == 3 and all(r["accumulated_sqnr_db"] > 10 for r in rows)
     assert grown_mb < 500, f"analyze grew the process by {grown_mb:.0f} MB"
+
+
+def test_chunked_exposure_measures_the_same_as_one_session(fmnist_calib, monkeypatch):
+    """A model too large to expose at once is measured a few tensors at a time: same numbers."""
+    from edgec import ir
+    from edgec.models import registry
+
+    float_model = ir.load(registry.get("mobilenetv2-fmnist").path())
+    quantized = float_model.copy()
+    data = calib.load(str(fmnist_calib), float_model)
+    apply_pass(QuantizePass(calib="minmax"), quantized.graph, PassContext(calibration=data))
+    samples = data.take(4)
+    whole = debug.analyze(float_model, quantized, samples)
+    monkeypatch.setattr(debug, "EXPOSED_BYTES", 1)  # one tensor per chunk
+    assert len(debug._chunks(debug._quantizers(quantized.graph), debug.EXPOSED_BYTES)) == len(whole) > 10
+    chunked = debug.analyze(float_model, quantized, samples)
+    key = lambda r: (r["tensor"], round(r["introduced_sqnr_db"], 6), round(r["accumulated_sqnr_db"], 6))  # noqa: E731
+    assert sorted(map(key, chunked)) == sorted(map(key, whole))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from edgec.report import build_report, render_markdown
 from edgec.targets import Target
 
 DEFAULT_OPT = "2"
+STATE_KEY = "edgec.state_variables"  # written by the TFLite frontend for resource variables
 # Passes whose output only a backend with a weight container (edgec.compress.container) can store.
 WEIGHT_CONTAINER_PASSES = ("huffman",)
 
@@ -241,6 +243,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
             check.previous,
             build.backend.check_tolerance(work),
             model=work,
+            float_reference=check.original,
         )
         if not backend_check and not keep_going:
             raise CheckFailed(f"backend '{build.backend.name}' output differs from the IR: {backend_check}")
@@ -416,6 +419,7 @@ def _check_backend(
     expected: list[dict],
     tolerance,
     model: ir.Model | None = None,
+    float_reference: list[dict] | None = None,
 ) -> Comparison:
     """The artifact run by the backend's own runtime must match the IR's outputs."""
     try:
@@ -424,7 +428,8 @@ def _check_backend(
     except Exception as exc:
         # What edgec wrote and cannot run is edgec's bug, not the user's input.
         raise InternalError(f"backend '{backend.name}' could not run what it wrote: {exc}") from exc
-    check = compare(expected, outputs, tolerance, f"IR (backend {backend.name})")
+    # int8 artifacts are judged by their error against the float model next to the Q/DQ IR's.
+    check = compare(expected, outputs, tolerance, f"IR (backend {backend.name})", float_reference=float_reference)
     # A float artifact's runtime reassociates like an exact pass does: same noise-floor rule.
     return noise_floor.rejudge(check, model, samples, expected, outputs) if model is not None else check
 
@@ -460,6 +465,8 @@ def _manifest(
         "quantization": quantization,
         "outputs": [spec(s) for s in model.output_specs()],
         "files": bundle.file_table(root, list(artifact.files) + extra),
+        # A streaming model's variables as explicit ports: feed each step's state_out back as state_in.
+        **({"state": json.loads(model.metadata[STATE_KEY])} if STATE_KEY in model.metadata else {}),
         **({"notes": artifact.info["notes"]} if artifact.info.get("notes") else {}),
     }
 

@@ -61,10 +61,9 @@ def load_path(path: Path, input_shapes=None, input_dtypes=None) -> ir.Model:
     from edgec.frontends import tflite as tflite_frontend
 
     if tflite_frontend.is_tflite(path):
-        if input_shapes:
-            raise ModelLoadError(f"{path}: a .tflite model's input shapes are fixed in the file; drop --input-shape")
         try:
-            return tflite_frontend.load(path)
+            # -1 dimensions (a streaming model's length) are fixed by --input-shape; LiteRT gives the rest.
+            return tflite_frontend.load(path, input_shapes=input_shapes)
         except EdgecError:
             raise
         except Exception as exc:  # a malformed flatbuffer surfaces as whatever the schema accessors raise

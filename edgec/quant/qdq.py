@@ -36,9 +36,19 @@ def _is_float(tensor: gs.Tensor) -> bool:
 
 
 def _activations(node: gs.Node) -> list[gs.Tensor]:
-    """The non-constant float inputs (the data, not shapes, axes or weights)."""
+    """The non-constant float inputs (the data, not shapes, axes or weights). A weight that is
+    already int8 (DequantizeLinear of a constant: weight-only int8 imports) is a weight too."""
     inputs = node.inputs[:1] if node.op in SHARED_OPS and node.op != "Concat" else node.inputs
-    return [t for t in inputs if not isinstance(t, gs.Constant) and not t.is_empty() and _is_float(t)]
+    return [
+        t
+        for t in inputs
+        if not isinstance(t, gs.Constant) and not t.is_empty() and _is_float(t) and not _stored_int8(t)
+    ]
+
+
+def _stored_int8(tensor: gs.Tensor) -> bool:
+    producer = tensor.inputs[0] if tensor.inputs else None
+    return producer is not None and producer.op == "DequantizeLinear" and isinstance(producer.inputs[0], gs.Constant)
 
 
 def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
@@ -259,6 +269,27 @@ def quantize_weight_input(
         graph, node, index, q, scale, _symmetric_zero(node, np.int8, scale), axis, names, f"{weight.name}_q"
     )
     return scale
+
+
+def widen_stored_weight(node: gs.Node, index: int, qmax: int) -> None:
+    """An input that is already int8 (DequantizeLinear of a constant) but uses more than [-qmax, qmax]
+    goes back to its float values, so quantize_weight_input re-rounds it into the range: imported
+    full-range weights would saturate the int8 kernels of x86 CPUs without VNNI just the same."""
+    tensor = node.inputs[index] if index < len(node.inputs) else None
+    if tensor is None or not _stored_int8(tensor):
+        return
+    dq = tensor.inputs[0]
+    stored = np.asarray(dq.inputs[0].values)
+    if stored.dtype != np.int8 or int(np.abs(stored.astype(np.int32)).max(initial=0)) <= qmax:
+        return
+    scale = np.asarray(constant_value(dq.inputs[1]), np.float32)
+    zero = np.asarray(constant_value(dq.inputs[2]) if len(dq.inputs) > 2 and not dq.inputs[2].is_empty() else 0)
+    if scale.ndim == 1 and stored.ndim > 1:
+        shape = [1] * stored.ndim
+        shape[int(dq.attrs.get("axis", 1)) % stored.ndim] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape) if zero.ndim == 1 else zero
+    values = ((stored.astype(np.int32) - zero.astype(np.int32)).astype(np.float32) * scale).astype(np.float32)
+    node.inputs[index] = gs.Constant(f"{tensor.name}_float", np.asarray(values))
 
 
 def quantize_bias_input(graph, node, index, input_scale, weight_scale, names) -> bool:

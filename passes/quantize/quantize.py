@@ -239,6 +239,7 @@ class QuantizePass(Pass):
     def _quantize_constants(self, graph, node, params, scheme, names) -> None:
         if node.op in COMPUTE_OPS:
             input_params = params.get(node.inputs[0].name)
+            qdq.widen_stored_weight(node, 1, self._weight_qmax)  # an imported int8 weight past the range
             axis = qdq.weight_axis(node, self.per_channel)
             has_bias = node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2
             int32_bias = has_bias and input_params is not None and scheme.output_qdq

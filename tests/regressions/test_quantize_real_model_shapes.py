@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 
 import edgec
@@ -211,3 +212,28 @@ def test_weight_only_int8_models_build_float_compute_on_every_backend(tmp_path, 
     if backend == "openvino":  # was refused: "int8 IR converted without FakeQuantize"
         assert result.report["artifact"]["precision"] == "fp32"
         assert (tmp_path / "out" / "model.xml").read_text().count('element_type="i8"') == 2
+
+
+@pytest.mark.parametrize("target,backend", INT8_BUILDS)
+def test_int8_on_a_weight_only_int8_model_keeps_its_weights_weights(tmp_path, target, backend):
+    """Its DequantizeLinear weights are weights, not activations to wrap in Q/DQ; on an x86 target
+    without VNNI full-range ones are re-rounded into [-64, 64] (OpenVINO's kernels saturated: 15 dB)."""
+    model = _weight_only_int8(tmp_path / "wo.onnx")
+    result = edgec.compile(
+        model, target=target, backend=backend, opt="int8", calib="random:32", output_dir=tmp_path / "out"
+    )
+    assert result.ok and result.report["backend_check"]["ok"]
+    graph = result.model.graph
+    stored = [n for n in graph.nodes if n.op == "DequantizeLinear" and isinstance(n.inputs[0], gs.Constant)]
+    assert stored and not any(
+        n.op == "QuantizeLinear" and n.inputs[0].inputs[:1] in ([d] for d in stored) for n in graph.nodes
+    )
+    if Registry().target(target).int8_pair_sums_saturate and backend in ("onnx", "openvino"):
+        for node in (n for n in graph.nodes if n.op in ("Conv", "MatMul") and _reads_quantized_activation(n)):
+            weight = node.inputs[1].inputs[0].inputs[0].values
+            assert int(np.abs(np.asarray(weight, np.int32)).max()) <= 64
+
+
+def _reads_quantized_activation(node):
+    source = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+    return source is not None and source.op == "DequantizeLinear" and not isinstance(source.inputs[0], gs.Constant)

@@ -132,9 +132,13 @@ class Comparison:
             "top1_agreement": self.top1_agreement,
             **({"within_lsb": self.within_lsb} if self.within_lsb is not None else {}),
             **({"vs_float": [_json_db(v) for v in self.vs_float]} if self.vs_float is not None else {}),
-            "tolerance": {k: v for k, v in asdict(self.tolerance).items() if v not in (None, ())},
+            # Only what the budget sets: fields at their defaults (no budget) are left out.
+            "tolerance": {k: v for k, v in asdict(self.tolerance).items() if v != _DEFAULT_BUDGET[k]},
             "failures": list(self.failures),
         }
+
+
+_DEFAULT_BUDGET = asdict(Tolerance())
 
 
 def _json_db(record: dict) -> dict:

@@ -576,5 +576,7 @@ def test_tflite_content_is_recognized_under_any_suffix(tmp_path):
     path.write_bytes(_small_model())
     model = frontends.load(path).model
     assert op_counts(model) == {"Transpose": 2, "Conv": 1}
-    with pytest.raises(ModelLoadError, match="input shapes are fixed"):
-        frontends.load_path(path, input_shapes={"input0": [1, 4, 4, 2]})
+    # --input-shape may only restate fixed dimensions (it sets a streaming model's -1 ones).
+    assert frontends.load_path(path, input_shapes={"input0": [1, 4, 4, 2]}).graph.inputs[0].shape == [1, 4, 4, 2]
+    with pytest.raises(ModelLoadError, match="only -1 dimensions can be set"):
+        frontends.load_path(path, input_shapes={"input0": [1, 8, 8, 2]})

@@ -72,7 +72,7 @@ PHASES = [
 # onnxruntime cannot run, a valid dim_value -1 (dynamic) read as a fixed dimension (issue 12, item 3),
 # and the same for a .tflite input whose shape_signature is dynamic (the corpus only fixes those).
 INTERNAL = re.compile(
-    r"raised [A-Za-z_.]*(Error|Exception|Interrupt|Exit)\b|Traceback \(most recent call last\)|internal error"
+    r"raised [A-Z][A-Za-z_.]*:|raised [A-Za-z_.]*(Error|Exception|Interrupt|Exit)\b|Traceback \(most recent call last\)|internal error"
     r"|pass '[^']+' produced a model|dimension -1 is fixed|input shapes are fixed in the file"
 )
 

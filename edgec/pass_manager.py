@@ -125,6 +125,11 @@ def deadline(seconds: float | None, what: str = "build"):
     where: list[str] = []
 
     def expire(signum, frame):
+        if _importing(frame):
+            # An exception in the middle of an import leaves a half-initialized module (a C
+            # extension's, even) in sys.modules for later code to crash on: wait for it to finish.
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
         if not where:
             where.append(_describe(frame))
         signal.setitimer(signal.ITIMER_REAL, 1.0)  # again every second, should the body catch it
@@ -142,6 +147,14 @@ def deadline(seconds: float | None, what: str = "build"):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _describe(frame) -> str:

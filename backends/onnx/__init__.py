@@ -28,6 +28,12 @@ class OnnxBackend(Backend):
             return self._lower_compressed(model, out_dir)
         files = ir.save(model, out_dir / "model.onnx")
         info = {"opset": model.opset}
+        if (why := _optimizer_refusal(out_dir / "model.onnx")) is not None:
+            info["notes"] = [
+                f"onnxruntime's graph optimizer refuses this model at its input shapes ({why}); it runs "
+                "correctly unoptimized: edgec.runtime.load does so, your own sessions need "
+                "graph_optimization_level=ORT_DISABLE_ALL"
+            ]
         if (
             ir.compute_precision(model.graph) == "int8"
             and host_int8_pair_sums_saturate()
@@ -36,10 +42,10 @@ class OnnxBackend(Backend):
             # The device's kernels take full-range int8 weights; this host's would saturate them and
             # blame the model for the host's CPU, so the check runs the Q/DQ graph unfused here.
             info["check_without_qdq_fusion"] = True
-            info["notes"] = [
+            info.setdefault("notes", []).extend([
                 "checked on this host with onnxruntime's Q/DQ fusion off: its x86 int8 kernels (no VNNI) "
                 f"saturate 16-bit pair sums on full-range weights, {target.name}'s do not"
-            ]
+            ])
         return Artifact(self.name, Path("model.onnx"), [f.relative_to(out_dir) for f in files], info=info)
 
     def _lower_compressed(self, model: ir.Model, out_dir: Path) -> Artifact:
@@ -72,3 +78,12 @@ class OnnxBackend(Backend):
             )
             return lambda feeds: runner.run(session, [feeds])[0]
         return loaded.run
+
+
+def _optimizer_refusal(path: Path) -> str | None:
+    """Why onnxruntime's optimizer refuses the written model, when it loads unoptimized."""
+    proto = onnx.load(str(path))
+    if not any(node.op_type in ("If", "Loop", "Scan") for node in proto.graph.node):
+        return None  # only subgraph shape inference has been seen to break the optimizer
+    session, why = edgec_runtime.optimized_session(proto)
+    return why if session is not None else None

@@ -32,6 +32,8 @@ class LoadedModel:
     session: object  # onnxruntime.InferenceSession
     manifest: dict | None = None
     decoded: list[str] = field(default_factory=list)  # tensors that came from the container
+    # Why onnxruntime's graph optimizer was off for this session (None: optimized, as usual).
+    unoptimized_because: str | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -65,11 +67,29 @@ def load(path: str | Path, threads: int | None = None) -> LoadedModel:
     except Exception as exc:
         raise EdgecError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
     decoded = _join_container(proto, path.parent, manifest)
+    session, unoptimized_because = optimized_session(proto, threads)
+    if session is None:
+        raise EdgecError(f"{path}: onnxruntime cannot load the model: {unoptimized_because}")
+    return LoadedModel(proto, session, manifest, decoded, unoptimized_because)
+
+
+def optimized_session(proto: onnx.ModelProto, threads: int | None = None):
+    """(session, None) with onnxruntime's graph optimizations on, as deployed sessions run.
+
+    Its optimizer folds the Constant nodes inside If branches and then infers both branches'
+    shapes; a branch the inputs never take need not fit the static input shapes (silero-vad's
+    8 kHz branch at a 16 kHz input shape), and it refuses a model that runs correctly
+    unoptimized. Then (unoptimized session, why): the workaround onnxruntime users apply by hand
+    (graph_optimization_level=ORT_DISABLE_ALL). (None, why) when neither loads.
+    """
     try:
-        session = runner.make_session(proto, optimize=True, threads=threads)
+        return runner.make_session(proto, optimize=True, threads=threads), None
     except Exception as exc:
-        raise EdgecError(f"{path}: onnxruntime cannot load the model: {str(exc).splitlines()[0][:200]}") from exc
-    return LoadedModel(proto, session, manifest, decoded)
+        why = str(exc).splitlines()[0][:200]
+    try:
+        return runner.make_session(proto, optimize=False, threads=threads), why
+    except Exception:
+        return None, why
 
 
 MANIFEST_BYTES_LIMIT = 64 << 20

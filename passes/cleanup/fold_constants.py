@@ -8,7 +8,7 @@ import onnx_graphsurgeon as gs
 from edgec import runner
 from edgec.compress import shared
 from edgec.graph_utils import attr_tensor_to_numpy, is_graph_output, remove_node
-from edgec.ir import Model, iter_graphs
+from edgec.ir import Model
 from edgec.pass_infra import Pass, PassContext, PassResult, option
 
 # Folding these would freeze one random draw into the model.
@@ -34,11 +34,15 @@ class FoldConstantsPass(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         stats = {"constant_nodes": 0, "folded_nodes": 0, "kept_for_size": 0}
-        for g in list(iter_graphs(graph)):
-            stats["constant_nodes"] += _constant_nodes_to_initializers(g)
-            folded, kept = self.fold(g)
-            stats["folded_nodes"] += folded
-            stats["kept_for_size"] += kept
+        # The main graph only. onnxruntime infers the shapes of both branches of an If at load, from
+        # the values it knows: a branch the inputs never take need not fit the static input shapes
+        # (silero-vad's 8 kHz branch squeezes an axis that is 2 at its 16 kHz shape). Folding in a
+        # branch (to initializers or to Constant nodes alike) made such a model refuse to load;
+        # branches stay as the exporter wrote them.
+        stats["constant_nodes"] += _constant_nodes_to_initializers(graph)
+        folded, kept = self.fold(graph)
+        stats["folded_nodes"] += folded
+        stats["kept_for_size"] += kept
         return PassResult(stats["constant_nodes"] + stats["folded_nodes"] > 0, stats)
 
     def _foldable(self, node: gs.Node) -> bool:

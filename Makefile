@@ -22,7 +22,7 @@ system-deps:
 # mediapipe wheel into build/testdata/ (downloaded once, not installed; see the script).
 test-data: $(STAMP)
 	$(BIN)/python scripts/fetch-mediapipe-models
-	$(BIN)/python scripts/fetch-realmodels --only ppocr-cls --only nudenet-320n --only mp-face-detection --only ppocrv4-det
+	$(BIN)/python scripts/fetch-realmodels --only ppocr-cls --only nudenet-320n --only mp-face-detection --only ppocrv4-det --only silero-vad
 
 demo: install
 	$(BIN)/edgec inspect zoo:mobilenetv2-fmnist --target raspberry-pi-4 --target arduino-nano-33-ble

@@ -13,6 +13,10 @@ from edgec.graph_utils import NameGen
 from edgec.quant.observers import HistogramObserver
 
 BATCH = 32
+# Samples per run are also capped so that BATCH_LIVE_TENSORS copies of the model's largest
+# activation, at that batch, fit in this: 32 images of a 608x800 detector hold GBs at once.
+BATCH_BYTES = 256 << 20
+BATCH_LIVE_TENSORS = 4
 
 
 def expose(model: ir.Model, names: Sequence[str]) -> ir.Model:
@@ -28,10 +32,31 @@ def expose(model: ir.Model, names: Sequence[str]) -> ir.Model:
     return exposed
 
 
-def batches(samples: Iterable[dict], model: ir.Model, size: int = BATCH) -> Iterable[tuple[dict, int]]:
+def batch_size(model: ir.Model) -> int:
+    """Samples per run: 1 unless every input's first dimension is dynamic; then up to BATCH, as
+    many as keep the largest activation's copies within BATCH_BYTES."""
+    if not all(t.shape and not isinstance(t.shape[0], int) for t in model.graph.inputs):
+        return 1
+    largest = max((_per_sample_bytes(t) for t in model.graph.tensors().values()), default=0)
+    return int(max(1, min(BATCH, BATCH_BYTES // max(1, largest * BATCH_LIVE_TENSORS))))
+
+
+def _per_sample_bytes(tensor: gs.Tensor) -> int:
+    shape = getattr(tensor, "shape", None)
+    if not shape or isinstance(tensor, gs.Constant):
+        return 0
+    elements = 1
+    for dim in shape[1:]:
+        elements *= dim if isinstance(dim, int) and dim > 0 else 1
+    return elements * 4
+
+
+def batches(samples: Iterable[dict], model: ir.Model, size: int | None = None) -> Iterable[tuple[dict, int]]:
     """(feeds, number of samples in them): samples stacked along the batch axis when every
-    input's first dimension is dynamic (fewer, larger runs), one at a time otherwise."""
-    dynamic = all(t.shape and not isinstance(t.shape[0], int) for t in model.graph.inputs)
+    input's first dimension is dynamic (fewer, larger runs; batch_size() per run unless `size`
+    is given), one at a time otherwise."""
+    size = size or batch_size(model)
+    dynamic = size > 1
     pending: list[dict] = []
     for sample in samples:
         if not dynamic:
@@ -61,8 +86,7 @@ def observe(
     `exact_extremes`, onnxruntime also reduces every tensor to its exact min and max (what the
     minmax method needs; the reductions cost as much as the model itself on PP-LCNet).
     """
-    dynamic = all(t.shape and not isinstance(t.shape[0], int) for t in model.graph.inputs)
-    runs = max(1, -(-len(calibration) // BATCH) if dynamic else len(calibration))
+    runs = max(1, -(-len(calibration) // batch_size(model)))
     # About 2^20 sampled values per tensor over the whole set, never fewer than 4096 per run.
     per_run = max(4096, (1 << 20) // runs)
     summarized, outputs = _summarizing(model, names, per_run, exact_extremes)

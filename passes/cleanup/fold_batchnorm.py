@@ -1,4 +1,5 @@
-"""Fold inference-mode BatchNormalization into the Conv, ConvTranspose, Gemm or MatMul before it."""
+"""Fold inference-mode BatchNormalization into the Conv, ConvTranspose, Gemm or MatMul before it;
+one with nothing to fold into becomes Mul + Add (x * scale + shift per channel)."""
 
 from __future__ import annotations
 
@@ -26,18 +27,20 @@ class FoldBatchNormPass(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         names = NameGen(graph)
         folded = {op: 0 for op in PRODUCERS}
+        affine = 0
         for g in list(iter_graphs(graph)):
             for bn in [n for n in g.nodes if n.op == "BatchNormalization"]:
                 producer = _foldable_producer(g, bn)
-                if producer is None:
-                    continue
-                x = bn.inputs[0]
-                scale, shift = _affine(bn)
-                if _FOLDERS[producer.op](g, producer, scale, shift, names):
-                    absorb_into_producer(g, bn, x)
-                    folded[producer.op] += 1
-        stats = {f"into_{op.lower()}": count for op, count in folded.items()}
-        return PassResult(sum(folded.values()) > 0, stats)
+                if producer is not None:
+                    x = bn.inputs[0]
+                    scale, shift = _affine(bn)
+                    if _FOLDERS[producer.op](g, producer, scale, shift, names):
+                        absorb_into_producer(g, bn, x)
+                        folded[producer.op] += 1
+                        continue
+                affine += _to_mul_add(g, bn, names)
+        stats = {f"into_{op.lower()}": count for op, count in folded.items()} | {"to_mul_add": affine}
+        return PassResult(sum(folded.values()) + affine > 0, stats)
 
 
 def _foldable_producer(graph: gs.Graph, bn: gs.Node) -> gs.Node | None:
@@ -52,6 +55,37 @@ def _foldable_producer(graph: gs.Graph, bn: gs.Node) -> gs.Node | None:
     if producer.op not in PRODUCERS or len(producer.outputs) != 1:
         return None
     return producer
+
+
+def _to_mul_add(graph: gs.Graph, bn: gs.Node, names: NameGen) -> int:
+    """A BatchNormalization after a Concat, an Add or an input: Mul and Add, which every backend
+    lowers and quantization treats like any other arithmetic (TFLite has no BatchNormalization)."""
+    if bn.attrs.get("training_mode", 0) or any(o.outputs for o in bn.outputs[1:]):
+        return 0
+    if any(constant_value(t) is None for t in bn.inputs[1:5]):
+        return 0
+    x, out = bn.inputs[0], bn.outputs[0]
+    if x.shape is None or len(x.shape) < 2:
+        return 0
+    dtype = constant_value(bn.inputs[1]).dtype
+    scale, shift = _affine(bn)
+    per_channel = [-1] + [1] * (len(x.shape) - 2)
+    scaled = gs.Variable(names(f"{out.name}_bn_scaled"), dtype=out.dtype, shape=out.shape)
+    mul = gs.Node(
+        "Mul", names(f"{bn.name}_scale"),
+        inputs=[x, gs.Constant(names(f"{bn.name}_scale_value"), scale.reshape(per_channel).astype(dtype))],
+        outputs=[scaled],
+    )
+    add = gs.Node(
+        "Add", names(f"{bn.name}_shift"),
+        inputs=[scaled, gs.Constant(names(f"{bn.name}_shift_value"), shift.reshape(per_channel).astype(dtype))],
+        outputs=[out],
+    )
+    bn.inputs.clear()
+    bn.outputs.clear()
+    at = next(i for i, n in enumerate(graph.nodes) if n is bn)
+    graph.nodes[at : at + 1] = [mul, add]
+    return 1
 
 
 def _affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray]:

@@ -69,14 +69,29 @@ def test_matmul_becomes_matmul_plus_add():
     assert assert_equivalent(before, model) < 1e-6
 
 
-def test_leaves_bn_whose_input_has_other_readers():
+def test_bn_whose_input_has_other_readers_becomes_mul_add():
     b = GraphBuilder(seed=6)
     x = b.input("x", [1, 2, 4, 4])
     conv = b.op("Conv", [x, b.weight(2, 2, 1, 1)])
     b.output(_bn(b, conv, 2))
     b.output(b.op("Relu", [conv]))
     model = b.model()
-    assert not apply(model, FoldBatchNormPass()).modified
+    before = model.copy()
+    result = apply(model, FoldBatchNormPass())
+    assert result.modified and result.stats["to_mul_add"] == 1 and result.stats["into_conv"] == 0
+    assert sorted(n.op for n in model.graph.nodes) == ["Add", "Conv", "Mul", "Relu"]
+    assert assert_equivalent(before, model) < 1e-6
+
+
+def test_bn_on_a_graph_input_becomes_mul_add():
+    b = GraphBuilder(seed=8)
+    x = b.input("x", [1, 3, 5, 5])
+    b.output(_bn(b, x, 3))
+    model = b.model()
+    before = model.copy()
+    assert apply(model, FoldBatchNormPass()).stats["to_mul_add"] == 1
+    assert sorted(n.op for n in model.graph.nodes) == ["Add", "Mul"]
+    assert assert_equivalent(before, model) < 1e-6
 
 
 def test_shared_weight_is_not_edited_in_place():

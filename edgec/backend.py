@@ -73,8 +73,7 @@ class Backend:
         return self
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
-        quantized = any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in ir.iter_nodes(model.graph))
-        return self.quantized_tolerance if quantized else self.tolerance
+        return self.quantized_tolerance if ir.has_quantized_numerics(model.graph) else self.tolerance
 
     def available(self) -> tuple[bool, str]:
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]

@@ -467,6 +467,21 @@ def quantizes_activations(graph: gs.Graph) -> bool:
     )
 
 
+# Operators that compute in integers from quantized inputs, as onnxruntime's quantize_dynamic
+# and QOperator exports write them (ddddocr's CRNN): no Q/DQ pairs, but int8 numerics.
+INTEGER_ARITHMETIC_OPS = {
+    "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul",
+    "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearAdd", "QLinearMul",
+}
+
+
+def has_quantized_numerics(graph: gs.Graph) -> bool:
+    """Q/DQ pairs or integer-arithmetic operators anywhere: a runtime may round differently from
+    onnxruntime there, so checks hold it to a quantized budget, not float32's."""
+    quantized = INTEGER_ARITHMETIC_OPS | {"QuantizeLinear", "DequantizeLinear"}
+    return any(n.op in quantized for n in iter_nodes(graph))
+
+
 def compute_precision(graph: gs.Graph) -> str:
     """What a graph computes in, as backends plan their artifact: int8 when it has Q/DQ, fp16
     when it holds float16 tensors (convert-fp16's weights and casts), fp32 otherwise."""

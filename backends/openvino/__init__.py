@@ -44,7 +44,7 @@ class OpenvinoBackend(Backend):
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         precision = self._written_precision or ir.compute_precision(model.graph)
-        if precision == "int8":
+        if precision == "int8" or ir.has_quantized_numerics(model.graph):
             return self.quantized_tolerance
         if precision == "fp16":
             return self.fp16_tolerance

@@ -167,7 +167,7 @@ CORPUS: list[Entry] = [
           "96fa0adccb6e8cf95cb14465409a1a2898ee4a96a85bb9ed3c7eb0e68bf163e8", 1092516,
           "audio features (STFT as Conv + mel BatchMatMul)", "TFLite converter (float32)",
           ("float32 TFLite", "dynamic input length", "LOG/REDUCE_MAX/BATCH_MATMUL"),
-          {"input": "1x1280"}, None),
+          {"serving_default_input:0": "1x1280"}, None),
     Entry("oww-embedding", PYOPEN_WAKEWORD, "pyopen_wakeword/models/embedding_model.tflite",
           "c0aea21eb84a4ce90a08c870da41b7a7173b45269e6a3207c71d67c40f3a59d8", 1330312,
           "audio embedding (speech-embedding CNN)", "TFLite converter (float32)",

@@ -475,11 +475,15 @@ INTEGER_ARITHMETIC_OPS = {
 }
 
 
+def has_integer_arithmetic(graph: gs.Graph) -> bool:
+    return any(n.op in INTEGER_ARITHMETIC_OPS for n in iter_nodes(graph))
+
+
 def has_quantized_numerics(graph: gs.Graph) -> bool:
     """Q/DQ pairs or integer-arithmetic operators anywhere: a runtime may round differently from
     onnxruntime there, so checks hold it to a quantized budget, not float32's."""
-    quantized = INTEGER_ARITHMETIC_OPS | {"QuantizeLinear", "DequantizeLinear"}
-    return any(n.op in quantized for n in iter_nodes(graph))
+    qdq = any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in iter_nodes(graph))
+    return qdq or has_integer_arithmetic(graph)
 
 
 def compute_precision(graph: gs.Graph) -> str:

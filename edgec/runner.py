@@ -54,7 +54,13 @@ def make_session(
     return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
 
 
-_ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+# onnxruntime's input type strings as NumPy dtypes.
+ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16, "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
+}
+_ORT_FLOATS = {name: dtype for name, dtype in ORT_DTYPES.items() if np.issubdtype(dtype, np.floating)}
 
 
 def run(session: ort.InferenceSession, samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:

@@ -25,11 +25,6 @@ from edgec import ir, runner
 from edgec.graph_utils import constant_value
 from edgec.quant.scheme import COMPUTE_OPS
 
-_ORT_DTYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16, "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
-}
 MIN_GAIN = 0.05
 RUNS = 30
 # Float layers keep float weights (4x their int8 size); at most this share of the model's
@@ -43,7 +38,7 @@ def latency_us(model: ir.Model, runs: int = RUNS) -> float:
     rng = np.random.default_rng(0)
     for tensor in session.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in tensor.shape]
-        dtype = _ORT_DTYPES.get(tensor.type, np.float32)
+        dtype = runner.ORT_DTYPES.get(tensor.type, np.float32)
         if np.issubdtype(dtype, np.floating):
             feeds[tensor.name] = rng.standard_normal(shape).astype(dtype)
         else:

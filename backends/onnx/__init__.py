@@ -28,7 +28,7 @@ class OnnxBackend(Backend):
             return self._lower_compressed(model, out_dir)
         files = ir.save(model, out_dir / "model.onnx")
         info = {"opset": model.opset}
-        if (why := _optimizer_refusal(out_dir / "model.onnx")) is not None:
+        if (why := _optimizer_refusal(model, out_dir / "model.onnx")) is not None:
             info["notes"] = [
                 f"onnxruntime's graph optimizer refuses this model at its input shapes ({why}); it runs "
                 "correctly unoptimized: edgec.runtime.load does so, your own sessions need "
@@ -80,10 +80,9 @@ class OnnxBackend(Backend):
         return loaded.run
 
 
-def _optimizer_refusal(path: Path) -> str | None:
+def _optimizer_refusal(model: ir.Model, path: Path) -> str | None:
     """Why onnxruntime's optimizer refuses the written model, when it loads unoptimized."""
-    proto = onnx.load(str(path))
-    if not any(node.op_type in ("If", "Loop", "Scan") for node in proto.graph.node):
+    if not any(next(node.subgraphs(), None) is not None for node in model.graph.nodes):
         return None  # only subgraph shape inference has been seen to break the optimizer
-    session, why = edgec_runtime.optimized_session(proto)
+    session, why = edgec_runtime.optimized_session(onnx.load(str(path)))
     return why if session is not None else None

@@ -43,10 +43,15 @@ class FoldBatchNormPass(Pass):
         return PassResult(sum(folded.values()) + affine > 0, stats)
 
 
-def _foldable_producer(graph: gs.Graph, bn: gs.Node) -> gs.Node | None:
+def _inference_with_constants(bn: gs.Node) -> bool:
+    """Inference mode, only Y read, and constant scale/bias/mean/var: an affine map."""
     if bn.attrs.get("training_mode", 0) or any(o.outputs for o in bn.outputs[1:]):
-        return None
-    if any(constant_value(t) is None for t in bn.inputs[1:5]):
+        return False
+    return all(constant_value(t) is not None for t in bn.inputs[1:5])
+
+
+def _foldable_producer(graph: gs.Graph, bn: gs.Node) -> gs.Node | None:
+    if not _inference_with_constants(bn):
         return None
     x = bn.inputs[0]
     if len(x.inputs) != 1 or only_consumer(graph, x) is not bn:
@@ -60,12 +65,8 @@ def _foldable_producer(graph: gs.Graph, bn: gs.Node) -> gs.Node | None:
 def _to_mul_add(graph: gs.Graph, bn: gs.Node, names: NameGen) -> int:
     """A BatchNormalization after a Concat, an Add or an input: Mul and Add, which every backend
     lowers and quantization treats like any other arithmetic (TFLite has no BatchNormalization)."""
-    if bn.attrs.get("training_mode", 0) or any(o.outputs for o in bn.outputs[1:]):
-        return 0
-    if any(constant_value(t) is None for t in bn.inputs[1:5]):
-        return 0
     x, out = bn.inputs[0], bn.outputs[0]
-    if x.shape is None or len(x.shape) < 2:
+    if not _inference_with_constants(bn) or x.shape is None or len(x.shape) < 2:
         return 0
     dtype = constant_value(bn.inputs[1]).dtype
     scale, shift = _affine(bn)

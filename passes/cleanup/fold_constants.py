@@ -33,17 +33,15 @@ class FoldConstantsPass(Pass):
     keep_ops: tuple[str, ...] = ("DequantizeLinear",)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        stats = {"constant_nodes": 0, "folded_nodes": 0, "kept_for_size": 0}
         # The main graph only. onnxruntime infers the shapes of both branches of an If at load, from
         # the values it knows: a branch the inputs never take need not fit the static input shapes
         # (silero-vad's 8 kHz branch squeezes an axis that is 2 at its 16 kHz shape). Folding in a
         # branch (to initializers or to Constant nodes alike) made such a model refuse to load;
         # branches stay as the exporter wrote them.
-        stats["constant_nodes"] += _constant_nodes_to_initializers(graph)
+        constant_nodes = _constant_nodes_to_initializers(graph)
         folded, kept = self.fold(graph)
-        stats["folded_nodes"] += folded
-        stats["kept_for_size"] += kept
-        return PassResult(stats["constant_nodes"] + stats["folded_nodes"] > 0, stats)
+        stats = {"constant_nodes": constant_nodes, "folded_nodes": folded, "kept_for_size": kept}
+        return PassResult(constant_nodes + folded > 0, stats)
 
     def _foldable(self, node: gs.Node) -> bool:
         return (

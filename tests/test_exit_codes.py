@@ -25,7 +25,7 @@ LENET5 = str(registry.get("lenet5").path())
 
 def _one_line(capsys, code_expected: int, code: int) -> str:
     captured = capsys.readouterr()
-    err = [line for line in captured.err.splitlines() if line.strip() and not line.startswith("edgec: warning")]
+    err = _error_lines(captured.err)
     assert code == code_expected, captured.err
     assert len(err) == 1, err
     assert err[0].startswith("edgec: ") and "Traceback" not in captured.err
@@ -38,10 +38,16 @@ def _one_line_in_a_child(argv: list[str], code_expected: int) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "edgec", *argv], capture_output=True, text=True, timeout=300
     )
-    err = [line for line in done.stderr.splitlines() if line.strip() and line.startswith("edgec: ") and not line.startswith("edgec: warning")]
+    # onnxruntime's native log lines reach a child's stderr; in-process they bypass capsys.
+    err = [line for line in _error_lines(done.stderr) if "[W:onnxruntime" not in line]
     assert done.returncode == code_expected, done.stderr
-    assert len(err) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(err) == 1, err
+    assert err[0].startswith("edgec: ") and "Traceback" not in done.stderr
     return err[0]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("edgec: warning")]
 
 
 def _tiny(opset: int = 17, weights_as_constant_nodes: bool = False, input_shape=(1, 1, 14, 14)) -> onnx.ModelProto:
@@ -291,7 +297,7 @@ def test_a_hanging_pass_is_stopped_by_the_timeout(tmp_path, capsys):
     ]
     start = time.monotonic()
     line = _one_line_in_a_child(argv, 1)
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 30
     assert "ran past --timeout 1.5s while running pass 'hang'" in line and f"{plugin}:" in line
     assert not (tmp_path / "o").exists() and [p.name for p in tmp_path.iterdir()] == ["hang.py"]
 

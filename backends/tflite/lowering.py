@@ -91,7 +91,9 @@ class Context:
         if isinstance(tensor, gs.Constant):
             if tensor.name not in self.values:
                 values = np.asarray(tensor.values)
-                self.values[tensor.name] = Lowered(self.stored(tensor.name, values, tensor), values.shape)
+                params = self.quant.get(tensor.name)  # stored unpermuted: the channel axis is ONNX's
+                axis = params.axis if params is not None else None
+                self.values[tensor.name] = Lowered(self.stored(tensor.name, values, tensor, axis), values.shape)
             return self.values[tensor.name]
         return self.values[tensor.name]
 

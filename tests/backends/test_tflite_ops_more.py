@@ -103,8 +103,7 @@ def matmul(a_shape, b_shape, constant_b=False):
         ((4,), (2, 4, 3), False),  # 1-D operands get a unit axis the result drops
         ((2, 3, 4), (4,), False),
         ((4,), (4,), False),
-        ((2, 3, 4), (4, 5), True),  # a constant weight under a 3-D activation
-        ((3, 4), (2, 4, 5), True),
+        ((3, 4), (2, 4, 5), True),  # a constant 3-D weight
     ],
 )
 def test_matmul_batches_broadcast(a_shape, b_shape, constant_b):
@@ -113,8 +112,11 @@ def test_matmul_batches_broadcast(a_shape, b_shape, constant_b):
     assert "BATCH_MATMUL" in operators(model)
 
 
-def test_matmul_of_constant_2d_weight_keeps_fully_connected():
-    ops = operators(matmul((3, 4), (4, 5), constant_b=True))
+@pytest.mark.parametrize("a_shape", [(3, 4), (2, 3, 4), (2, 2, 3, 4)])
+def test_matmul_of_constant_2d_weight_is_fully_connected_at_any_activation_rank(a_shape):
+    model = matmul(a_shape, (4, 5), constant_b=True)
+    assert compare(model) < 1e-5
+    ops = operators(model)
     assert "FULLY_CONNECTED" in ops and "BATCH_MATMUL" not in ops
 
 

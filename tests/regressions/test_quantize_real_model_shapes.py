@@ -237,3 +237,33 @@ def test_int8_on_a_weight_only_int8_model_keeps_its_weights_weights(tmp_path, ta
 def _reads_quantized_activation(node):
     source = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
     return source is not None and source.op == "DequantizeLinear" and not isinstance(source.inputs[0], gs.Constant)
+
+
+def _token_dense_layers(path):
+    """(batch, tokens, features) x constant (features, units) twice, as the SVTR attention blocks of
+    PP-OCRv4's recognizer project their tokens: int8 weights per output channel (axis 1)."""
+    b = GraphBuilder(seed=3)
+    x = b.input("x", [1, 10, 24])
+    h = b.op("Relu", [b.op("MatMul", [x, b.weight(24, 36)])])
+    b.output(b.op("MatMul", [h, b.weight(36, 12)]))
+    onnx.save(b.proto(), path)
+    return path
+
+
+def test_token_dense_layers_lower_to_fully_connected_with_per_channel_int8_weights(tmp_path):
+    """Before, the lowering took them as BATCH_MATMUL with the per-channel scales on the wrong axis,
+    and LiteRT refused the file ("num_scales must be 1 ... or 24 for per-axis, but got 36"): exit 3."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    result = edgec.compile(
+        _token_dense_layers(tmp_path / "tokens.onnx"), target="raspberry-pi-4", opt="int8", calib="random:32",
+        output_dir=tmp_path / "out",
+    )
+    assert result.ok and result.report["backend_check"]["ok"]
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs((tmp_path / "out" / "model.tflite").read_bytes(), 0))
+    ops = [model.operatorCodes[op.opcodeIndex].builtinCode for op in model.subgraphs[0].operators]
+    assert ops.count(schema.BuiltinOperator.FULLY_CONNECTED) == 2 and schema.BuiltinOperator.BATCH_MATMUL not in ops
+    weights = [model.subgraphs[0].tensors[op.inputs[1]] for op in model.subgraphs[0].operators
+               if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.FULLY_CONNECTED]
+    assert [len(w.quantization.scale) for w in weights] == [36, 12]
+    assert all(w.type == schema.TensorType.INT8 and w.quantization.quantizedDimension == 0 for w in weights)

@@ -1,4 +1,5 @@
-"""Gemm and MatMul with a constant 2-D weight -> FULLY_CONNECTED (weights as (out, in))."""
+"""Gemm and MatMul with a constant 2-D weight -> FULLY_CONNECTED (weights as (out, in); MatMul's
+leading activation axes kept with keep_num_dims)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ from edgec.backends.tflite.ops.common import constant, present, refuse
 def _fully_connected(ctx, node, x, weight: np.ndarray, bias: np.ndarray | None) -> None:
     """`weight` (out, in) and `bias` as stored (float32, float16, or int8 / int32 with the IR's
     quantization, per output channel on axis 0 after the transposes)."""
-    if len(x.shape) != 2:
-        refuse(node, f"input of rank {len(x.shape)}: only 2-D inputs are lowered")
     if x.columns is not None:  # flattened from NHWC: the weights follow the stored order instead
         weight, source = weight[:, x.columns], x.index
     else:
@@ -21,11 +20,13 @@ def _fully_connected(ctx, node, x, weight: np.ndarray, bias: np.ndarray | None) 
     inputs = [source, ctx.stored(f"{node.name}/weights", weight, node.inputs[1], axis=0)]
     inputs.append(ctx.stored(f"{node.name}/bias", bias, node.inputs[2], axis=0) if bias is not None else -1)
     out = ctx.new(node.outputs[0], nhwc=False)
+    options = schema.FullyConnectedOptionsT()
+    options.keepNumDims = len(x.shape) > 2  # (..., in) -> (..., out) as MatMul; else FC flattens to 2-D
     ctx.builder.operator(
         schema.BuiltinOperator.FULLY_CONNECTED,
         inputs,
         [out.index],
-        schema.FullyConnectedOptionsT(),
+        options,
         schema.BuiltinOptions.FullyConnectedOptions,
     )
 

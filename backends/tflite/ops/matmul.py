@@ -13,9 +13,10 @@ MAX_RANK = 5  # TFLite's BATCH_MATMUL kernel takes operands of rank 2 to 5
 
 
 def fits_fully_connected(ctx, node) -> bool:
-    """A 2-D activation times a constant 2-D matrix: dense.py's FULLY_CONNECTED, the faster kernel."""
+    """An activation of rank >= 2 times a constant 2-D matrix: dense.py's FULLY_CONNECTED (with
+    keep_num_dims above rank 2), the faster kernel and the only one taking per-channel int8 weights."""
     weight = node.inputs[1]
-    return isinstance(weight, gs.Constant) and np.ndim(weight.values) == 2 and len(ctx.get(node.inputs[0]).shape) == 2
+    return isinstance(weight, gs.Constant) and np.ndim(weight.values) == 2 and len(ctx.get(node.inputs[0]).shape) >= 2
 
 
 def gemm_fits_fully_connected(ctx, node) -> bool:
@@ -49,6 +50,10 @@ def _batch_matmul(ctx, a: int, b: int, out: int, adj_a: bool = False, adj_b: boo
 def lower_batch_matmul(ctx, node) -> None:
     """NumPy matmul semantics: 1-D operands get a unit axis that the result drops again."""
     (a, a_shape), (b, b_shape) = (_operand(ctx, t) for t in node.inputs)
+    for tensor in node.inputs:
+        params = ctx.quant.get(tensor.name)
+        if params is not None and params.axis is not None and not params.dequantize:
+            refuse(node, f"'{tensor.name}' is int8 per channel: BATCH_MATMUL takes only per-tensor int8 operands")
     if max(len(a_shape), len(b_shape)) > MAX_RANK:
         refuse(node, f"operands of rank {max(len(a_shape), len(b_shape))}: BATCH_MATMUL takes at most {MAX_RANK}")
     if len(a_shape) == 1:

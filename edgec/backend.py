@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -49,6 +49,13 @@ class Backend:
     # where the IR's Q/DQ emulation rounds once in float (measured: 3e-3 relative on
     # MobileNetV2 logits, SQNR > 50 dB).
     quantized_tolerance: ClassVar[Tolerance] = Tolerance(min_cosine=0.999, min_sqnr_db=30.0)
+    # When the check has the float model's outputs, an int8 artifact is judged by its error
+    # against them next to the IR's, as TFLite's is: int8 kernels requantize in fixed point, sum
+    # in other orders and, on x86 without VNNI, in 16-bit pairs, which against the Q/DQ IR is
+    # noise of the IR's own size. Measured: PP-OCRv4's recognizer in onnxruntime is 17 dB from
+    # its IR, yet 15.1 dB from float where the IR is 15.2 dB. A wrong scale or zero point costs
+    # tens of dB; an output within quantized_tolerance.min_sqnr_db of float passes regardless.
+    int8_margin_db: ClassVar[float] = 1.0
     # The int8 layout its runtime fuses (see edgec.quant.scheme); -O int8 quantizes for it.
     quant_scheme: ClassVar[str] = "onnx"
     options: ClassVar[Mapping[str, BackendOption]] = {}
@@ -73,7 +80,12 @@ class Backend:
         return self
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
-        return self.quantized_tolerance if ir.has_quantized_numerics(model.graph) else self.tolerance
+        return self.quantized_check() if ir.has_quantized_numerics(model.graph) else self.tolerance
+
+    def quantized_check(self) -> Tolerance:
+        """quantized_tolerance against the IR, or the float-relative rule when float outputs exist."""
+        budget = self.quantized_tolerance
+        return replace(budget, max_sqnr_loss_vs_float_db=self.int8_margin_db, sqnr_vs_float_enough_db=budget.min_sqnr_db)
 
     def available(self) -> tuple[bool, str]:
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]

@@ -47,7 +47,7 @@ class OpenvinoBackend(Backend):
         # Weight-only int8 is written fp32 (exact dequantized weights, float compute); integer
         # operators (quantize_dynamic's) OpenVINO computes in float: int8 rounding apart.
         if precision == "int8" or ir.has_integer_arithmetic(model.graph):
-            return self.quantized_tolerance
+            return self.quantized_check()
         if precision == "fp16":
             return self.fp16_tolerance
         return self.tolerance

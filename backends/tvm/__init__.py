@@ -57,7 +57,7 @@ class TvmBackend(Backend):
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         precision = ir.compute_precision(model.graph)
-        return {"int8": self.quantized_tolerance, "fp16": self.fp16_tolerance}.get(precision, self.tolerance)
+        return {"int8": self.quantized_check(), "fp16": self.fp16_tolerance}.get(precision, self.tolerance)
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         import tvm

@@ -43,4 +43,4 @@ def test_openvino_build_of_a_dynamically_quantized_model_validates(dynamic_int8,
     backend = Registry().backend("openvino")
     check = result.report["backend_check"]
     assert check["ok"] and check["max_rel_err"] > 0  # different numerics, within the quantized budget
-    assert backend.check_tolerance(result.model) == backend.quantized_tolerance
+    assert backend.check_tolerance(result.model) == backend.quantized_check()

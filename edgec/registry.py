@@ -35,7 +35,9 @@ BUILTIN_PASSES = {
     "correct-bias": "edgec.passes.quantize.correct_bias:CorrectBiasPass",
     "prune-magnitude": "edgec.passes.prune.prune_magnitude:PruneMagnitudePass",
     "prune-channels": "edgec.passes.prune.prune_channels:PruneChannelsPass",
+    "prune-gradual": "edgec.passes.prune.prune_gradual:PruneGradualPass",
     "weight-share": "edgec.passes.share.weight_share:WeightSharePass",
+    "share-finetune": "edgec.passes.share.share_finetune:ShareFinetunePass",
     "huffman": "edgec.passes.huffman.huffman:HuffmanPass",
     "finetune": "edgec.passes.finetune.finetune:FinetunePass",
 }

@@ -32,16 +32,20 @@ class FinetunePass(Pass):
     schedule: Literal["cosine", "constant"] = "cosine"  # learning rate over the run
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        return PassResult(True, self.train(graph, ctx, self.epochs))
+
+    def train(self, graph: gs.Graph, ctx: PassContext, epochs: int) -> dict:
+        """Fine-tune `graph` in place for `epochs` with this pass's settings; the training stats."""
         if importlib.util.find_spec("torch") is None:
-            raise EdgecError("finetune needs PyTorch: pip install 'edgec[torch]'")
+            raise EdgecError(f"{self.name} needs PyTorch: pip install 'edgec[torch]'")
         if ctx.training is None:
-            raise EdgecError("finetune needs training data: --train DATA")
-        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
-            raise EdgecError("finetune: epochs and batch_size must be >= 1 and lr > 0")
+            raise EdgecError(f"{self.name} needs training data: --train DATA")
+        if epochs < 1 or self.lr <= 0 or self.batch_size < 1:
+            raise EdgecError(f"{self.name}: epochs and batch_size must be >= 1 and lr > 0")
         from edgec.training import distill
 
         settings = distill.Settings(
-            self.epochs,
+            epochs,
             self.lr,
             self.batch_size,
             self.distill,
@@ -51,5 +55,4 @@ class FinetunePass(Pass):
             self.max_samples,
         )
         teacher = ctx.teacher.graph if ctx.teacher is not None else None
-        stats = distill.finetune(graph, teacher, ctx.training, settings, ctx.progress)
-        return PassResult(True, stats)
+        return distill.finetune(graph, teacher, ctx.training, settings, ctx.progress)

@@ -283,3 +283,16 @@ def test_layer_normalization(shape, axis, after_conv):
 def test_layer_normalization_mean_and_inv_std_outputs_and_no_bias():
     assert compare(layer_norm((2, 3, 6), axis=1, bias=False, stats=True, epsilon=1e-3)) < 1e-4
     assert compare(layer_norm((1, 4, 3, 5), axis=2, after_conv=True, stats=True)) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "in_shape, shape",
+    [((3, 1), (2, 3, 4)), ((1, 4), (3, 1)), ((2, 1, 5), (2, 3, 5))],  # rank grows; shape smaller than input
+)
+def test_expand_is_broadcast_to(in_shape, shape):
+    g = GraphBuilder()
+    x = g.input("x", list(in_shape))
+    g.output(g.op("Relu", [g.op("Expand", [x, g.const(np.asarray(shape, np.int64))])]))
+    model = g.model()
+    assert compare(model) < 1e-6
+    assert "BROADCAST_TO" in operators(model)

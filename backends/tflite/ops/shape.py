@@ -9,6 +9,7 @@ import onnx_graphsurgeon as gs
 from ai_edge_litert import schema_py_generated as schema
 
 from edgec.backends.tflite.lowering import Lowered
+from edgec.backends.tflite.ops.common import refuse
 
 
 def _read_only_by_fully_connected(ctx, tensor: gs.Variable) -> bool:
@@ -31,6 +32,8 @@ def _read_only_by_fully_connected(ctx, tensor: gs.Variable) -> bool:
 def lower_reshape(ctx, node) -> None:
     x = ctx.get(node.inputs[0])
     target = node.outputs[0]
+    if 0 in x.shape or 0 in tuple(target.shape):
+        refuse(node, "zero-size tensors: LiteRT's RESHAPE counts their elements wrongly")
     flat = x.nhwc and len(target.shape) == 2 and target.shape[0] == x.shape[0]
     if flat and _read_only_by_fully_connected(ctx, target):
         n, c, h, w = x.shape

@@ -1,4 +1,4 @@
-"""Data movement: Concat, Transpose, Squeeze/Unsqueeze, Pad, Slice, Split, Gather.
+"""Data movement: Concat, Transpose, Squeeze/Unsqueeze, Pad, Slice, Split, Gather, Expand.
 
 Ops with an axis work on the layout their input is stored in (the axis is remapped) where the
 result keeps that layout; the others see the tensor in ONNX order."""
@@ -147,8 +147,21 @@ def lower_gather(ctx, node) -> None:
     )
 
 
+def lower_expand(ctx, node) -> None:
+    """Expand -> BROADCAST_TO at the output's inferred static shape (NumPy broadcasting, as ONNX;
+    a shape operand smaller than the input's broadcasts against it, so the result shape decides)."""
+    x = ctx.get(node.inputs[0])
+    out = ctx.new(node.outputs[0], nhwc=False)
+    if len(out.shape) > 8:
+        refuse(node, f"rank {len(out.shape)}: BROADCAST_TO takes at most 8 dimensions")
+    shape = ctx.builder.constant(ctx.name("shape"), np.asarray(out.shape, np.int32))
+    # version 2: the first LiteRT registers (1 was the Flex delegate's)
+    ctx.builder.operator(schema.BuiltinOperator.BROADCAST_TO, [ctx.as_nchw(x), shape], [out.index], version=2)
+
+
 LOWERINGS = {
     "Concat": lower_concat,
+    "Expand": lower_expand,
     "Transpose": lower_transpose,
     "Squeeze": lower_reshape,
     "Unsqueeze": lower_reshape,

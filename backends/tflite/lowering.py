@@ -319,6 +319,9 @@ def lower_model(
         left_float = quantized.int8_io(graph, params)
     ir.infer_shapes(graph)
     from edgec.backends.tflite.ops.control import CONTROL_LOWERINGS
+    from edgec.backends.tflite.ops.gelu import fuse_erf_gelu
+
+    fuse_erf_gelu(graph)  # after shape inference: ONNX knows Gelu only from opset 20
 
     every = [n for g in ir.iter_graphs(graph) for n in g.nodes]
     known = LOWERINGS.keys() | CONTROL_LOWERINGS.keys()

@@ -296,3 +296,34 @@ def test_expand_is_broadcast_to(in_shape, shape):
     model = g.model()
     assert compare(model) < 1e-6
     assert "BROADCAST_TO" in operators(model)
+
+
+def _erf_gelu(form):
+    """x -> Conv-free exact GELU, as PyTorch ("torch") or Hugging Face ("hf") export it."""
+    g = GraphBuilder()
+    x = g.input("x", [2, 5, 8])
+    h = g.op("Add", [x, g.const(np.float32(0.1))])
+    if form == "torch":
+        erf = g.op("Erf", [g.op("Div", [h, g.const(np.float32(1.4142135))])])
+        gelu = g.op("Mul", [g.op("Mul", [h, g.op("Add", [erf, g.const(np.float32(1.0))])]), g.const(np.float32(0.5))])
+    else:
+        erf = g.op("Erf", [g.op("Mul", [h, g.const(np.float32(0.70710677))])])
+        gelu = g.op("Mul", [g.op("Mul", [h, g.const(np.float32(0.5))]), g.op("Add", [erf, g.const(np.float32(1.0))])])
+    g.output(g.op("Relu", [gelu]))
+    return g.model()
+
+
+@pytest.mark.parametrize("form", ["torch", "hf"])
+def test_exact_gelu_subgraph_is_one_gelu(form):
+    model = _erf_gelu(form)
+    assert compare(model) < 1e-5
+    ops = operators(model)
+    assert ops.count("GELU") == 1 and "MUL" not in ops and "DIV" not in ops
+
+
+def test_erf_used_elsewhere_is_still_refused():
+    g = GraphBuilder()
+    x = g.input("x", [2, 8])
+    g.output(g.op("Erf", [g.op("Div", [x, g.const(np.float32(1.4142135))])]))
+    with pytest.raises(EdgecError, match=r"Erf"):
+        lower(g.model())

@@ -8,6 +8,7 @@ from edgec.backends.tflite.ops import (
     conv_transpose,
     dense,
     elementwise,
+    gelu,
     layernorm,
     pool,
     quantize,
@@ -20,7 +21,7 @@ from edgec.backends.tflite.ops import (
 from edgec.backends.tflite.ops.dtypes import float32_only
 
 LOWERINGS = {}
-for family in (activation, conv, conv_transpose, dense, elementwise, layernorm, pool, reduce, resize, shape, tensor):
+for family in (activation, conv, conv_transpose, dense, elementwise, gelu, layernorm, pool, reduce, resize, shape, tensor):
     LOWERINGS |= {op: float32_only(lower) for op, lower in family.LOWERINGS.items()}
 for family in (constant, control, quantize, select):  # typed by what they convert (select: bool, float, ints)
     LOWERINGS |= family.LOWERINGS

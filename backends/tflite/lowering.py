@@ -20,7 +20,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from edgec import ir
 from edgec.compress import shared
-from edgec.backends.tflite import fuse, quantized
+from edgec.backends.tflite import conv1d, fuse, quantized
 from edgec.backends.tflite.flatbuffer import TENSOR_TYPES, ModelBuilder, Quantization
 from edgec.errors import EdgecError
 
@@ -310,6 +310,7 @@ def lower_model(
     quantized_ir = precision in ("int8", "int8-weights")
     # Full-int8 targets (Edge TPU, TFLM) get float weights for float layers, as before.
     params = quantized.fold_qdq(graph, weight_only=not full_int8) if quantized_ir else {}
+    conv1d.as_2d(graph, params)
     left_float: list[str] = []
     # The caller's IR dtypes at the ports (int8_io below turns float ports into int8 tensors).
     ir_dtypes = {t.name: t.dtype for t in model.graph.inputs + model.graph.outputs}

@@ -237,9 +237,41 @@ def _dequantized_values(node: gs.Node, stored: np.ndarray) -> np.ndarray:
     return (levels.astype(np.float32) * p.scale.reshape(shape).astype(np.float32)).astype(np.float32)
 
 
+def uint8_to_int8(graph: gs.Graph) -> int:
+    """Re-encode uint8 Q/DQ (onnxruntime's default QUInt8 activations) as int8, exactly: codes and
+    zero points move by -128, so (q - zp) * scale is unchanged. LiteRT's int8 kernels take int8
+    activations only; a uint8 one next to per-channel int8 weights fails to prepare. Left alone
+    when a uint8 tensor reaches anything but DequantizeLinear (a graph output, an integer op).
+    Returns how many Q/DQ nodes changed."""
+    qdq = [n for n in graph.nodes if n.op in ("QuantizeLinear", "DequantizeLinear") and len(n.inputs) > 2]
+    unsigned = [n for n in qdq if isinstance(n.inputs[2], gs.Constant) and n.inputs[2].values.dtype == np.uint8]
+    outputs = {id(t) for t in graph.outputs}
+    for node in unsigned:
+        codes = node.outputs[0] if node.op == "QuantizeLinear" else node.inputs[0]
+        readers_ok = all(r.op == "DequantizeLinear" for r in codes.outputs) and id(codes) not in outputs
+        if not readers_ok or (node.op == "DequantizeLinear" and isinstance(codes, gs.Variable) and not codes.inputs):
+            return 0  # a uint8 graph input or another reader: keep the model as it is
+    shifted: dict[int, gs.Constant] = {}
+
+    def signed(tensor: gs.Constant) -> gs.Constant:
+        if id(tensor) not in shifted:
+            values = np.asarray((np.asarray(tensor.values, np.int16) - 128).astype(np.int8))  # 0-d stays an array
+            shifted[id(tensor)] = gs.Constant(f"{tensor.name}:int8", values)
+        return shifted[id(tensor)]
+
+    for node in unsigned:
+        node.inputs[2] = signed(node.inputs[2])
+        if node.op == "QuantizeLinear":
+            node.outputs[0].dtype = np.int8
+        elif isinstance(node.inputs[0], gs.Constant) and node.inputs[0].values.dtype == np.uint8:
+            node.inputs[0] = signed(node.inputs[0])
+    return len(unsigned)
+
+
 def fold_qdq(graph: gs.Graph, weight_only: bool = False) -> dict[str, QuantParams]:
     """Rewire int8-capable nodes to int8 tensors (in place); returns every int8 tensor's parameters.
     `weight_only`: int8 weights of float layers stay int8 behind a DEQUANTIZE (else float32)."""
+    uint8_to_int8(graph)
     fold_constant_requantization(graph)
     graph_outputs = {id(t) for t in graph.outputs}
     plans = [(node, _plan_node(node, graph_outputs)) for node in list(graph.nodes)]

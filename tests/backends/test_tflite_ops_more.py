@@ -327,3 +327,28 @@ def test_erf_used_elsewhere_is_still_refused():
     g.output(g.op("Erf", [g.op("Div", [x, g.const(np.float32(1.4142135))])]))
     with pytest.raises(EdgecError, match=r"Erf"):
         lower(g.model())
+
+
+@pytest.mark.parametrize(
+    "op, attrs",
+    [
+        ("Conv", {"pads": [2, 1], "strides": [2]}),
+        ("Conv", {"dilations": [2], "group": 3}),
+        ("MaxPool", {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
+        ("AveragePool", {"kernel_shape": [4], "strides": [4]}),
+    ],
+)
+def test_one_d_convolutions_and_pools_run_as_2d(op, attrs):
+    """DNSMOS computes its STFT as a 1-D Conv; Whisper's encoder starts with two."""
+    g = GraphBuilder()
+    x = g.input("x", [1, 3, 40])
+    if op == "Conv":
+        group = attrs.get("group", 1)
+        y = g.op("Conv", [x, g.weight(6, 3 // group, 5), g.weight(6)], kernel_shape=[5], **attrs)
+    else:
+        y = g.op(op, [x], **attrs)
+    g.output(g.op("Relu", [y]))
+    model = g.model()
+    assert compare(model) < 1e-5
+    ops = operators(model)
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"} & set(ops)

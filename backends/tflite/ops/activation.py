@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from edgec.backends.tflite.flatbuffer import Quantization
 from edgec.backends.tflite.lowering import stored_axis
 from edgec.backends.tflite.ops.common import constant, present
 from edgec.backends.tflite.ops.emit import reshape
+
+
+# LiteRT's int8 kernels of these write fixed output parameters (scale, zero point) only.
+FIXED_INT8_OUTPUTS = {
+    schema.BuiltinOperator.SOFTMAX: (1 / 256, -128),
+    schema.BuiltinOperator.LOGISTIC: (1 / 256, -128),
+    schema.BuiltinOperator.TANH: (1 / 128, 0),
+}
+
+
+def kernel_output(ctx, out: int, builtin) -> tuple[int, Callable[[], None]]:
+    """(where `builtin` writes, what to emit after it): an int8 output whose parameters are not
+    the kernel's fixed ones (an imported model quantized by another tool) is written with the
+    fixed ones into a temporary and requantized by a QUANTIZE into `out`."""
+    fixed = FIXED_INT8_OUTPUTS.get(builtin)
+    if fixed is None or not ctx.is_int8(out):
+        return out, lambda: None
+    params = ctx.builder.subgraph.tensors[out].quantization
+    scale, zero_point = fixed
+    if abs(params.scale[0] - scale) <= 1e-6 * scale and params.zeroPoint[0] == zero_point:
+        return out, lambda: None
+    staged = ctx.temporary(ctx.builder.subgraph.tensors[out].shape, like=out)
+    ctx.builder.subgraph.tensors[staged].quantization = Quantization(np.float32(scale), np.int64(zero_point)).to_schema()
+    return staged, lambda: ctx.builder.operator(schema.BuiltinOperator.QUANTIZE, [staged], [out])
 
 
 def _unary(builtin):
     def lower(ctx, node) -> None:
         x = ctx.get(node.inputs[0])
         out = ctx.new(node.outputs[0], nhwc=x.nhwc)
-        ctx.builder.operator(builtin, [x.index], [out.index])
+        target, finish = kernel_output(ctx, out.index, builtin)
+        ctx.builder.operator(builtin, [x.index], [target])
+        finish()
 
     return lower
 
@@ -100,9 +129,11 @@ def lower_softmax(ctx, node) -> None:
     if axis != rank - 1:
         source = ctx.transpose(x.index, stored, swap)
         target = ctx.temporary([stored[p] for p in swap], like=out.index)
+    written, finish = kernel_output(ctx, target, schema.BuiltinOperator.SOFTMAX)
     ctx.builder.operator(
-        schema.BuiltinOperator.SOFTMAX, [source], [target], options, schema.BuiltinOptions.SoftmaxOptions
+        schema.BuiltinOperator.SOFTMAX, [source], [written], options, schema.BuiltinOptions.SoftmaxOptions
     )
+    finish()
     if target != out.index:
         ctx.transpose(target, [stored[p] for p in swap], swap, out=out.index)
 

@@ -20,7 +20,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from edgec import ir
 from edgec.compress import shared
-from edgec.backends.tflite import conv1d, fuse, quantized
+from edgec.backends.tflite import conv1d, fuse, quantized, recurrent
 from edgec.backends.tflite.flatbuffer import TENSOR_TYPES, ModelBuilder, Quantization
 from edgec.errors import EdgecError
 
@@ -53,6 +53,9 @@ class Context:
     graph_outputs: set[str] = field(default_factory=set)
     count: int = 0
     ir_dtypes: dict = field(default_factory=dict)  # the caller's IR dtype of each model port
+    # Constants derived from an IR constant (a transposed weight...) by what was derived: one
+    # buffer however many nodes read the same weight (an unrolled GRU's hundreds of steps).
+    derived: dict = field(default_factory=dict)
 
     def name(self, base: str) -> str:
         self.count += 1
@@ -86,6 +89,12 @@ class Context:
         if np.issubdtype(values.dtype, np.floating):
             values = values.astype(np.float32)
         return self.builder.constant(self.name(name), values.copy(order="C"))
+
+    def stored_once(self, key: tuple, name: str, values: np.ndarray, source: gs.Constant, axis: int | None = None) -> int:
+        """stored(), or the tensor an earlier call with the same `key` stored."""
+        if key not in self.derived:
+            self.derived[key] = self.stored(name, values, source, axis)
+        return self.derived[key]
 
     def get(self, tensor: gs.Tensor) -> Lowered:
         if isinstance(tensor, gs.Constant):
@@ -322,6 +331,8 @@ def lower_model(
     from edgec.backends.tflite.ops.control import CONTROL_LOWERINGS
     from edgec.backends.tflite.ops.gelu import fuse_erf_gelu
 
+    if recurrent.unroll(graph):  # needs the sequence length: after shape inference, then again
+        ir.infer_shapes(graph)
     fuse_erf_gelu(graph)  # after shape inference: ONNX knows Gelu only from opset 20
 
     every = [n for g in ir.iter_graphs(graph) for n in g.nodes]

@@ -352,3 +352,50 @@ def test_one_d_convolutions_and_pools_run_as_2d(op, attrs):
     assert compare(model) < 1e-5
     ops = operators(model)
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"} & set(ops)
+
+
+def _recurrent(op, direction, initial_state, steps=5, **attrs):
+    g = GraphBuilder(seed=4)
+    batch, features, hidden = 2, 6, 4
+    gates = {"GRU": 3, "LSTM": 4}[op]
+    directions = 2 if direction == "bidirectional" else 1
+    x = g.input("x", [steps, batch, features])
+    inputs = [x, g.weight(directions, gates * hidden, features), g.weight(directions, gates * hidden, hidden),
+              g.weight(directions, 2 * gates * hidden), ""]
+    if initial_state:
+        inputs.append(g.input("h0", [directions, batch, hidden]))
+        if op == "LSTM":
+            inputs.append(g.input("c0", [directions, batch, hidden]))
+    outputs = 3 if op == "LSTM" else 2
+    results = g.op(op, inputs, n_out=outputs, hidden_size=hidden, direction=direction, **attrs)
+    for result in results:
+        g.output(result)
+    return g.model()
+
+
+@pytest.mark.parametrize(
+    "op, direction, initial_state, attrs",
+    [
+        ("GRU", "forward", False, {}),
+        ("GRU", "bidirectional", True, {"linear_before_reset": 1}),  # PLCMOS's
+        ("GRU", "reverse", True, {}),
+        ("LSTM", "forward", True, {}),  # silero-vad's
+        ("LSTM", "bidirectional", False, {}),
+    ],
+)
+def test_recurrent_layers_unroll_with_every_output(op, direction, initial_state, attrs):
+    model = _recurrent(op, direction, initial_state, **attrs)
+    assert compare(model) < 1e-5
+    ops = operators(model)
+    assert "FULLY_CONNECTED" in ops and "LOGISTIC" in ops and "TANH" in ops
+    # Every step reads the same recurrent weights: stored once per direction, not once per step.
+    flat = schema.ModelT.InitFromObj(schema.Model.GetRootAs(lower(model.copy()), 0))
+    graph = flat.subgraphs[0]
+    weights = {op.inputs[1] for op in graph.operators if NAMES[flat.operatorCodes[op.opcodeIndex].builtinCode] == "FULLY_CONNECTED"}
+    per_direction = 3 if op == "GRU" else 2  # input projection, recurrent (GRU: z/r and h apart)
+    assert len(weights) == per_direction * (2 if direction == "bidirectional" else 1)
+
+
+def test_a_long_sequence_unrolls_without_recursing_per_step():
+    """PLCMOS's 200 frames x 2 directions overflowed onnx-graphsurgeon's recursive toposort."""
+    assert compare(_recurrent("GRU", "bidirectional", False, steps=300, linear_before_reset=1), seeds=(1,)) < 1e-4

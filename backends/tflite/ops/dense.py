@@ -17,7 +17,10 @@ def _fully_connected(ctx, node, x, weight: np.ndarray, bias: np.ndarray | None) 
         weight, source = weight[:, x.columns], x.index
     else:
         source = ctx.as_nchw(x)
-    inputs = [source, ctx.stored(f"{node.name}/weights", weight, node.inputs[1], axis=0)]
+    # The same IR weight read the same way is stored once (keyed by what the node made of it).
+    layout = (node.op, int(node.attrs.get("transB", 0)), float(node.attrs.get("alpha", 1.0)),
+              None if x.columns is None else x.columns.tobytes())
+    inputs = [source, ctx.stored_once((node.inputs[1].name, *layout), f"{node.name}/weights", weight, node.inputs[1], axis=0)]
     inputs.append(ctx.stored(f"{node.name}/bias", bias, node.inputs[2], axis=0) if bias is not None else -1)
     out = ctx.new(node.outputs[0], nhwc=False)
     options = schema.FullyConnectedOptionsT()

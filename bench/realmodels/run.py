@@ -116,6 +116,10 @@ def calib_file(entry: Entry, kind: str) -> Path | None:
     if kind == "real" and entry.calib is None:
         return None
     path = WORK / "calib" / f"{entry.name}.{kind}.npz"
+    if path.exists():  # written by an earlier corpus entry: the inputs may have changed since
+        with np.load(path) as cached:
+            if len(cached.files) != len(input_specs(entry)):
+                path.unlink()
     if not path.exists():
         data.save_npz(path, samples(entry, kind, CALIB_COUNT, seed=0))
     return path

@@ -9,6 +9,7 @@ import onnx_graphsurgeon as gs
 
 from edgec import ir
 from edgec.compare import Tolerance
+from edgec.errors import EdgecError
 from edgec.graph_utils import NameGen, constant_value
 from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
 from edgec.quant import collect, qdq, recovery
@@ -63,11 +64,14 @@ class QuantizePass(Pass):
         ir.infer_shapes(graph)
         ir.name_nodes(graph)  # layers are kept in float by name: no two may share one
         if not qdq.plan(graph, scheme, set(self.fallback)).nodes:
-            ctx.warn(
+            # A float model written as "-O int8, ok" is what users could not tell from a real one.
+            nested = any(next(n.subgraphs(), None) is not None for n in graph.nodes)
+            raise EdgecError(
                 f"quantize: no layer of this model is quantizable in the {scheme.name} scheme "
-                f"(ops: {', '.join(sorted({n.op for n in graph.nodes})[:12])}): the build stays float"
+                f"(ops: {', '.join(sorted({n.op for n in graph.nodes})[:12])})"
+                + ("; layers inside If/Loop bodies are not quantized" if nested else "")
+                + ": build it with -O2 for float"
             )
-            return PassResult(False, {"quantized_nodes": 0})
         self.settle(graph, ctx)
         observers = self.observers(graph, scheme, ctx)
         search = self._search

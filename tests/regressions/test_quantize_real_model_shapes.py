@@ -115,14 +115,20 @@ def test_unnamed_nodes_get_unique_names_and_the_latency_search_keeps_int8(tmp_pa
     assert set(stats["fallback"]) <= set(names) and stats["quantized_nodes"] >= 4 - len(stats["fallback"]) > 0
 
 
-def test_a_model_with_nothing_to_quantize_says_so(tmp_path):
+def test_a_model_with_nothing_to_quantize_is_refused(tmp_path, capsys):
+    """-O int8 that would write a float model and say ok (silero-vad: all its layers are in If
+    bodies) is refused with the reason instead."""
+    from edgec.cli import main
+
     b = GraphBuilder()
     b.output(b.op("Softsign", [b.input("x", [1, 8])]))
     onnx.save(b.proto(), tmp_path / "m.onnx")
-    result = edgec.compile(
-        tmp_path / "m.onnx", target="x86-64", backend="onnx", opt="int8", calib="random:16", output_dir=tmp_path / "out"
-    )
-    assert any("no layer of this model is quantizable" in w for w in result.report["warnings"])
+    code = main([str(tmp_path / "m.onnx"), "--target", "x86-64", "--backend", "onnx", "-O", "int8",
+                 "--calib", "random:16", "-o", str(tmp_path / "out")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edgec: error")]
+    assert code == 2 and len(errors) == 1
+    assert "no layer of this model is quantizable" in errors[0] and "-O2" in errors[0]
+    assert not (tmp_path / "out").exists()
 
 
 def _minus_one_dims(path):

@@ -64,6 +64,9 @@ class QuantizePass(Pass):
         ir.infer_shapes(graph)
         ir.name_nodes(graph)  # layers are kept in float by name: no two may share one
         if not qdq.plan(graph, scheme, set(self.fallback)).nodes:
+            if self.fallback:  # every layer kept in float on purpose (accuracy control's last resort)
+                ctx.warn("quantize: every quantizable layer is in fallback: the build stays float")
+                return PassResult(False, {"quantized_nodes": 0})
             # A float model written as "-O int8, ok" is what users could not tell from a real one.
             nested = any(next(n.subgraphs(), None) is not None for n in graph.nodes)
             raise EdgecError(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from edgec.passes.cleanup.topological_sort import sort_nodes
+
 WINDOWED = ("Conv", "MaxPool", "AveragePool")
 
 
@@ -55,5 +57,5 @@ def as_2d(graph: gs.Graph, params: dict) -> int:
         node.attrs = _attrs_2d(node.attrs)
         count += 1
     if count:
-        graph.toposort()
+        graph.nodes = sort_nodes(graph)  # iterative: onnx-graphsurgeon's toposort recurses per node
     return count

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from edgec.errors import EdgecError
+from edgec.passes.cleanup.topological_sort import sort_nodes
 
 GATES = {"GRU": 3, "LSTM": 4}
 MAX_STEPS = 1024  # one graph node group per step: longer sequences are refused, not unrolled
@@ -30,10 +30,6 @@ class _Emitter:
     def const(self, values, suffix: str) -> gs.Constant:
         self.count += 1
         return gs.Constant(f"{self.prefix}/{suffix}{self.count}", np.array(values, order="C"))  # 0-d stays 0-d
-
-
-def refuse(node: gs.Node, why: str):
-    raise EdgecError(f"tflite: {node.op} '{node.name}': {why}")
 
 
 def _attr(node: gs.Node, key: str, default):
@@ -74,20 +70,17 @@ def _optional(node: gs.Node, position: int):
 def unroll(graph: gs.Graph) -> int:
     """Replace every GRU/LSTM of `graph` (main graph) with its unrolled steps; returns how many.
     A recurrent node that cannot be unrolled is refused, naming why."""
+    from edgec.backends.tflite.ops.common import refuse  # the ops package imports the lowering
+
     count = 0
     for node in [n for n in graph.nodes if n.op in GATES]:
         why = _supported(node)
         if why is not None:
             refuse(node, f"{why}: not unrolled for TFLite")
-        position = graph.nodes.index(node)
-        emitted = len(graph.nodes)
         _unroll(graph, node)
-        # The steps go where the node was, already in order: onnx-graphsurgeon's toposort
-        # recurses once per node of a chain and overflows on a few hundred steps.
-        steps = graph.nodes[emitted:]
-        del graph.nodes[emitted:]
-        graph.nodes[position : position + 1] = steps
         count += 1
+    if count:
+        graph.nodes = sort_nodes(graph)  # iterative: onnx-graphsurgeon's toposort recurses per step
     return count
 
 
@@ -143,6 +136,7 @@ def _unroll(graph: gs.Graph, node: gs.Node) -> None:
         graph.nodes.append(gs.Node("Identity", f"{emit.prefix}/out_{wanted.name}", inputs=[produced], outputs=[wanted]))
     node.outputs.clear()
     node.inputs.clear()
+    graph.nodes.remove(node)
 
 
 def _state(emit: _Emitter, initial, d: int, batch: int, hidden: int):

@@ -11,14 +11,16 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from ai_edge_litert import schema_py_generated as schema
 
+from edgec.graph_utils import constant_value
+from edgec.passes.cleanup.topological_sort import sort_nodes
+
 SQRT2 = math.sqrt(2.0)
 RTOL = 1e-4  # constants as exporters round them (1.4142135, 0.70710677)
 
 
 def _scalar(tensor) -> float | None:
-    if isinstance(tensor, gs.Constant) and np.asarray(tensor.values).size == 1:
-        return float(np.asarray(tensor.values, np.float64).ravel()[0])
-    return None
+    value = constant_value(tensor)
+    return float(np.asarray(value, np.float64).ravel()[0]) if value is not None and np.size(value) == 1 else None
 
 
 def _close(value: float | None, wanted: float) -> bool:
@@ -91,10 +93,12 @@ def fuse_erf_gelu(graph: gs.Graph) -> int:
         for node in nodes:
             node.outputs.clear()
             node.inputs.clear()
+        replaced = {id(node) for node in nodes}
+        graph.nodes = [n for n in graph.nodes if id(n) not in replaced]
         graph.nodes.append(gs.Node("Gelu", f"{erf.name}/gelu", {"approximate": "none"}, [x], [out]))
         fused += 1
     if fused:
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        graph.nodes = sort_nodes(graph)  # iterative: onnx-graphsurgeon's toposort recurses per node
     return fused
 
 

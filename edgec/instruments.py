@@ -84,9 +84,8 @@ class EquivalenceCheck(Instrument):
         if recovery is not None:
             # Pruning before fine-tuning is expected to lose accuracy: measured here, judged after it.
             tolerance, against = Tolerance(), f"original (judged after {recovery.name})"
-        record.check = compare(reference, outputs, tolerance, against)
-        if lossy:  # a concatenated output's small quantity must not hide behind its large one
-            record.check = quantities.judge(record.check, reference, outputs)
+        # lossy: a concatenated output's small quantity must not hide behind its large one
+        record.check = (quantities.compare_lossy if lossy else compare)(reference, outputs, tolerance, against)
         if not record.check and pass_.numerics is Numerics.EXACT:
             record.check = noise_floor.rejudge(record.check, model, self.samples, reference, outputs)
         record.check_seconds = time.perf_counter() - start
@@ -111,10 +110,10 @@ class EquivalenceCheck(Instrument):
             return None
 
     def after_pipeline(self, model, ctx, records):
-        self.final = compare(self.original, self.previous, self.final_tolerance, "original")
-        if any(p.numerics is Numerics.LOSSY for p in self.passes):
-            self.final = quantities.judge(self.final, self.original, self.previous)
-        elif not self.final:
+        lossy = any(p.numerics is Numerics.LOSSY for p in self.passes)
+        judge = quantities.compare_lossy if lossy else compare
+        self.final = judge(self.original, self.previous, self.final_tolerance, "original")
+        if not lossy and not self.final:
             self.final = noise_floor.rejudge(self.final, model, self.samples, self.original, self.previous)
 
 

@@ -379,6 +379,11 @@ def iter_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
             yield from iter_graphs(sub)
 
 
+def has_subgraphs(graph: gs.Graph) -> bool:
+    """Whether any node of `graph` carries a body (If/Loop/Scan)."""
+    return any(next(node.subgraphs(), None) is not None for node in graph.nodes)
+
+
 def iter_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
     for g in iter_graphs(graph):
         yield from g.nodes

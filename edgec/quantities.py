@@ -63,6 +63,13 @@ def groups(stacked: np.ndarray) -> tuple[int, list[tuple[int, int]]] | None:
     return None
 
 
+def compare_lossy(
+    reference: Sequence[Mapping], candidate: Sequence[Mapping], tolerance, against: str
+) -> Comparison:
+    """The check of a lossy result: compare(), then every concatenated output judged per quantity."""
+    return judge(compare(reference, candidate, tolerance, against), reference, candidate)
+
+
 def judge(check: Comparison, reference: Sequence[Mapping], candidate: Sequence[Mapping]) -> Comparison:
     """`check` with every concatenated output's quantities measured, and failed where the worst one
     misses the check's SQNR or cosine budget."""

@@ -82,7 +82,7 @@ class OnnxBackend(Backend):
 
 def _optimizer_refusal(model: ir.Model, path: Path) -> str | None:
     """Why onnxruntime's optimizer refuses the written model, when it loads unoptimized."""
-    if not any(next(node.subgraphs(), None) is not None for node in model.graph.nodes):
+    if not ir.has_subgraphs(model.graph):
         return None  # only subgraph shape inference has been seen to break the optimizer
     session, why = edgec_runtime.optimized_session(onnx.load(str(path)))
     return why if session is not None else None

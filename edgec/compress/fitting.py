@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from edgec import ir, quantities, runner
-from edgec.compare import Comparison, Tolerance, compare
+from edgec.compare import Comparison, Tolerance
 from edgec.errors import EdgecError
 from edgec.pass_infra import PassContext
 
@@ -26,7 +26,7 @@ class FidelityProbe:
 
     def check(self, graph: gs.Graph) -> Comparison:
         outputs = runner.run_model(ir.Model(graph), self.samples)
-        return quantities.judge(compare(self.reference, outputs, self.tolerance, "original"), self.reference, outputs)
+        return quantities.compare_lossy(self.reference, outputs, self.tolerance, "original")
 
 
 def summary(check: Comparison) -> dict:

@@ -68,11 +68,10 @@ class QuantizePass(Pass):
                 ctx.warn("quantize: every quantizable layer is in fallback: the build stays float")
                 return PassResult(False, {"quantized_nodes": 0})
             # A float model written as "-O int8, ok" is what users could not tell from a real one.
-            nested = any(next(n.subgraphs(), None) is not None for n in graph.nodes)
             raise EdgecError(
                 f"quantize: no layer of this model is quantizable in the {scheme.name} scheme "
                 f"(ops: {', '.join(sorted({n.op for n in graph.nodes})[:12])})"
-                + ("; layers inside If/Loop bodies are not quantized" if nested else "")
+                + ("; layers inside If/Loop bodies are not quantized" if ir.has_subgraphs(graph) else "")
                 + ": build it with -O2 for float"
             )
         self.settle(graph, ctx)

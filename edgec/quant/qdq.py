@@ -234,6 +234,23 @@ def insert_activation_qdq(graph: gs.Graph, tensor: gs.Variable, scale, zero_poin
     graph.nodes.extend([q, dq])
 
 
+def layers_reading_inputs(graph: gs.Graph) -> set[str]:
+    """Names of the compute layers whose data input is a model input, through layout ops only: the
+    layers that see dense, full-range uint8 values (an image, a waveform), where x86's saturating
+    u8 x s8 pair sums overflow first (NNCF applies its overflow fix to these by default)."""
+    inputs = {t.name for t in graph.inputs}
+    names = set()
+    for node in graph.nodes:
+        if node.op not in COMPUTE_OPS or not node.inputs:
+            continue
+        tensor = node.inputs[0]
+        while tensor.inputs and tensor.inputs[0].op in SHARED_OPS + ("Pad", "Cast"):
+            tensor = tensor.inputs[0].inputs[0]
+        if tensor.name in inputs:
+            names.add(node.name)
+    return names
+
+
 def weight_axis(node: gs.Node, per_channel: bool) -> int | None:
     """The output-channel axis of a node's weight, where per-channel scales go."""
     if not per_channel:

@@ -16,8 +16,11 @@ from edgec.quant import collect, qdq, recovery
 from edgec.quant import scheme as schemes
 from edgec.quant.scheme import COMPUTE_OPS
 from edgec.quant.speed import latency_search
+from edgec.targets import host_int8_pair_sums_saturate
 
 AUTO_SAMPLES = 8  # calibration samples calib=auto scores each method on
+# weight_range=auto: the most a candidate may lose to saturating kernels (half the backend check's 1 dB).
+SATURATION_SLACK_DB = 0.5
 
 
 class QuantizePass(Pass):
@@ -39,9 +42,12 @@ class QuantizePass(Pass):
     activations: Literal["", "uint8", "int8"] = ""  # "" takes the scheme's
     per_channel: bool = True
     # "reduced": weights in [-64, 64], which x86 CPUs without VNNI need: onnxruntime's and OpenVINO's
-    # u8 x s8 kernels there saturate on full-range weights (Target.int8_pair_sums_saturate). "auto"
-    # decides from the target and scheme and writes the choice into the pipeline text.
-    weight_range: Literal["auto", "full", "reduced"] = "auto"
+    # u8 x s8 kernels there saturate on full-range weights (Target.int8_pair_sums_saturate). "first":
+    # reduced only on the layers reading a model input, full elsewhere (NNCF's default overflow fix).
+    # "auto" decides from the target and scheme, and when this machine is the saturating target,
+    # measures full, first and reduced in onnxruntime's fused kernels here; the choice goes into
+    # the pipeline text.
+    weight_range: Literal["auto", "full", "first", "reduced"] = "auto"
     fallback: tuple[str, ...] = ()  # node names kept entirely in float, weights too
     # Node names that compute in float on int8-stored weights: a small file, but onnxruntime then
     # dequantizes those weights on every run (it never folds DequantizeLinear), so the latency
@@ -56,6 +62,8 @@ class QuantizePass(Pass):
     recover: bool = True
     _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
     _calib_scores: ClassVar[dict | None] = None  # output SQNR per method, when calib=auto chose
+    _range_scores: ClassVar[dict | None] = None  # output SQNR per weight range, when auto measured
+    _first_layers: ClassVar[set] = set()  # layers reading a model input (weight_range=first)
     _chosen: ClassVar[tuple | None] = None  # calib=auto's winning rewrite, reused by run()
     _float_concats: ClassVar[list] = []  # Concats of mixed quantities the last rewrite kept float
 
@@ -80,7 +88,7 @@ class QuantizePass(Pass):
         weights_before = ir.param_bytes(graph)
         float_model = ir.Model(graph).copy() if self.recover and ctx.samples else None
         chosen, self._chosen = self._chosen, None
-        if chosen is not None and chosen[0] is graph and chosen[1] == (self.calib, self.fallback, self.float_compute):
+        if chosen is not None and chosen[0] is graph and chosen[1] == self._rewrite_key:
             # calib=auto already built this exact rewrite of this graph while scoring it: adopt it.
             _, _, trial, plan = chosen
             graph.nodes, graph.inputs, graph.outputs = trial.nodes, trial.inputs, trial.outputs
@@ -98,6 +106,7 @@ class QuantizePass(Pass):
             "weight_range": self.weight_range,
             "calib": self.calib,
             **({"calib_scores_db": self._calib_scores} if self._calib_scores else {}),
+            **({"weight_range_scores_db": self._range_scores} if self._range_scores else {}),
             "quantized_nodes": len(plan.nodes),
             "quantized_ops": ops,
             "activation_tensors": len(plan.tensors),
@@ -144,17 +153,24 @@ class QuantizePass(Pass):
         them in the options, so the printed pipeline replays them exactly and accuracy control
         evaluates the layout the build will have."""
         ir.name_nodes(graph)
+        measure_range = False
         if self.weight_range == "auto":
-            saturates = ctx.target is not None and ctx.target.int8_pair_sums_saturate
-            self.weight_range = "reduced" if saturates and self.scheme in ("onnx", "openvino") else "full"
+            saturates = ctx.target is not None and ctx.target.int8_pair_sums_saturate and self.scheme in ("onnx", "openvino")
+            # Only onnxruntime's kernels can be measured here, and only when they are the target's.
+            measure_range = (
+                saturates and self.scheme == "onnx" and ctx.target.detect_host and host_int8_pair_sums_saturate()
+                and ctx.calibration is not None
+            )
+            self.weight_range = "reduced" if saturates else "full"
         if self.calib == "auto":
             self._choose_calibration(graph, ctx)
+        if measure_range:
+            self._choose_weight_range(graph, ctx)
         if self.select == "latency":
             self._settle_selection(graph, ctx)
 
     def _choose_calibration(self, graph: gs.Graph, ctx: PassContext) -> None:
         from edgec import runner
-        from edgec.quant import evaluation
 
         scheme = schemes.get(self.scheme, self.activations or None)
         ir.infer_shapes(graph)
@@ -167,14 +183,52 @@ class QuantizePass(Pass):
             self.calib = method
             trial = ir.Model(graph).copy()
             plan = self._rewrite(trial.graph, scheme, observers, set(self.float_compute), set(self.fallback))
-            outputs = runner.run_model(trial, samples)
-            scores[method] = round(
-                min(evaluation.sqnr_db([o[k] for o in outputs], [r[k] for r in reference]) for k in reference[0]), 2
-            )
+            scores[method] = _worst_output_db(runner.run_model(trial, samples), reference)
             trials[method] = (trial.graph, plan)
         self.calib = max(scores, key=scores.get)
         self._calib_scores = scores
-        self._chosen = (graph, (self.calib, self.fallback, self.float_compute), *trials[self.calib])
+        self._chosen = (graph, self._rewrite_key, *trials[self.calib])
+
+    def _choose_weight_range(self, graph: gs.Graph, ctx: PassContext) -> None:
+        """Full-range weights are ~6 dB closer to float than [-64, 64] (mtcnn-pnet: 23.7 vs 18.4 dB),
+        but this machine's u8 x s8 kernels may saturate on them (LeNet-5: 16 dB from its own Q/DQ
+        graph). Each candidate runs in onnxruntime's fused kernels and in the exact Q/DQ graph.
+        "reduced" cannot saturate (2 x 255 x 64 < 2^15), so its fused-vs-exact gap is what fusion costs
+        without saturation (PP-OCR's classifier: 3.2 dB); a candidate qualifies when its gap exceeds
+        that by under SATURATION_SLACK_DB, and the qualified one closest to float in the fused
+        kernels wins."""
+        from edgec import runner
+
+        scheme = schemes.get(self.scheme, self.activations or None)
+        observers = self.observers(graph, scheme, ctx)
+        samples = ctx.calibration.take(AUTO_SAMPLES)
+        reference = runner.run_model(ir.Model(graph), samples)
+        candidates = ["reduced", "full"]
+        if qdq.layers_reading_inputs(graph) & {n.name for n in qdq.plan(graph, scheme, set(self.fallback)).nodes}:
+            candidates.insert(1, "first")
+        scores, trials = {}, {}
+        for candidate in candidates:
+            self.weight_range = candidate
+            trial = ir.Model(graph).copy()
+            plan = self._rewrite(trial.graph, scheme, observers, set(self.float_compute), set(self.fallback))
+            scores[candidate] = {
+                "fused": _worst_output_db(runner.run_model(trial, samples, optimize=True), reference),
+                "exact": _worst_output_db(runner.run_model(trial, samples), reference),
+            }
+            trials[candidate] = (trial.graph, plan)
+        def saturation_db(candidate: str) -> float:
+            gap = scores[candidate]["exact"] - scores[candidate]["fused"]
+            return gap - (scores["reduced"]["exact"] - scores["reduced"]["fused"])
+
+        qualified = [c for c in candidates if saturation_db(c) < SATURATION_SLACK_DB]
+        self.weight_range = max(qualified, key=lambda c: scores[c]["fused"])
+        self._range_scores = scores
+        self._chosen = (graph, self._rewrite_key, *trials[self.weight_range])
+
+    @property
+    def _rewrite_key(self) -> tuple:
+        """The options a rewrite of one graph depends on (calib=auto's winner is reused when equal)."""
+        return (self.calib, self.weight_range, self.fallback, self.float_compute)
 
     def _settle_selection(self, graph: gs.Graph, ctx: PassContext) -> dict:
         scheme = schemes.get(self.scheme, self.activations or None)
@@ -196,6 +250,7 @@ class QuantizePass(Pass):
         """Insert Q/DQ with the fallback layers entirely float and the float_compute layers reading
         int8-stored weights through DequantizeLinear."""
         plan = qdq.plan(graph, scheme, fallback | float_compute)
+        self._first_layers = qdq.layers_reading_inputs(graph) if self.weight_range == "first" else set()
         levels = scheme.qrange[1] - scheme.qrange[0] + 1
         ranges = {n: observers[n].range(self.calib, self.percentile, levels) for n in plan.tensors if n in observers}
         mixed = qdq.mixed_concats(plan, ranges)
@@ -210,7 +265,7 @@ class QuantizePass(Pass):
         for node in graph.nodes:
             if node.name in float_compute and node.op in COMPUTE_OPS and node.name not in fallback:
                 qdq.quantize_weight_input(
-                    graph, node, 1, qdq.weight_axis(node, self.per_channel), names, qmax=self._weight_qmax
+                    graph, node, 1, qdq.weight_axis(node, self.per_channel), names, qmax=self._weight_qmax(node)
                 )
         tensors = graph.tensors()
         for name in plan.tensors:
@@ -238,14 +293,14 @@ class QuantizePass(Pass):
             )
         return ctx.cache[key]
 
-    @property
-    def _weight_qmax(self) -> int:
-        return schemes.REDUCED_WEIGHT_QMAX if self.weight_range == "reduced" else schemes.WEIGHT_QMAX
+    def _weight_qmax(self, node: gs.Node) -> int:
+        reduced = self.weight_range == "reduced" or node.name in self._first_layers
+        return schemes.REDUCED_WEIGHT_QMAX if reduced else schemes.WEIGHT_QMAX
 
     def _quantize_constants(self, graph, node, params, scheme, names) -> None:
         if node.op in COMPUTE_OPS:
             input_params = params.get(node.inputs[0].name)
-            qdq.widen_stored_weight(node, 1, self._weight_qmax)  # an imported int8 weight past the range
+            qdq.widen_stored_weight(node, 1, self._weight_qmax(node))  # an imported int8 weight past the range
             axis = qdq.weight_axis(node, self.per_channel)
             has_bias = node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2
             int32_bias = has_bias and input_params is not None and scheme.output_qdq
@@ -253,7 +308,7 @@ class QuantizePass(Pass):
             min_scale = None
             if bias is not None and bias.ndim == 1 and axis is not None:
                 min_scale = schemes.bias_safe_weight_scale(bias, float(input_params[0]))
-            weight_scale = qdq.quantize_weight_input(graph, node, 1, axis, names, min_scale, self._weight_qmax)
+            weight_scale = qdq.quantize_weight_input(graph, node, 1, axis, names, min_scale, self._weight_qmax(node))
             if int32_bias:
                 qdq.quantize_bias_input(graph, node, 2, input_params[0], weight_scale, names)
         elif node.op in ("Add", "Mul") and scheme.output_qdq:
@@ -264,3 +319,10 @@ class QuantizePass(Pass):
                     scale, zero_point = schemes.activation_params(float(values.min()), float(values.max()), scheme)
                     q = np.clip(np.round(values / scale) + zero_point, *scheme.qrange).astype(scheme.np_dtype)
                     qdq._dequantized_input(graph, node, index, q, scale, zero_point, None, names, f"{tensor.name}_q")
+
+
+def _worst_output_db(outputs: list[dict], reference: list[dict]) -> float:
+    """The lowest SQNR over the model's outputs (calib=auto and weight_range=auto score by it)."""
+    from edgec.quant import evaluation
+
+    return round(min(evaluation.sqnr_db([o[k] for o in outputs], [r[k] for r in reference]) for k in reference[0]), 2)

@@ -162,10 +162,10 @@ class QuantizePass(Pass):
                 and ctx.calibration is not None
             )
             self.weight_range = "reduced" if saturates else "full"
+        if measure_range:  # first: the method's scores move with the weights' rounding (ddddocr-det: mse wins on full)
+            self._choose_weight_range(graph, ctx)
         if self.calib == "auto":
             self._choose_calibration(graph, ctx)
-        if measure_range:
-            self._choose_weight_range(graph, ctx)
         if self.select == "latency":
             self._settle_selection(graph, ctx)
 
@@ -207,6 +207,8 @@ class QuantizePass(Pass):
         if qdq.layers_reading_inputs(graph) & {n.name for n in qdq.plan(graph, scheme, set(self.fallback)).nodes}:
             candidates.insert(1, "first")
         scores, trials = {}, {}
+        calib = self.calib
+        self.calib = "percentile" if calib == "auto" else calib  # saturation hardly depends on the method
         for candidate in candidates:
             self.weight_range = candidate
             trial = ir.Model(graph).copy()
@@ -224,6 +226,7 @@ class QuantizePass(Pass):
         self.weight_range = max(qualified, key=lambda c: scores[c]["fused"])
         self._range_scores = scores
         self._chosen = (graph, self._rewrite_key, *trials[self.weight_range])
+        self.calib = calib
 
     @property
     def _rewrite_key(self) -> tuple:

@@ -317,6 +317,9 @@ def lower_model(
     _fix_batch(graph)
     precision = precision_of(graph)
     quantized_ir = precision in ("int8", "int8-weights")
+    from edgec.backends.tflite.ops.gelu import dequantize_erf_gelu, fuse_erf_gelu
+
+    dequantize_erf_gelu(graph)  # before fold_qdq, which would hide its constants' real values
     # Full-int8 targets (Edge TPU, TFLM) get float weights for float layers, as before.
     params = quantized.fold_qdq(graph, weight_only=not full_int8) if quantized_ir else {}
     conv1d.as_2d(graph, params)
@@ -329,7 +332,6 @@ def lower_model(
         left_float = quantized.int8_io(graph, params)
     ir.infer_shapes(graph)
     from edgec.backends.tflite.ops.control import CONTROL_LOWERINGS
-    from edgec.backends.tflite.ops.gelu import fuse_erf_gelu
 
     if recurrent.unroll(graph):  # needs the sequence length: after shape inference, then again
         ir.infer_shapes(graph)

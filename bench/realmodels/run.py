@@ -94,10 +94,15 @@ def input_specs(entry: Entry, model: Path | None = None) -> list[tuple[str, tupl
         dims, _, dtype = spec.partition(":")
         fixed[name] = tuple(int(d) for d in dims.split("x"))
     if path.suffix == ".tflite":
-        from ai_edge_litert.interpreter import Interpreter
+        # edgec's import, not the interpreter's list: a streaming model's resource variables become
+        # explicit state inputs (mww-okay-nabu), which calibration files must hold too.
+        from edgec.frontends import load_path
 
-        details = Interpreter(model_path=str(path)).get_input_details()
-        return [(d["name"], fixed.get(d["name"], tuple(int(x) for x in d["shape"])), np.dtype(d["dtype"])) for d in details]
+        graph = load_path(path).graph
+        return [
+            (t.name, fixed.get(t.name, tuple(int(d) if isinstance(d, int) and d > 0 else 1 for d in t.shape)), np.dtype(t.dtype))
+            for t in graph.inputs
+        ]
     graph = onnx.load(str(path), load_external_data=False).graph
     init = {i.name for i in graph.initializer}
     specs = []

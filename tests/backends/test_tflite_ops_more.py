@@ -298,6 +298,20 @@ def test_expand_is_broadcast_to(in_shape, shape):
     assert "BROADCAST_TO" in operators(model)
 
 
+def test_expand_of_integer_tokens_is_broadcast_to():
+    """magika one-hot encodes its int32 byte tokens: Reshape -> Expand -> Equal on int32."""
+    from onnx import TensorProto
+
+    g = GraphBuilder()
+    tokens = g.input("tokens", [1, 6], TensorProto.INT32)
+    wide = g.op("Expand", [g.op("Reshape", [tokens, g.const(np.array([1, 6, 1], np.int64))]), g.const(np.array([1, 6, 4], np.int64))])
+    hot = g.op("Equal", [wide, g.const(np.arange(4, dtype=np.int32).reshape(1, 1, 4))])
+    g.output(g.op("Cast", [hot], to=TensorProto.FLOAT))
+    model = g.model()
+    assert compare(model) == 0.0
+    assert "BROADCAST_TO" in operators(model)
+
+
 def _erf_gelu(form):
     """x -> Conv-free exact GELU, as PyTorch ("torch") or Hugging Face ("hf") export it."""
     g = GraphBuilder()
@@ -319,6 +333,50 @@ def test_exact_gelu_subgraph_is_one_gelu(form):
     assert compare(model) < 1e-5
     ops = operators(model)
     assert ops.count("GELU") == 1 and "MUL" not in ops and "DIV" not in ops
+
+
+@pytest.mark.parametrize("form", ["torch", "hf"])
+def test_exact_gelu_in_an_int8_model_is_one_gelu_between_its_quantized_neighbours(tmp_path, form):
+    """-O int8 puts Q/DQ pairs between the subgraph's Add and Muls and stores its constants int8
+    (smart-turn's Whisper encoder was refused: "no lowering for Erf")."""
+    import onnx
+
+    import edgec
+
+    g = GraphBuilder()
+    x = g.input("x", [1, 6, 16])
+    h = g.op("MatMul", [x, g.weight(16, 16)])
+    if form == "torch":
+        erf = g.op("Erf", [g.op("Div", [h, g.const(np.float32(1.4142135))])])
+        gelu = g.op("Mul", [g.op("Mul", [h, g.op("Add", [erf, g.const(np.float32(1.0))])]), g.const(np.float32(0.5))])
+    else:
+        erf = g.op("Erf", [g.op("Mul", [h, g.const(np.float32(0.70710677))])])
+        gelu = g.op("Mul", [g.op("Mul", [h, g.const(np.float32(0.5))]), g.op("Add", [erf, g.const(np.float32(1.0))])])
+    g.output(g.op("MatMul", [gelu, g.weight(16, 4)]))
+    onnx.save(g.proto(), tmp_path / "gelu.onnx")
+    result = edgec.compile(
+        tmp_path / "gelu.onnx", "raspberry-pi-4", backend="tflite", opt="int8", calib="random:32",
+        output_dir=tmp_path / "o",
+    )
+    assert result.ok and result.report["backend_check"]["ok"]
+    quantize = next(p for p in result.report["passes"] if p["name"] == "quantize")
+    assert quantize["stats"]["quantized_ops"].get("Mul", 0) >= 2  # the subgraph's Muls were quantized
+    flat = schema.ModelT.InitFromPackedBuf((tmp_path / "o" / "model.tflite").read_bytes(), 0)
+    codes = [NAMES[c.builtinCode] for c in flat.operatorCodes]
+    written = [codes[op.opcodeIndex] for op in flat.subgraphs[0].operators]
+    assert written.count("GELU") == 1 and "MUL" not in written and "DIV" not in written, written
+
+
+@pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
+@pytest.mark.parametrize("shape", [[1, 4, 10], [1, 3, 6, 6], [1, 2, 3, 4, 5]])
+def test_global_pools_at_any_rank(op, shape):
+    """magika's 1-D classifier ends in GlobalMaxPool over a 3-D tensor."""
+    g = GraphBuilder()
+    x = g.input("x", shape)
+    g.output(g.op("Relu", [g.op(op, [g.op("Add", [x, g.const(np.float32(0.25))])])]))
+    model = g.model()
+    assert compare(model) < 1e-6
+    assert ("REDUCE_MAX" if op == "GlobalMaxPool" else "MEAN") in operators(model)
 
 
 def test_erf_used_elsewhere_is_still_refused():

@@ -11,7 +11,7 @@ from edgec.backends.tflite.ops.common import refuse
 
 
 # Ops that only move elements: TFLite's kernels take bool and int32 tensors too (an If's condition).
-MOVEMENT = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
+MOVEMENT = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand"}
 
 
 def _unsupported_dtype(ctx, node) -> str | None:

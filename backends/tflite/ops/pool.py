@@ -1,4 +1,5 @@
-"""MaxPool/AveragePool -> MAX_POOL_2D/AVERAGE_POOL_2D; GlobalAveragePool -> MEAN over H, W."""
+"""MaxPool/AveragePool -> MAX_POOL_2D/AVERAGE_POOL_2D; GlobalAveragePool/GlobalMaxPool -> MEAN/REDUCE_MAX
+over the spatial axes (H, W of an NHWC 4-D tensor; axes 2.. of any other rank, in ONNX layout)."""
 
 from __future__ import annotations
 
@@ -143,21 +144,26 @@ def _pool(builtin, fill):
     return lower
 
 
-def lower_global_average_pool(ctx, node) -> None:
-    x = ctx.get(node.inputs[0])
-    if len(x.shape) != 4:
-        refuse(node, "only 4-D inputs")
-    options = schema.ReducerOptionsT()
-    options.keepDims = True
-    out = ctx.new(node.outputs[0], nhwc=True)
-    axes = ctx.builder.constant(ctx.name("axes"), np.array([1, 2], np.int32))
-    ctx.builder.operator(
-        schema.BuiltinOperator.MEAN, [ctx.as_nhwc(x), axes], [out.index], options, schema.BuiltinOptions.ReducerOptions
-    )
+def _global_pool(builtin):
+    def lower(ctx, node) -> None:
+        x = ctx.get(node.inputs[0])
+        if len(x.shape) < 3:
+            refuse(node, "inputs need a spatial axis (rank 3 or more)")
+        options = schema.ReducerOptionsT()
+        options.keepDims = True
+        nhwc = len(x.shape) == 4
+        out = ctx.new(node.outputs[0], nhwc=nhwc)
+        axes = [1, 2] if nhwc else list(range(2, len(x.shape)))
+        source = ctx.as_nhwc(x) if nhwc else x.index
+        axes_tensor = ctx.builder.constant(ctx.name("axes"), np.array(axes, np.int32))
+        ctx.builder.operator(builtin, [source, axes_tensor], [out.index], options, schema.BuiltinOptions.ReducerOptions)
+
+    return lower
 
 
 LOWERINGS = {
     "MaxPool": _pool(schema.BuiltinOperator.MAX_POOL_2D, LOWEST_FLOAT32),
     "AveragePool": _pool(schema.BuiltinOperator.AVERAGE_POOL_2D, None),
-    "GlobalAveragePool": lower_global_average_pool,
+    "GlobalAveragePool": _global_pool(schema.BuiltinOperator.MEAN),
+    "GlobalMaxPool": _global_pool(schema.BuiltinOperator.REDUCE_MAX),
 }

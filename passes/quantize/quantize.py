@@ -149,7 +149,7 @@ class QuantizePass(Pass):
         return found
 
     def settle(self, graph: gs.Graph, ctx: PassContext) -> None:
-        """Make the measured choices now (calibration method, then the latency search) and fix
+        """Make the measured choices now (weight range, calibration method, then the latency search) and fix
         them in the options, so the printed pipeline replays them exactly and accuracy control
         evaluates the layout the build will have."""
         ir.name_nodes(graph)
@@ -218,6 +218,7 @@ class QuantizePass(Pass):
                 "exact": _worst_output_db(runner.run_model(trial, samples), reference),
             }
             trials[candidate] = (trial.graph, plan)
+
         def saturation_db(candidate: str) -> float:
             gap = scores[candidate]["exact"] - scores[candidate]["fused"]
             return gap - (scores["reduced"]["exact"] - scores["reduced"]["fused"])

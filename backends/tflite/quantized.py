@@ -187,7 +187,7 @@ def fold_constant_requantization(graph: gs.Graph) -> int:
         if source is None or source.op != "DequantizeLinear" or not isinstance(source.inputs[0], gs.Constant):
             continue
         stored = np.asarray(source.inputs[0].values)
-        real = _dequantized_values(source, stored)
+        real = dequantized_values(source, stored)
         q = dq_params(node, real.ndim)
         if np.any(q.zero_point != 0) and _only_weights_after(node.outputs[0]):
             # Requantized like an activation (asymmetric): TFLite's int8 kernels take only
@@ -227,7 +227,7 @@ def _only_weights_after(quantized_tensor: gs.Tensor) -> bool:
     return bool(readers)
 
 
-def _dequantized_values(node: gs.Node, stored: np.ndarray) -> np.ndarray:
+def dequantized_values(node: gs.Node, stored: np.ndarray) -> np.ndarray:
     """(q - zero_point) * scale in float32, as onnxruntime's DequantizeLinear computes it."""
     p = dq_params(node, stored.ndim)
     shape = [1] * stored.ndim
@@ -345,7 +345,7 @@ def _dequantize_float_weights(graph: gs.Graph, weight_only: dict[str, QuantParam
                     reader.inputs[position] = int8
                 else:
                     if real is None:  # a 0-d weight's result is a scalar
-                        real = gs.Constant(out.name, np.asarray(_dequantized_values(node, stored), np.float32))
+                        real = gs.Constant(out.name, np.asarray(dequantized_values(node, stored), np.float32))
                     reader.inputs[position] = real
         node.outputs.clear()
 

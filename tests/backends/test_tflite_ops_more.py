@@ -312,18 +312,20 @@ def test_expand_of_integer_tokens_is_broadcast_to():
     assert "BROADCAST_TO" in operators(model)
 
 
-def _erf_gelu(form):
-    """x -> Conv-free exact GELU, as PyTorch ("torch") or Hugging Face ("hf") export it."""
-    g = GraphBuilder()
-    x = g.input("x", [2, 5, 8])
-    h = g.op("Add", [x, g.const(np.float32(0.1))])
+def _exact_gelu(g, h, form):
+    """GELU(h) as PyTorch ("torch") or Hugging Face ("hf") exports it."""
     if form == "torch":
         erf = g.op("Erf", [g.op("Div", [h, g.const(np.float32(1.4142135))])])
-        gelu = g.op("Mul", [g.op("Mul", [h, g.op("Add", [erf, g.const(np.float32(1.0))])]), g.const(np.float32(0.5))])
-    else:
-        erf = g.op("Erf", [g.op("Mul", [h, g.const(np.float32(0.70710677))])])
-        gelu = g.op("Mul", [g.op("Mul", [h, g.const(np.float32(0.5))]), g.op("Add", [erf, g.const(np.float32(1.0))])])
-    g.output(g.op("Relu", [gelu]))
+        return g.op("Mul", [g.op("Mul", [h, g.op("Add", [erf, g.const(np.float32(1.0))])]), g.const(np.float32(0.5))])
+    erf = g.op("Erf", [g.op("Mul", [h, g.const(np.float32(0.70710677))])])
+    return g.op("Mul", [g.op("Mul", [h, g.const(np.float32(0.5))]), g.op("Add", [erf, g.const(np.float32(1.0))])])
+
+
+def _erf_gelu(form):
+    """x -> Conv-free exact GELU."""
+    g = GraphBuilder()
+    x = g.input("x", [2, 5, 8])
+    g.output(g.op("Relu", [_exact_gelu(g, g.op("Add", [x, g.const(np.float32(0.1))]), form)]))
     return g.model()
 
 
@@ -345,13 +347,7 @@ def test_exact_gelu_in_an_int8_model_is_one_gelu_between_its_quantized_neighbour
 
     g = GraphBuilder()
     x = g.input("x", [1, 6, 16])
-    h = g.op("MatMul", [x, g.weight(16, 16)])
-    if form == "torch":
-        erf = g.op("Erf", [g.op("Div", [h, g.const(np.float32(1.4142135))])])
-        gelu = g.op("Mul", [g.op("Mul", [h, g.op("Add", [erf, g.const(np.float32(1.0))])]), g.const(np.float32(0.5))])
-    else:
-        erf = g.op("Erf", [g.op("Mul", [h, g.const(np.float32(0.70710677))])])
-        gelu = g.op("Mul", [g.op("Mul", [h, g.const(np.float32(0.5))]), g.op("Add", [erf, g.const(np.float32(1.0))])])
+    gelu = _exact_gelu(g, g.op("MatMul", [x, g.weight(16, 16)]), form)
     g.output(g.op("MatMul", [gelu, g.weight(16, 4)]))
     onnx.save(g.proto(), tmp_path / "gelu.onnx")
     result = edgec.compile(

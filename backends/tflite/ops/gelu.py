@@ -13,6 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from ai_edge_litert import schema_py_generated as schema
 
+from edgec.backends.tflite.quantized import dequantized_values
 from edgec.graph_utils import constant_value
 from edgec.passes.cleanup.topological_sort import sort_nodes
 
@@ -25,10 +26,8 @@ def _scalar(tensor) -> float | None:
     value = constant_value(tensor)
     producer = tensor.inputs[0] if isinstance(tensor, gs.Variable) and len(tensor.inputs) == 1 else None
     if value is None and producer is not None and producer.op == "DequantizeLinear":
-        q, scale = constant_value(producer.inputs[0]), constant_value(producer.inputs[1])
-        zero_point = constant_value(producer.inputs[2]) if len(producer.inputs) > 2 else 0
-        if q is not None and scale is not None and zero_point is not None:
-            value = (np.asarray(q, np.float64) - np.asarray(zero_point, np.float64)) * np.asarray(scale, np.float64)
+        stored = constant_value(producer.inputs[0])
+        value = None if stored is None else dequantized_values(producer, np.asarray(stored))
     return float(np.asarray(value, np.float64).ravel()[0]) if value is not None and np.size(value) == 1 else None
 
 
@@ -129,8 +128,9 @@ def fuse_erf_gelu(graph: gs.Graph) -> int:
 
 
 def dequantize_erf_gelu(graph: gs.Graph) -> int:
-    """Rewrite every exact-GELU subgraph that holds Q/DQ pairs or int8-stored constants as the
-    plain float x * 0.5 * (1 + erf(x / sqrt(2))) (which fuse_erf_gelu then matches)."""
+    """Rewrite every exact-GELU subgraph, Q/DQ pairs and int8-stored constants included, as the
+    plain float x * 0.5 * (1 + erf(x / sqrt(2))), which fuse_erf_gelu then matches after shape
+    inference (a float one is merely re-spelled)."""
 
     def plain(erf, x, out):
         def scalar(name, value):
@@ -146,24 +146,15 @@ def dequantize_erf_gelu(graph: gs.Graph) -> int:
             gs.Node("Mul", f"{erf.name}/half", inputs=[times, scalar("half", 0.5)], outputs=[out]),
         ]
 
-    return _replace(graph, plain, only=lambda nodes: any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in nodes)
-                    or any(_stored_int8_operand(n) for n in nodes))
+    return _replace(graph, plain)
 
 
-def _stored_int8_operand(node: gs.Node) -> bool:
-    return any(
-        isinstance(t, gs.Variable) and len(t.inputs) == 1 and t.inputs[0].op == "DequantizeLinear"
-        and constant_value(t.inputs[0].inputs[0]) is not None and np.size(constant_value(t.inputs[0].inputs[0])) == 1
-        for t in node.inputs
-    )
-
-
-def _replace(graph: gs.Graph, build, only=lambda nodes: True) -> int:
+def _replace(graph: gs.Graph, build) -> int:
     keep = {t.name for t in graph.outputs}
     replaced_count = 0
     for erf in [n for n in graph.nodes if n.op == "Erf"]:
         found = _match(erf, keep)
-        if found is None or not only(found[1]):
+        if found is None:
             continue
         x, nodes, out = found
         for node in nodes:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from edgec import ir
 from edgec.compare import Tolerance
@@ -92,6 +93,12 @@ class Backend:
         if missing:
             return False, f"needs {', '.join(missing)}: {self.install_hint}"
         return True, ""
+
+    def prepare_passes(self, target, graph: gs.Graph) -> str:
+        """Pipeline text run before the user's pipeline when `graph` needs it: rewrites of
+        operators this backend has no kernels for, done first so that the cleanup and the lossy
+        passes work on their result (the report's pipeline text shows them)."""
+        return ""
 
     def legalize_passes(self, target) -> str:
         """Pipeline text appended after the user's pipeline so the graph suits this backend."""

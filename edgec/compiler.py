@@ -98,6 +98,17 @@ def plan(
     return Plan(registry, target_profile, chosen, pipeline, notes + registry.warnings)
 
 
+def _prepare(build: Plan, model: ir.Model) -> None:
+    """Put the rewrites this model needs before the backend can take it (Backend.prepare_passes)
+    at the head of the pipeline, unless the given pipeline already starts with them."""
+    text = build.backend.prepare_passes(build.target, model.graph)
+    if not text:
+        return
+    prepare = build.registry.build_pipeline(text)
+    if [p.name for p in build.passes[: len(prepare)]] != [p.name for p in prepare]:
+        build.passes[:0] = prepare
+
+
 def choose_backend(registry: Registry, target: Target, requested: str | None) -> tuple[Backend, list[str]]:
     """The requested backend, or the target's most preferred one that edgec has and can run."""
     if requested:
@@ -171,6 +182,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     loaded = frontends.load(model, input_shapes, input_dtypes, example_inputs)
     work = loaded.model
     ir.name_nodes(work.graph)  # fallback lists, reports and the latency search name layers
+    _prepare(build, work)
     preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
     if isinstance(preprocess, str):
         preprocess = preprocessing.parse(preprocess)  # errors early; the manifest gets the canonical text

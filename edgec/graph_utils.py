@@ -18,6 +18,13 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
+def producer(tensor: gs.Tensor | None) -> gs.Node | None:
+    """The node that computes `tensor`; None for a graph input, an initializer or no tensor."""
+    if tensor is None or not isinstance(tensor, gs.Variable) or len(tensor.inputs) != 1:
+        return None
+    return tensor.inputs[0]
+
+
 def is_graph_output(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     return any(out is tensor for out in graph.outputs)
 

@@ -295,8 +295,29 @@ def infer_shapes(model_or_graph: Model | gs.Graph) -> None:
     """Re-run ONNX shape inference and write the results into the graph's tensors in place."""
     graph = model_or_graph.graph if isinstance(model_or_graph, Model) else model_or_graph
     proto = export_skeleton(graph) if external_data.needed(graph) else gs.export_onnx(graph, do_type_check=False)
+    # A declared output shape is the exporter's claim, and inference stops at a contradicting one
+    # (ddddocr's CRNN declares [1, seqlen] for a [T, 1, 8210] output): infer from the nodes, and
+    # keep what was declared only where inference knows less.
+    declared = {t.name: t.shape for t in graph.outputs}
+    for output in proto.graph.output:
+        if output.type.HasField("tensor_type"):
+            output.type.tensor_type.ClearField("shape")
     inferred = _infer(proto, strip=True)
     _copy_shapes(graph, inferred.graph)
+    for tensor in graph.outputs:
+        tensor.shape = _merged_shape(tensor.shape, declared.get(tensor.name))
+
+
+def _merged_shape(inferred, declared):
+    """Inferred dims where inference fixed them, declared dims elsewhere (same rank); an inferred
+    shape of another rank wins when it is fully known."""
+    if inferred is None:
+        return declared
+    if declared is None:
+        return inferred
+    if len(inferred) != len(declared):
+        return inferred if all(isinstance(d, int) and d > 0 for d in inferred) else declared
+    return [i if isinstance(i, int) and i > 0 else d for i, d in zip(inferred, declared)]
 
 
 def _copy_shapes(graph: gs.Graph, proto_graph: onnx.GraphProto) -> None:

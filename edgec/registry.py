@@ -31,6 +31,7 @@ BUILTIN_PASSES = {
     "topological-sort": "edgec.passes.cleanup.topological_sort:TopologicalSortPass",
     "quantize": "edgec.passes.quantize.quantize:QuantizePass",
     "convert-fp16": "edgec.passes.quantize.convert_fp16:ConvertFp16Pass",
+    "float-integer-ops": "edgec.passes.quantize.float_integer_ops:FloatIntegerOpsPass",
     "equalize-cross-layer": "edgec.passes.quantize.equalize_cross_layer:EqualizeCrossLayerPass",
     "correct-bias": "edgec.passes.quantize.correct_bias:CorrectBiasPass",
     "prune-magnitude": "edgec.passes.prune.prune_magnitude:PruneMagnitudePass",

@@ -87,6 +87,11 @@ class TensorrtBackend(Backend):
         super().__init__()
         self._check: str | None = None  # what the last lower() wrote, for check_tolerance
 
+    def prepare_passes(self, target, graph) -> str:
+        # TensorRT's ONNX parser has no ConvInteger, MatMulInteger or DynamicQuantizeLSTM: onnxruntime's dynamic int8 becomes
+        # float layers reading int8 weights before anything else runs.
+        return "float-integer-ops" if ir.has_integer_arithmetic(graph) else ""
+
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         """lower() decided what model.trt.onnx holds; judge it by that (an IR alone: by its precision)."""
         kind = (

@@ -46,6 +46,11 @@ class TfliteBackend(Backend):
     # rounding alone limits a full-range int8 output to about 48 dB).
     int8_enough_db = 40.0
 
+    def prepare_passes(self, target, graph) -> str:
+        # TFLite has no integer-input Conv/MatMul kernels: onnxruntime's dynamic int8 becomes
+        # float layers reading int8 weights before anything else runs.
+        return "float-integer-ops" if ir.has_integer_arithmetic(graph) else ""
+
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         """int8: judged against the float model when the check has its outputs (compare()'s
         float_reference): SQNR vs float at least the IR's minus `int8_margin_db`; otherwise by

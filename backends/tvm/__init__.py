@@ -55,6 +55,11 @@ class TvmBackend(Backend):
             raise EdgecError(f"backend 'tvm': tune_trials must be >= 0, not {self.settings['tune_trials']}")
         return self
 
+    def prepare_passes(self, target, graph) -> str:
+        # TVM's ONNX importer has no ConvInteger or DynamicQuantizeLSTM: onnxruntime's dynamic int8 becomes
+        # float layers reading int8 weights before anything else runs.
+        return "float-integer-ops" if ir.has_integer_arithmetic(graph) else ""
+
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         precision = ir.compute_precision(model.graph)
         return {"int8": self.quantized_check(), "fp16": self.fp16_tolerance}.get(precision, self.tolerance)

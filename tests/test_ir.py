@@ -1,5 +1,6 @@
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from onnx import helper, numpy_helper
 
@@ -153,3 +154,34 @@ def test_subgraph_weights_are_stored_once():
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model = ir.from_proto(proto)
     assert model.to_onnx().ByteSize() < proto.ByteSize() + 200
+
+
+def test_an_inferred_output_shape_replaces_a_contradicting_declared_one():
+    """ddddocr's CRNN declares its output [1, seqlen] though it computes [T, 1, 8210]; inference
+    stopped at the declaration and left the lowering without a static output shape."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"]), helper.make_node("Relu", ["x"], ["z"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 5])],
+        [
+            helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, "seqlen"]),
+            helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [2, "width"]),
+        ],
+        [numpy_helper.from_array(np.array([2, 1, 5], np.int64), "shape")],
+    )
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    ir.infer_shapes(model)
+    shapes = {t.name: t.shape for t in model.graph.outputs}
+    assert shapes == {"y": [2, 1, 5], "z": [2, 5]}
+
+
+def test_a_declared_output_shape_stays_where_inference_knows_nothing():
+    node = helper.make_node("Mystery", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 4])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    model = ir.Model(gs.import_onnx(proto), {}, "<test>")
+    ir.infer_shapes(model)
+    assert model.graph.outputs[0].shape == [3, 4]

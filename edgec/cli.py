@@ -155,6 +155,13 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME=1x3x224x224[:dtype]",
         help="fix an input's shape (required for TorchScript)",
     )
+    p.add_argument(
+        "--freeze-input",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="bind an input to a fixed value (e.g. sr=16000); it leaves the model and what depends on it folds",
+    )
     p.add_argument("--inputs", type=Path, metavar="FILE.npz", help="real inputs for the checks, keyed by input name")
     p.add_argument(
         "--calib",
@@ -260,6 +267,8 @@ class _plugin_exit_is_an_error:
 
 
 def _compile(compiler, args, shapes, dtypes, options):
+    from edgec import freeze
+
     return compiler.compile(
         args.model,
         args.target,
@@ -285,6 +294,7 @@ def _compile(compiler, args, shapes, dtypes, options):
         progress=not args.quiet,
         backend_options=options,
         force=args.force,
+        frozen_inputs=freeze.parse(args.freeze_input) or None,
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import edgec
 from edgec.calib import preprocess as preprocessing
 from edgec import calib as calib_module  # `calib` is compile()'s argument
-from edgec import bundle, frontends, ir, noise_floor, pipeline_text, presets, samples as sampling
+from edgec import bundle, freeze, frontends, ir, noise_floor, pipeline_text, presets, samples as sampling
 from edgec.backend import Artifact, Backend
 from edgec.compare import Comparison, compare
 from edgec.errors import CheckFailed, EdgecError, InternalError, PipelineError
@@ -160,6 +160,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     registry: Registry | None = None,
     backend_options: Mapping[str, Any] | None = None,
     force: bool = False,
+    frozen_inputs: Mapping[str, Any] | None = None,
 ) -> BuildResult:
     """Compile `model` for `target` and write the bundle to `output_dir` (default build/<model>-<target>/).
 
@@ -167,7 +168,8 @@ def compile(  # noqa: A001 - the public name mirrors the command
     edgec.ir.Model or a torch.nn.Module with `example_inputs`. `calib` is calibration data for
     passes that need it (see edgec.calib), `preprocess` the image preprocessing spec for it;
     `train` is training data for fine-tuning (labelled .npz or class folders, see --train).
-    `backend_options` are settings of the chosen backend (see `edgec backends`).
+    `backend_options` are settings of the chosen backend (see `edgec backends`); `frozen_inputs`
+    binds inputs to fixed values ({"sr": 16000}, see edgec.freeze).
     Raises EdgecError on bad input and CheckFailed when a numeric check fails (unless
     keep_going, which records it in the report).
     """
@@ -181,6 +183,8 @@ def compile(  # noqa: A001 - the public name mirrors the command
     )
     loaded = frontends.load(model, input_shapes, input_dtypes, example_inputs)
     work = loaded.model
+    if frozen_inputs:
+        build.notes.extend(freeze.freeze_inputs(work, frozen_inputs))
     ir.name_nodes(work.graph)  # fallback lists, reports and the latency search name layers
     _prepare(build, work)
     preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)

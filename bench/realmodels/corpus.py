@@ -47,8 +47,8 @@ class Entry:
     features: tuple[str, ...] = ()
     input_shapes: dict[str, str] = field(default_factory=dict)  # name -> "1x3x224x224" for --input-shape
     calib: str | None = None  # real-data recipe in bench/realmodels/data.py
-    # Inputs that random data cannot fill meaningfully (a sample rate): fixed values in every sample,
-    # passed to the checks with --inputs and to calibration with --calib FILE.npz.
+    # Inputs that random data cannot fill meaningfully (a sample rate): settings a deployment fixes.
+    # Builds freeze them (--freeze-input); the float reference gets them in every sample.
     fixed_inputs: dict[str, float] = field(default_factory=dict)
     notes: str = ""
 

@@ -250,6 +250,9 @@ def build_command(entry: Entry, backend: str, config: str, out: Path, calib: Pat
     edgec = [sys.executable, "-m", "edgec"] if EDGEC_ENV else [str(EDGEC)]
     command = [*edgec, str(entry.path), "--target", target, "--backend", backend, *opt, "-o", str(out)]
     command += entry.shape_args()
+    # A fixed input is a setting a deployment fixes (silero-vad's sample rate): the build freezes
+    # it, so the If on it folds to the branch taken.
+    command += [a for name, value in entry.fixed_inputs.items() for a in ("--freeze-input", f"{name}={value}")]
     if (inputs := check_inputs_file(entry)) is not None:
         command += ["--inputs", str(inputs)]
     if config.startswith("int8"):
@@ -379,10 +382,11 @@ def _session(path: Path):
 
 
 def _outputs(path: Path, stacks: dict[str, np.ndarray]) -> list[list[np.ndarray]]:
-    """Per sample, the float outputs; inputs matched by position."""
+    """Per sample, the float outputs; inputs matched by name (a build may have frozen one), else
+    by position (a .tflite's names differ from its ONNX import's)."""
     session = _session(path)
     names = [i.name for i in session.get_inputs()]
-    arrays = list(stacks.values())
+    arrays = [stacks[n] for n in names] if all(n in stacks for n in names) else list(stacks.values())
     results = []
     for i in range(len(arrays[0])):
         feed = {name: arrays[k][i] for k, name in enumerate(names)}

@@ -38,10 +38,19 @@ class FoldConstantsPass(Pass):
         # (silero-vad's 8 kHz branch squeezes an axis that is 2 at its 16 kHz shape). Folding in a
         # branch (to initializers or to Constant nodes alike) made such a model refuse to load;
         # branches stay as the exporter wrote them.
-        constant_nodes = _constant_nodes_to_initializers(graph)
-        folded, kept = self.fold(graph)
-        stats = {"constant_nodes": constant_nodes, "folded_nodes": folded, "kept_for_size": kept}
-        return PassResult(constant_nodes + folded > 0, stats)
+        # An If whose condition folded to a constant (an input frozen with --freeze-input) is
+        # replaced by the branch it always takes, and the branch's constants fold in turn.
+        constant_nodes, folded, kept, inlined = 0, 0, 0, 0
+        while True:
+            constant_nodes += _constant_nodes_to_initializers(graph)
+            more_folded, more_kept = self.fold(graph)
+            folded, kept = folded + more_folded, kept + more_kept
+            taken = inline_decided_ifs(graph)
+            if not taken:
+                break
+            inlined += taken
+        stats = {"constant_nodes": constant_nodes, "folded_nodes": folded, "kept_for_size": kept, "inlined_ifs": inlined}
+        return PassResult(constant_nodes + folded + inlined > 0, stats)
 
     def _foldable(self, node: gs.Node) -> bool:
         return (
@@ -109,6 +118,41 @@ class FoldConstantsPass(Pass):
                     kept.add(id(node))
                     too_big += 1
         return kept, too_big
+
+
+def inline_decided_ifs(graph: gs.Graph) -> int:
+    """Replace each If of the main graph whose condition is a constant with the nodes of the
+    branch it takes; returns how many. Branch outputs take the If's output tensors' place, so
+    readers and graph outputs keep their names."""
+    inlined = 0
+    for node in [n for n in graph.nodes if n.op == "If"]:
+        condition = node.inputs[0] if node.inputs else None
+        if not isinstance(condition, gs.Constant) or condition.values.size != 1:
+            continue
+        branch = node.attrs["then_branch" if bool(condition.values.ravel()[0]) else "else_branch"]
+        if len(branch.outputs) != len(node.outputs):
+            continue
+        produced = {id(out) for sub in branch.nodes for out in sub.outputs}
+        graph.nodes.extend(branch.nodes)
+        for result, wanted in zip(branch.outputs, list(node.outputs)):
+            if id(result) in produced and not any(result is out for out in graph.outputs):
+                # the branch's tensor becomes the If's output: same name, same readers
+                maker = result.inputs[0]
+                maker.outputs[maker.outputs.index(result)] = wanted
+                for reader in list(result.outputs):
+                    for i, t in enumerate(reader.inputs):
+                        if t is result:
+                            reader.inputs[i] = wanted
+            else:  # an outer tensor or constant passed through: keep the If's output name
+                graph.nodes.append(gs.Node("Identity", name=f"{node.name}_taken", inputs=[result], outputs=[wanted]))
+        branch.nodes = []
+        node.inputs.clear()
+        node.outputs.clear()
+        inlined += 1
+    if inlined:
+        _constant_nodes_to_initializers(graph)  # the branches' Constant nodes, as in the main graph
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return inlined
 
 
 def _constant_nodes_to_initializers(graph: gs.Graph) -> int:

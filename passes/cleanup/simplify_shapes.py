@@ -9,7 +9,7 @@ from edgec import ir
 from edgec.graph_utils import constant_value, is_graph_output, remove_node
 from edgec.ir import iter_graphs
 from edgec.pass_infra import Pass, PassContext, PassResult
-from edgec.passes.cleanup.fold_constants import FoldConstantsPass
+from edgec.passes.cleanup.fold_constants import FoldConstantsPass, inline_decided_ifs
 
 
 # Each round needs a shape inference; real models needed 2-3 (a bound, not a budget).
@@ -53,6 +53,9 @@ class SimplifyShapesPass(Pass):
             if seeds:
                 folded, _ = folder.fold(g, seeds)
                 folded_count += folded
+        # An If on a shape (silero-vad's decoder checks its state's size) is decided now: its
+        # taken branch joins the graph, and its shapes may fold in the next round.
+        replaced_count += inline_decided_ifs(graph)
         return replaced_count, folded_count
 
 

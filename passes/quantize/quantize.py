@@ -79,7 +79,10 @@ class QuantizePass(Pass):
             raise EdgecError(
                 f"quantize: no layer of this model is quantizable in the {scheme.name} scheme "
                 f"(ops: {', '.join(sorted({n.op for n in graph.nodes})[:12])})"
-                + ("; layers inside If/Loop bodies are not quantized" if ir.has_subgraphs(graph) else "")
+                + (
+                    "; layers inside If/Loop bodies are not quantized (an If on a setting input folds "
+                    "away with --freeze-input NAME=VALUE)" if ir.has_subgraphs(graph) else ""
+                )
                 + ": build it with -O2 for float"
             )
         self.settle(graph, ctx)

@@ -29,6 +29,11 @@ def session_options(optimize: bool = False, threads: int | None = None) -> ort.S
     # Without the arena, activations go back to the allocator after each run instead of being
     # held by every live session at its peak (PP-OCRv4 det at 640x640: ~150 MB per session).
     options.enable_cpu_mem_arena = False
+    # The default order ran the observers edgec adds to a tensor (calibration's min/max and
+    # samples, exposed outputs) late, keeping every activation alive for the whole run:
+    # PicoDet at 800x608 observed in full peaked at 1.86 GB, 477 MB in priority order (the
+    # model alone: 0.49 GB), and ran 1.9x faster. The order does not change any value.
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     if not optimize:
         # Kernels pre-pack constant weights into another GEMM layout, so folding a weight
         # computation (exactly) would change summation order and show up as a 4e-5 difference

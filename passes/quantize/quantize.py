@@ -177,8 +177,8 @@ class QuantizePass(Pass):
 
         scheme = schemes.get(self.scheme, self.activations or None)
         ir.infer_shapes(graph)
-        observers = self.observers(graph, scheme, ctx)
-        samples = ctx.calibration.take(AUTO_SAMPLES)
+        fitting, samples = _fit_and_score_split(ctx.calibration)
+        observers = self.observers(graph, scheme, ctx, fitting)
         reference = runner.run_model(ir.Model(graph), samples)
         scores, trials = {}, {}
         self.extremes = "sampled"
@@ -190,7 +190,8 @@ class QuantizePass(Pass):
             trials[method] = (trial.graph, plan)
         self.calib = max(scores, key=scores.get)
         self._calib_scores = scores
-        self._chosen = (graph, self._rewrite_key, *trials[self.calib])
+        if fitting is ctx.calibration:  # else the build calibrates again, on every sample
+            self._chosen = (graph, self._rewrite_key, *trials[self.calib])
 
     def _choose_weight_range(self, graph: gs.Graph, ctx: PassContext) -> None:
         """Full-range weights are ~6 dB closer to float than [-64, 64] (mtcnn-pnet: 23.7 vs 18.4 dB),
@@ -281,14 +282,15 @@ class QuantizePass(Pass):
         graph.toposort(recurse_subgraphs=False)
         return plan
 
-    def observers(self, graph: gs.Graph, scheme, ctx: PassContext) -> dict:
+    def observers(self, graph: gs.Graph, scheme, ctx: PassContext, calibration=None) -> dict:
         """Statistics of every tensor the plan without fallbacks quantizes (a superset of any
-        plan with fallbacks), collected once per graph and calibration set: accuracy control
-        tries many fallback sets on the same graph."""
+        plan with fallbacks), collected once per graph and calibration set (ctx's unless given):
+        accuracy control tries many fallback sets on the same graph."""
+        calibration = calibration if calibration is not None else ctx.calibration
         exact = self.calib == "minmax" and self.extremes == "exact"  # the other methods use samples
         key = (
             "quantize-observers",
-            id(ctx.calibration),
+            id(calibration),
             scheme.name,
             exact,
             tuple((n.op, n.name) for n in graph.nodes),
@@ -296,7 +298,7 @@ class QuantizePass(Pass):
         if key not in ctx.cache:
             full = qdq.plan(graph, scheme, set())
             ctx.cache[key] = collect.observe(
-                ir.Model(graph), ctx.calibration, full.tensors, ctx.progress, exact_extremes=exact
+                ir.Model(graph), calibration, full.tensors, ctx.progress, exact_extremes=exact
             )
         return ctx.cache[key]
 
@@ -326,6 +328,19 @@ class QuantizePass(Pass):
                     scale, zero_point = schemes.activation_params(float(values.min()), float(values.max()), scheme)
                     q = np.clip(np.round(values / scale) + zero_point, *scheme.qrange).astype(scheme.np_dtype)
                     qdq._dequantized_input(graph, node, index, q, scale, zero_point, None, names, f"{tensor.name}_q")
+
+
+def _fit_and_score_split(calibration) -> tuple:
+    """(samples to calibrate on, samples to score on) for calib=auto. With enough data the last
+    AUTO_SAMPLES are held out: scored on the samples it was fitted to, percentile won on
+    oww-hey-jarvis by fitting their outliers (61 dB in-sample) and then clipped a LayerNorm's
+    1/std on a quarter of new inputs, where minmax held. Fewer samples: scored in-sample."""
+    count = len(calibration)
+    if count < 2 * AUTO_SAMPLES:
+        return calibration, calibration.take(AUTO_SAMPLES)
+    fitting = calibration.subset(range(count - AUTO_SAMPLES), "calib=auto fitting")
+    scoring = calibration.subset(range(count - AUTO_SAMPLES, count), "calib=auto scoring")
+    return fitting, list(scoring)
 
 
 def _worst_output_db(outputs: list[dict], reference: list[dict]) -> float:

@@ -294,3 +294,23 @@ def test_remote_targets_quantize_every_layer(tmp_path, fmnist_calib):
     )
     assert "select=latency" not in result.report["pipeline"]  # this machine cannot time a Pi
     assert result.report["passes"][-1]["stats"]["fallback"] == []
+
+
+def test_calib_auto_scores_methods_on_samples_it_did_not_calibrate_on():
+    """In-sample, percentile fitted oww-hey-jarvis's calibration outliers (61 dB) and clipped on
+    new inputs; with 16 or more samples the last AUTO_SAMPLES are held out of the fitting."""
+    from edgec.calib import CalibrationSet
+    from edgec.passes.quantize.quantize import AUTO_SAMPLES, _fit_and_score_split
+
+    def calibration(count):
+        items = [{"x": np.full((1,), i, np.float32)} for i in range(count)]
+        return CalibrationSet("test", count, lambda: ((f"s{i}", s) for i, s in enumerate(items)))
+
+    fitting, scoring = _fit_and_score_split(calibration(32))
+    fitted = [float(s["x"][0]) for s in fitting]
+    scored = [float(s["x"][0]) for s in scoring]
+    assert len(fitted) == 32 - AUTO_SAMPLES and scored == list(range(32 - AUTO_SAMPLES, 32))
+    assert not set(fitted) & set(scored)
+    small = calibration(2 * AUTO_SAMPLES - 1)
+    fitting, scoring = _fit_and_score_split(small)
+    assert fitting is small and [float(s["x"][0]) for s in scoring] == list(range(AUTO_SAMPLES))

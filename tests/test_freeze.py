@@ -38,7 +38,10 @@ def _model_with_a_mode_input(path):
     ]
     graph = helper.make_graph(
         nodes, "mode",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]), helper.make_tensor_value_info("mode", TensorProto.INT64, [])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("mode", TensorProto.INT64, []),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
         [numpy_helper.from_array(W, "W")],
     )
@@ -84,7 +87,8 @@ def test_a_frozen_build_lowers_to_tflite_and_litert_computes_the_taken_branch(mo
 
 
 def test_the_cli_freezes_and_refuses_values_that_do_not_fit(model, tmp_path, capsys):
-    assert main([str(model), "-t", "x86-64", "--backend", "onnx", "--freeze-input", "mode=1", "-o", str(tmp_path / "ok"), "-q"]) == 0
+    argv = [str(model), "-t", "x86-64", "--backend", "onnx"]
+    assert main([*argv, "--freeze-input", "mode=1", "-o", str(tmp_path / "ok"), "-q"]) == 0
     assert "input 'mode' frozen to 1" in capsys.readouterr().err
     cases = [
         ("nope=1", "the model has no input 'nope' (inputs: x, mode)"),
@@ -97,7 +101,7 @@ def test_the_cli_freezes_and_refuses_values_that_do_not_fit(model, tmp_path, cap
     ]
     for index, (value, message) in enumerate(cases):
         out = tmp_path / f"bad{index}"
-        code = main([str(model), "-t", "x86-64", "--backend", "onnx", "--freeze-input", value, "-o", str(out), "-q"])
+        code = main([*argv, "--freeze-input", value, "-o", str(out), "-q"])
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edgec:")]
         assert code == 2 and len(err) == 1 and message in err[0], (value, err)
         assert not out.exists()

@@ -88,8 +88,8 @@ class TensorrtBackend(Backend):
         self._check: str | None = None  # what the last lower() wrote, for check_tolerance
 
     def prepare_passes(self, target, graph) -> str:
-        # TensorRT's ONNX parser has no ConvInteger, MatMulInteger or DynamicQuantizeLSTM: onnxruntime's dynamic int8 becomes
-        # float layers reading int8 weights before anything else runs.
+        # TensorRT's ONNX parser has no ConvInteger, MatMulInteger or DynamicQuantizeLSTM:
+        # onnxruntime's dynamic int8 becomes float layers reading int8 weights first.
         return "float-integer-ops" if ir.has_integer_arithmetic(graph) else ""
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:

@@ -56,8 +56,8 @@ class TvmBackend(Backend):
         return self
 
     def prepare_passes(self, target, graph) -> str:
-        # TVM's ONNX importer has no ConvInteger or DynamicQuantizeLSTM: onnxruntime's dynamic int8 becomes
-        # float layers reading int8 weights before anything else runs.
+        # TVM's ONNX importer has no ConvInteger or DynamicQuantizeLSTM: onnxruntime's dynamic
+        # int8 becomes float layers reading int8 weights first.
         return "float-integer-ops" if ir.has_integer_arithmetic(graph) else ""
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:

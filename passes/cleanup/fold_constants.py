@@ -49,7 +49,8 @@ class FoldConstantsPass(Pass):
             if not taken:
                 break
             inlined += taken
-        stats = {"constant_nodes": constant_nodes, "folded_nodes": folded, "kept_for_size": kept, "inlined_ifs": inlined}
+        stats = {"constant_nodes": constant_nodes, "folded_nodes": folded, "kept_for_size": kept}
+        stats["inlined_ifs"] = inlined
         return PassResult(constant_nodes + folded + inlined > 0, stats)
 
     def _foldable(self, node: gs.Node) -> bool:

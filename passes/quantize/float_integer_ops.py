@@ -30,7 +30,10 @@ from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
 
 class FloatIntegerOpsPass(Pass):
     name = "float-integer-ops"
-    summary = "Rewrite onnxruntime's dynamic int8 (ConvInteger/MatMulInteger/DynamicQuantizeLSTM) as float layers with int8 weights."
+    summary = (
+        "Rewrite onnxruntime's dynamic int8 (ConvInteger/MatMulInteger/DynamicQuantizeLSTM) as float layers "
+        "with int8 weights."
+    )
     numerics = Numerics.LOSSY
     # Only the run-time 8-bit rounding of activations goes: the quantized budget backends hold
     # int8 numerics to (ddddocr's CRNN: 31.4 dB, same top-1 on all 25 x 8210 logits).
@@ -190,8 +193,9 @@ def _rewrite_lstm(graph: gs.Graph, node: gs.Node) -> int:
         real = (values.astype(np.int32) - zero).astype(np.float32) * scale
         weights.append(gs.Constant(f"{stored.name}_dequantized", np.ascontiguousarray(real.transpose(0, 2, 1))))
     lstm_inputs = [inputs[0], *weights] + [t if t is not None else gs.Variable.empty() for t in inputs[3:8]]
-    while lstm_inputs and (lstm_inputs[-1] is None or (isinstance(lstm_inputs[-1], gs.Variable) and not lstm_inputs[-1].name)):
+    while not lstm_inputs[-1].name:  # trailing optional inputs left out
         lstm_inputs.pop()
-    graph.nodes.append(gs.Node("LSTM", name=node.name, attrs=dict(node.attrs), inputs=lstm_inputs, outputs=list(node.outputs)))
+    outputs = list(node.outputs)
+    graph.nodes.append(gs.Node("LSTM", name=node.name, attrs=dict(node.attrs), inputs=lstm_inputs, outputs=outputs))
     node.outputs.clear()
     return 1

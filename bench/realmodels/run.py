@@ -604,7 +604,13 @@ def markdown(results: dict) -> str:
         "",
     ]
     if results.get("edgec_commit"):
-        lines += [f"edgec commit: `{results['edgec_commit']}`; machine: {results.get('machine', '?')}", ""]
+        by_commit: dict[str, list[str]] = {}
+        for b in builds.values():
+            by_commit.setdefault(b.get("edgec_commit", "?"), []).append(b["backend"])
+        commits = "; ".join(
+            f"`{c}` ({len(bs)} builds: {', '.join(sorted(set(bs)))})" for c, bs in sorted(by_commit.items(), key=lambda i: -len(i[1]))
+        )
+        lines += [f"edgec commits: {commits}; machine: {results.get('machine', '?')}", ""]
     lines += ["## Corpus", "", "| model | package | format | MB | kind | origin | features |", "|---|---|---|---|---|---|---|"]
     for e in CORPUS:
         lines.append(
@@ -726,6 +732,22 @@ def reclassify(results: dict) -> None:
         result["line"] = line[:400]
 
 
+def machine() -> str:
+    """Cores, CPU model and whether it has VNNI: int8 results depend on it (without VNNI,
+    onnxruntime's u8 x s8 kernels sum pairs in 16 bits and edgec measures its weight range)."""
+    model, flags = "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    vnni = "VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "no VNNI"
+    return f"{os.cpu_count()} cores, {model}, {vnni}"
+
+
 def plan(args) -> list[tuple[Entry, str, str]]:
     entries = [BY_NAME[n] for n in args.only] if args.only else CORPUS
     todo = []
@@ -791,7 +813,7 @@ def main(argv=None) -> int:
             print(f"realmodels: the snapshot of {commit} does not import ({probe.stderr.strip()[-300:]})", file=sys.stderr)
             return 2
     results["edgec_commit"] = commit
-    results["machine"] = f"{os.cpu_count()} cores"
+    results["machine"] = machine()
     start = time.monotonic()
     for entry, backend, config in plan(args):
         k = key(entry.name, backend, config)

@@ -123,10 +123,11 @@ def calib_file(entry: Entry, kind: str) -> Path | None:
     path = WORK / "calib" / f"{entry.name}.{kind}.npz"
     if path.exists():  # written by an earlier corpus entry: the inputs may have changed since
         with np.load(path) as cached:
-            if len(cached.files) != len(input_specs(entry)):
+            if len(cached.files) != len(input_specs(entry)) - len(entry.fixed_inputs):
                 path.unlink()
     if not path.exists():
-        data.save_npz(path, samples(entry, kind, CALIB_COUNT, seed=0))
+        stacks = samples(entry, kind, CALIB_COUNT, seed=0)
+        data.save_npz(path, {k: v for k, v in stacks.items() if k not in entry.fixed_inputs})  # builds freeze them
     return path
 
 
@@ -139,16 +140,6 @@ def samples(entry: Entry, kind: str, count: int, seed: int) -> dict[str, np.ndar
     for name, value in entry.fixed_inputs.items():
         stacks[name] = np.full_like(stacks[name], value)
     return stacks
-
-
-def check_inputs_file(entry: Entry) -> Path | None:
-    """--inputs for the checks of models with fixed inputs (4 random samples with those fixed)."""
-    if not entry.fixed_inputs:
-        return None
-    path = WORK / "calib" / f"{entry.name}.inputs.npz"
-    if not path.exists():
-        data.save_npz(path, samples(entry, "random", 4, seed=2))
-    return path
 
 
 # --- running one build ------------------------------------------------------------------------------
@@ -253,8 +244,6 @@ def build_command(entry: Entry, backend: str, config: str, out: Path, calib: Pat
     # A fixed input is a setting a deployment fixes (silero-vad's sample rate): the build freezes
     # it, so the If on it folds to the branch taken.
     command += [a for name, value in entry.fixed_inputs.items() for a in ("--freeze-input", f"{name}={value}")]
-    if (inputs := check_inputs_file(entry)) is not None:
-        command += ["--inputs", str(inputs)]
     if config.startswith("int8"):
         command += ["--calib", str(calib), "--seed", "0"]
     return command
@@ -389,7 +378,7 @@ def _outputs(path: Path, stacks: dict[str, np.ndarray]) -> list[list[np.ndarray]
     arrays = [stacks[n] for n in names] if all(n in stacks for n in names) else list(stacks.values())
     results = []
     for i in range(len(arrays[0])):
-        feed = {name: arrays[k][i] for k, name in enumerate(names)}
+        feed = {name: np.asarray(arrays[k][i]) for k, name in enumerate(names)}  # a 0-d input: an array, not a scalar
         results.append([np.asarray(o, np.float64) for o in session.run(None, feed) if np.asarray(o).dtype.kind == "f"])
     return results
 
@@ -495,11 +484,13 @@ def ort_quantize(source: Path, calib: Path, heldout, reference, entry: Entry, me
 
     with np.load(calib) as npz:
         arrays = [npz[k] for k in sorted(npz.files, key=lambda k: int(k.split("_")[1]))]
-    names = [i.name for i in _session(source).get_inputs()]
+    # The calibration file leaves out the inputs builds freeze; the original model takes them.
+    names = [i.name for i in _session(source).get_inputs() if i.name not in entry.fixed_inputs]
+    fixed = {n: np.full(shape, entry.fixed_inputs[n], dtype) for n, shape, dtype in input_specs(entry) if n in entry.fixed_inputs}
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter([{n: a[i] for n, a in zip(names, arrays)} for i in range(len(arrays[0]))])
+            self.items = iter([{**{n: a[i] for n, a in zip(names, arrays)}, **fixed} for i in range(len(arrays[0]))])
 
         def get_next(self):
             return next(self.items, None)
@@ -542,6 +533,9 @@ def ort_quantize(source: Path, calib: Path, heldout, reference, entry: Entry, me
                         str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
                     )
+                    if not _quantizes_anything(out):  # e.g. every layer inside If branches (silero-vad)
+                        errors.append(f"{label}: onnxruntime quantized no layer")
+                        continue
                     got = _outputs(out, heldout)
                     value = sqnr_db(reference, got)
                     if best is None or value > best[0]:
@@ -553,6 +547,13 @@ def ort_quantize(source: Path, calib: Path, heldout, reference, entry: Entry, me
                 scores[f"{method.name}_from"] = best[1]
                 scores[f"{method.name}_worst_slice"] = best[2]
     return scores
+
+
+def _quantizes_anything(path: Path) -> bool:
+    """Whether onnxruntime's output rounds any activation (a QuantizeLinear in the main graph)."""
+    import onnx
+
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 # --- results ------------------------------------------------------------------------------------------

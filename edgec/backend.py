@@ -100,8 +100,9 @@ class Backend:
         passes work on their result (the report's pipeline text shows them)."""
         return ""
 
-    def legalize_passes(self, target) -> str:
-        """Pipeline text appended after the user's pipeline so the graph suits this backend."""
+    def legalize_passes(self, target, graph: gs.Graph) -> str:
+        """Pipeline text appended after the user's pipeline when `graph` needs it, so that the
+        result suits this backend (rewrites that need the shapes the cleanup fixed)."""
         return ""
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:

@@ -83,8 +83,7 @@ def plan(
         chosen.configure(backend_options or {})
         host = target_profile.detect_host and chosen.name == "onnx"  # onnxruntime on this very machine
         text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train)
-        legalize = chosen.legalize_passes(target_profile)
-        return registry.build_pipeline(",".join(t for t in (text, legalize) if t))
+        return registry.build_pipeline(text)
 
     pipeline = pipeline_for(chosen)
     coded = [p.name for p in pipeline if p.name in WEIGHT_CONTAINER_PASSES]
@@ -99,14 +98,17 @@ def plan(
 
 
 def _prepare(build: Plan, model: ir.Model) -> None:
-    """Put the rewrites this model needs before the backend can take it (Backend.prepare_passes)
-    at the head of the pipeline, unless the given pipeline already starts with them."""
+    """Put the rewrites this model needs before the backend can take it at the head
+    (Backend.prepare_passes) and the tail (Backend.legalize_passes) of the pipeline, unless the
+    given pipeline already starts or ends with them."""
     text = build.backend.prepare_passes(build.target, model.graph)
-    if not text:
-        return
-    prepare = build.registry.build_pipeline(text)
-    if [p.name for p in build.passes[: len(prepare)]] != [p.name for p in prepare]:
+    prepare = build.registry.build_pipeline(text) if text else []
+    if prepare and [p.name for p in build.passes[: len(prepare)]] != [p.name for p in prepare]:
         build.passes[:0] = prepare
+    text = build.backend.legalize_passes(build.target, model.graph)
+    legalize = build.registry.build_pipeline(text) if text else []
+    if legalize and [p.name for p in build.passes[-len(legalize) :]] != [p.name for p in legalize]:
+        build.passes.extend(legalize)
 
 
 def choose_backend(registry: Registry, target: Target, requested: str | None) -> tuple[Backend, list[str]]:

@@ -29,6 +29,7 @@ BUILTIN_PASSES = {
     "simplify-shapes": "edgec.passes.cleanup.simplify_shapes:SimplifyShapesPass",
     "cancel-transpose-reshape": "edgec.passes.cleanup.cancel_transpose_reshape:CancelTransposeReshapePass",
     "topological-sort": "edgec.passes.cleanup.topological_sort:TopologicalSortPass",
+    "unroll-recurrent": "edgec.passes.cleanup.unroll_recurrent:UnrollRecurrentPass",
     "quantize": "edgec.passes.quantize.quantize:QuantizePass",
     "convert-fp16": "edgec.passes.quantize.convert_fp16:ConvertFp16Pass",
     "float-integer-ops": "edgec.passes.quantize.float_integer_ops:FloatIntegerOpsPass",

@@ -18,9 +18,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from ai_edge_litert import schema_py_generated as schema
 
-from edgec import ir
+from edgec import ir, recurrent
 from edgec.compress import shared
-from edgec.backends.tflite import conv1d, fuse, quantized, recurrent
+from edgec.backends.tflite import conv1d, fuse, quantized
 from edgec.backends.tflite.flatbuffer import TENSOR_TYPES, ModelBuilder, Quantization
 from edgec.errors import EdgecError
 
@@ -333,7 +333,12 @@ def lower_model(
     ir.infer_shapes(graph)
     from edgec.backends.tflite.ops.control import CONTROL_LOWERINGS
 
-    if recurrent.unroll(graph):  # needs the sequence length: after shape inference, then again
+    from edgec.backends.tflite.ops.common import refuse  # the ops package imports the lowering
+
+    def not_unrolled(node, why):
+        refuse(node, f"{why}: not unrolled for TFLite")
+
+    if recurrent.unroll(graph, not_unrolled):  # needs the sequence length: after shape inference, then again
         ir.infer_shapes(graph)
     fuse_erf_gelu(graph)  # after shape inference: ONNX knows Gelu only from opset 20
 

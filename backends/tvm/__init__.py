@@ -60,6 +60,12 @@ class TvmBackend(Backend):
         # int8 becomes float layers reading int8 weights first.
         return "float-integer-ops" if ir.has_integer_arithmetic(graph) else ""
 
+    def legalize_passes(self, target, graph) -> str:
+        # Relax converts no GRU/LSTM: unrolled once the cleanup fixed the sequence length
+        # (silero-vad's LSTM leaves its If only when the sample rate is frozen).
+        recurrent = ("GRU", "LSTM", "DynamicQuantizeLSTM")  # the last becomes an LSTM first
+        return "unroll-recurrent" if any(n.op in recurrent for n in ir.iter_nodes(graph)) else ""
+
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         precision = ir.compute_precision(model.graph)
         return {"int8": self.quantized_check(), "fp16": self.fp16_tolerance}.get(precision, self.tolerance)

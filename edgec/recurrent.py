@@ -1,12 +1,14 @@
 """GRU and LSTM unrolled over their static sequence length into fully connected layers and
 elementwise gates: TFLite's UNIDIRECTIONAL_SEQUENCE_LSTM has no final cell state output and there
-is no GRU kernel, while a streaming model (PLCMOS's GRUs, silero-vad's LSTM state) needs both.
-
-Rewritten on the IR before lowering. The input projection of every step is one MatMul over the
+is no GRU kernel, while a streaming model (PLCMOS's GRUs, silero-vad's LSTM state) needs both;
+TVM's Relax importer converts neither. The TFLite lowering unrolls before lowering, TVM builds
+run the `unroll-recurrent` pass last. The input projection of every step is one MatMul over the
 whole sequence; each step adds its recurrent MatMul and computes the gates as ONNX defines them
 (default activations, no clip, forward / reverse / bidirectional, layout 0)."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -67,16 +69,17 @@ def _optional(node: gs.Node, position: int):
     return node.inputs[position] if len(node.inputs) > position and not node.inputs[position].is_empty() else None
 
 
-def unroll(graph: gs.Graph) -> int:
+def unroll(graph: gs.Graph, refuse: Callable[[gs.Node, str], None] | None = None) -> int:
     """Replace every GRU/LSTM of `graph` (main graph) with its unrolled steps; returns how many.
-    A recurrent node that cannot be unrolled is refused, naming why."""
-    from edgec.backends.tflite.ops.common import refuse  # the ops package imports the lowering
-
+    One that cannot be unrolled is passed to `refuse(node, why)` (the TFLite lowering raises
+    there) and otherwise left as it is."""
     count = 0
     for node in [n for n in graph.nodes if n.op in GATES]:
         why = _supported(node)
         if why is not None:
-            refuse(node, f"{why}: not unrolled for TFLite")
+            if refuse is not None:
+                refuse(node, why)
+            continue
         _unroll(graph, node)
         count += 1
     if count:

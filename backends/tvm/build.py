@@ -44,12 +44,13 @@ def import_model(model: ir.Model) -> Imported:
             )
         inputs.append({"name": spec["name"], "shape": shape, "dtype": spec["dtype"]})
     try:
-        mod = from_onnx(
-            model.to_onnx(),
-            shape_dict={p["name"]: p["shape"] for p in inputs},
-            dtype_dict={p["name"]: p["dtype"] for p in inputs},
-            opset=model.opset,
-        )
+        with native_warnings_dropped():  # the importer folds constant Gathers through TOPI too
+            mod = from_onnx(
+                model.to_onnx(),
+                shape_dict={p["name"]: p["shape"] for p in inputs},
+                dtype_dict={p["name"]: p["dtype"] for p in inputs},
+                opset=model.opset,
+            )
     except Exception as exc:
         raise EdgecError(f"TVM's ONNX importer failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     returned = mod["main"].ret_ty
@@ -75,11 +76,35 @@ def fuse(mod, tvm_target, database=None):
         relax.transform.CanonicalizeBindings(),
         relax.get_pipeline("zero"),
     ]
-    with tvm.target.Target(tvm_target):
+    with tvm.target.Target(tvm_target), native_warnings_dropped():
         if database is None:
             return tvm.transform.Sequential(passes)(mod)
         with database:
             return tvm.transform.Sequential(passes)(mod)
+
+
+@contextlib.contextmanager
+def native_warnings_dropped():
+    """TVM's C++ logs a warning per legalized Gather ("Fast mode segfaults when there are
+    out-of-bounds indices"), one per step of an unrolled LSTM, straight to file descriptor 2.
+    Its lines are kept aside and everything but those warnings is written back afterwards."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            kept.seek(0)
+            for line in kept.read().decode(errors="replace").splitlines(keepends=True):
+                if ": Warning: " not in line:
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def compile_module(fused, tvm_target):
@@ -87,7 +112,7 @@ def compile_module(fused, tvm_target):
     import tvm
 
     try:
-        with _cuda_compiled_by_nvcc(tvm_target):
+        with _cuda_compiled_by_nvcc(tvm_target), native_warnings_dropped():
             return tvm.compile(fused, target=tvm.target.Target(tvm_target))
     except Exception as exc:
         raise EdgecError(f"TVM could not compile the model: {type(exc).__name__}: {_first_line(exc)}") from exc

@@ -67,6 +67,9 @@ CHECKS = {
 }
 
 
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
 class TensorrtBackend(Backend):
     name = "tensorrt"
     summary = "TensorRT (Jetson): ONNX for TensorRT 8.2+, int8 calibration cache, engine build script for the device"
@@ -105,6 +108,11 @@ class TensorrtBackend(Backend):
         plan = choose(found, target, self.settings["engine_precision"])
         release = release_for(target)
         legal = legalize(model, plan.qdq)
+        explicit = found == "int8" and plan.qdq == "explicit"
+        if explicit and not any(n.op_type in QDQ_OPS for n in _all_nodes(legal.proto.graph)):
+            # every int8 weight was one TensorRT cannot read as int8 (legalize dequantized them all)
+            found = "fp32"
+            plan = choose(found, target, self.settings["engine_precision"])
         onnx.save(legal.proto, str(out_dir / TRT_ONNX))
         files = [Path(TRT_ONNX)]
         cache = _write_int8_artifacts(model, plan, release, out_dir, files) if found == "int8" else None

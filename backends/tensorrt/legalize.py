@@ -40,7 +40,9 @@ def legalize(model: ir.Model, qdq: Literal["explicit", "strip"] = "explicit") ->
     elif found == "int8" and qdq == "strip":
         rewrites["activation Q/DQ pairs removed (weights dequantized)"] = precision.strip_qdq(graph)
     elif found == "int8":
-        rewrites["int8 weights as float -> QuantizeLinear -> DequantizeLinear"] = precision.tensorrt_qdq(graph)
+        requantized, dequantized = precision.tensorrt_qdq(graph)
+        rewrites["int8 weights as float -> QuantizeLinear -> DequantizeLinear"] = requantized
+        rewrites["uint8 weights with a zero point stored as float (TensorRT reads symmetric int8 only)"] = dequantized
     for op, count in decompose.decompose(graph).items():
         rewrites[f"{op} decomposed"] = count
     for op, count in opset.downgrade(graph).items():

@@ -100,14 +100,15 @@ def strip_qdq(graph: gs.Graph) -> int:
     return removed
 
 
-def tensorrt_qdq(graph: gs.Graph) -> int:
+def tensorrt_qdq(graph: gs.Graph) -> tuple[int, int]:
     """Q/DQ as TensorRT 8.2's parser takes them: three inputs (the zero point is required),
     int8 zero points of 0, positive constant scales, per-axis scales on weights only; int8
     weights become float -> QuantizeLinear -> DequantizeLinear (Q gives the same int8 back:
     round(q * s / s) = q) and int32 biases plain float (TensorRT adds biases in float).
-    Returns the number of weights rewritten."""
+    A stored weight whose Q/DQ TensorRT cannot read becomes its float values. Returns (weights
+    requantized, weights dequantized)."""
     names = NameGen(graph)
-    weights = 0
+    weights = dequantized = 0
     problems = []
     for g in list(iter_graphs(graph)):
         for node in [n for n in g.nodes if n.op in QDQ]:
@@ -116,6 +117,12 @@ def tensorrt_qdq(graph: gs.Graph) -> int:
                 _replace_output(g, node, gs.Constant(names(f"{source.name}_float"), dequantize(node)))
                 continue
             problem = _check_qdq(node, names)
+            if problem and node.op == "DequantizeLinear" and isinstance(source, gs.Constant):
+                # A stored weight TensorRT cannot read as int8 (uint8 with a zero point: what
+                # float-integer-ops leaves of onnxruntime's dynamic int8) is the same float weight.
+                _replace_output(g, node, gs.Constant(names(f"{source.name}_float"), dequantize(node)))
+                dequantized += 1
+                continue
             if problem:
                 problems.append(f"{node.op} '{node.name or node.outputs[0].name}' ({problem})")
                 continue
@@ -142,7 +149,7 @@ def tensorrt_qdq(graph: gs.Graph) -> int:
             "TensorRT takes only symmetric int8 Q/DQ with constant per-tensor (per-channel on weights) "
             f"scales: {'; '.join(problems[:6])}" + ("; ..." if len(problems) > 6 else "")
         )
-    return weights
+    return weights, dequantized
 
 
 def dequantize(node: gs.Node) -> np.ndarray:

@@ -166,3 +166,16 @@ def test_a_pipeline_given_with_the_rewrite_first_does_not_get_it_twice(quantized
     result = edgec.compile(str(made["u8"]), target="raspberry-pi-4", passes="float-integer-ops,fold-constants",
                            output_dir=tmp_path / "b")
     assert [p["name"] for p in result.report["passes"]] == ["float-integer-ops", "fold-constants"]
+
+
+def test_tensorrt_stores_the_uint8_weights_as_float_and_plans_a_float_engine(quantized, tmp_path):
+    """TensorRT reads only symmetric int8: the uint8 weights with zero points that the rewrite
+    leaves were refused by name; their float values are the same weights."""
+    _, made = quantized
+    result = edgec.compile(str(made["u8"]), target="jetson-orin-nano", opt="2", output_dir=tmp_path / "t")
+    assert result.ok and result.report["backend_check"]["ok"]
+    artifact = result.report["artifact"]
+    assert artifact["precision"] == "fp16" and artifact["ir_precision"] == "fp32"
+    assert artifact["legalized"]["uint8 weights with a zero point stored as float (TensorRT reads symmetric int8 only)"] == 2
+    written = onnx.load(tmp_path / "t" / "model.trt.onnx")
+    assert not {"QuantizeLinear", "DequantizeLinear", "ConvInteger"} & {n.op_type for n in written.graph.node}

@@ -176,6 +176,7 @@ def test_tensorrt_stores_the_uint8_weights_as_float_and_plans_a_float_engine(qua
     assert result.ok and result.report["backend_check"]["ok"]
     artifact = result.report["artifact"]
     assert artifact["precision"] == "fp16" and artifact["ir_precision"] == "fp32"
-    assert artifact["legalized"]["uint8 weights with a zero point stored as float (TensorRT reads symmetric int8 only)"] == 2
+    legalized = "uint8 weights with a zero point stored as float (TensorRT reads symmetric int8 only)"
+    assert artifact["legalized"][legalized] == 2
     written = onnx.load(tmp_path / "t" / "model.trt.onnx")
     assert not {"QuantizeLinear", "DequantizeLinear", "ConvInteger"} & {n.op_type for n in written.graph.node}

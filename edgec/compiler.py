@@ -426,6 +426,9 @@ def _samples(
         found = zoo.samples(max(count, CHECK_SAMPLES_FROM_DATASET) if lossy else count)
         if found:
             return sampling.samples_from_arrays(sampling.stack(found), model, f"zoo:{zoo.name}"), f"zoo:{zoo.name}"
+    # A lossy pass on random inputs is judged by SQNR too: two samples missed SLANet's fp16 decoder
+    # taking another path on 1 input in 8 (18 dB on held-out inputs, 60 dB on both check samples).
+    count = max(count, CHECK_SAMPLES_FROM_CALIBRATION) if lossy else count
     return sampling.random_samples(model, count, seed), f"random (seed {seed})"
 
 

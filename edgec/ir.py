@@ -517,9 +517,14 @@ def compute_precision(graph: gs.Graph) -> str:
     when it holds float16 tensors (convert-fp16's weights and casts), fp32 otherwise."""
     if any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in iter_nodes(graph)):
         return "int8"
+    return "fp16" if holds_float16(graph) else "fp32"
+
+
+def holds_float16(graph: gs.Graph) -> bool:
+    """Whether any tensor (weight or activation, subgraphs included) is float16."""
     for g in iter_graphs(graph):
         for t in g.tensors().values():
             dtype = t.values.dtype if isinstance(t, gs.Constant) else t.dtype
             if dtype is not None and not isinstance(dtype, int) and np.dtype(dtype) == np.float16:
-                return "fp16"
-    return "fp32"
+                return True
+    return False

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 from ai_edge_litert import schema_py_generated as schema
 
@@ -211,6 +212,31 @@ def _decode_shared_weights(graph: gs.Graph) -> int:
     return len(decoded)
 
 
+def _read_stored_weights_through_casts(graph: gs.Graph) -> int:
+    """convert-fp16 casts a dequantized int8 weight (weight-only int8 models) to float16 for its
+    fp16 layer: Cast(DequantizeLinear(int8 constant)). TFLite computes float16 models in float32,
+    so the layer reads the DequantizeLinear directly and the weight keeps its int8 storage."""
+    skipped = 0
+    for cast in [n for n in graph.nodes if n.op == "Cast"]:
+        source = cast.inputs[0].inputs[0] if len(cast.inputs[0].inputs) == 1 else None
+        if source is None or source.op != "DequantizeLinear" or not isinstance(source.inputs[0], gs.Constant):
+            continue
+        if cast.attrs.get("to") not in (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT):
+            continue
+        out = cast.outputs[0]
+        if any(t is out for t in graph.outputs):
+            continue
+        for reader in list(out.outputs):
+            for position, tensor in enumerate(list(reader.inputs)):
+                if tensor is out:
+                    reader.inputs[position] = source.outputs[0]
+        cast.outputs.clear()
+        skipped += 1
+    if skipped:
+        graph.cleanup(remove_unused_graph_inputs=False)
+    return skipped
+
+
 def _name_unnamed(graph: gs.Graph) -> None:
     """Errors name the node they refuse: an unnamed one (Q/DQ, a converter's) by its position and
     first output, e.g. Conv '#12 -> conv_out'."""
@@ -314,6 +340,7 @@ def lower_model(
     graph = model.copy().graph  # the batch fix and shape inference stay out of the caller's IR
     _name_unnamed(graph)
     _decode_shared_weights(graph)
+    _read_stored_weights_through_casts(graph)
     _fix_batch(graph)
     precision = precision_of(graph)
     quantized_ir = precision in ("int8", "int8-weights")

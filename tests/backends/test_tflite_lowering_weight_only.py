@@ -224,6 +224,16 @@ def test_weight_only_tflite_builds_with_O2_and_int8(tmp_path):
         str(path), target="raspberry-pi-4", opt="int8", calib="random:16", output_dir=tmp_path / "q"
     )
     assert int8_build.report["artifact"]["precision"] == "int8"
+    # -O fp16 casts the dequantized weights to float16 (Cast(DequantizeLinear(int8))): TFLite
+    # computes float16 models in float32, so the layers read the int8 weights behind DEQUANTIZE
+    # (was: "Conv: input 1 must be a constant"; mww-okay-nabu and ddddocr's CRNN).
+    half_build = edgec.compile(str(path), target="raspberry-pi-4", opt="fp16", output_dir=tmp_path / "h")
+    assert half_build.ok and half_build.report["backend_check"]["ok"]
+    assert half_build.report["artifact"]["precision"] == "int8-weights"
+    flat = schema.ModelT.InitFromPackedBuf((tmp_path / "h" / "model.tflite").read_bytes(), 0)
+    int8 = [t for t in flat.subgraphs[0].tensors if t.type == schema.TensorType.INT8]
+    assert sorted(len(t.quantization.scale) for t in int8) == [5, 8, 8]  # the three weights, per channel
+    assert "CAST" not in _operators((tmp_path / "h" / "model.tflite").read_bytes())
 
 
 def test_unnamed_node_is_named_by_position_and_output_in_errors():

@@ -363,6 +363,27 @@ def test_exact_gelu_in_an_int8_model_is_one_gelu_between_its_quantized_neighbour
     assert written.count("GELU") == 1 and "MUL" not in written and "DIV" not in written, written
 
 
+@pytest.mark.parametrize("form", ["torch", "hf"])
+def test_exact_gelu_in_an_fp16_model_is_one_gelu(tmp_path, form):
+    """convert-fp16 stores the subgraph's constants float16 (1/sqrt(2) -> 0.70703125, 1.1e-4 off):
+    smart-turn -O fp16 was refused with "no lowering for Erf"."""
+    import onnx
+
+    import edgec
+
+    g = GraphBuilder()
+    x = g.input("x", [1, 6, 16])
+    gelu = _exact_gelu(g, g.op("MatMul", [x, g.weight(16, 16)]), form)
+    g.output(g.op("MatMul", [gelu, g.weight(16, 4)]))
+    onnx.save(g.proto(), tmp_path / "gelu.onnx")
+    result = edgec.compile(tmp_path / "gelu.onnx", "raspberry-pi-4", backend="tflite", opt="fp16", output_dir=tmp_path / "o")
+    assert result.ok and result.report["backend_check"]["ok"] and result.report["artifact"]["precision"] == "fp16"
+    flat = schema.ModelT.InitFromPackedBuf((tmp_path / "o" / "model.tflite").read_bytes(), 0)
+    codes = [NAMES[c.builtinCode] for c in flat.operatorCodes]
+    written = [codes[op.opcodeIndex] for op in flat.subgraphs[0].operators]
+    assert written.count("GELU") == 1 and "MUL" not in written and "DIV" not in written, written
+
+
 @pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
 @pytest.mark.parametrize("shape", [[1, 4, 10], [1, 3, 6, 6], [1, 2, 3, 4, 5]])
 def test_global_pools_at_any_rank(op, shape):

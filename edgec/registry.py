@@ -34,6 +34,7 @@ BUILTIN_PASSES = {
     "convert-fp16": "edgec.passes.quantize.convert_fp16:ConvertFp16Pass",
     "float-integer-ops": "edgec.passes.quantize.float_integer_ops:FloatIntegerOpsPass",
     "quantize-minmax-inputs": "edgec.passes.quantize.quantize_minmax_inputs:QuantizeMinmaxInputsPass",
+    "protect-float-layers": "edgec.passes.quantize.protect_float_layers:ProtectFloatLayersPass",
     "equalize-cross-layer": "edgec.passes.quantize.equalize_cross_layer:EqualizeCrossLayerPass",
     "correct-bias": "edgec.passes.quantize.correct_bias:CorrectBiasPass",
     "prune-magnitude": "edgec.passes.prune.prune_magnitude:PruneMagnitudePass",

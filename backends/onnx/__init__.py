@@ -23,6 +23,12 @@ class OnnxBackend(Backend):
     weight_container = True
     host_runtime = "onnxruntime"
 
+    def legalize_passes(self, target, graph) -> str:
+        # onnxruntime quantizes a float Conv/Gemm reading a per-tensor DequantizeLinear to per-tensor
+        # int8 (WeightBiasQuantization); -O int8 keeps some layers float (a no-op otherwise).
+        layers = ("Conv", "ConvTranspose", "Gemm")
+        return "protect-float-layers" if any(n.op in layers for n in ir.iter_nodes(graph)) else ""
+
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         if storage.METADATA_KEY in model.metadata:
             return self._lower_compressed(model, out_dir)

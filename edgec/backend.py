@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -106,9 +106,10 @@ class Backend:
         passes work on their result (the report's pipeline text shows them)."""
         return ""
 
-    def legalize_passes(self, target, graph: gs.Graph) -> str:
-        """Pipeline text appended after the user's pipeline when `graph` needs it, so that the
-        result suits this backend (rewrites that need the shapes the cleanup fixed)."""
+    def legalize_passes(self, target, graph: gs.Graph, pipeline: Sequence[str] = ()) -> str:
+        """Pipeline text appended after the user's pipeline (`pipeline`: its pass names) when
+        `graph` needs it, so that the result suits this backend (rewrites that need the shapes
+        the cleanup fixed, or the Q/DQ quantize writes)."""
         return ""
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:

@@ -105,7 +105,7 @@ def _prepare(build: Plan, model: ir.Model) -> None:
     prepare = build.registry.build_pipeline(text) if text else []
     if prepare and [p.name for p in build.passes[: len(prepare)]] != [p.name for p in prepare]:
         build.passes[:0] = prepare
-    text = build.backend.legalize_passes(build.target, model.graph)
+    text = build.backend.legalize_passes(build.target, model.graph, [p.name for p in build.passes])
     legalize = build.registry.build_pipeline(text) if text else []
     if legalize and [p.name for p in build.passes[-len(legalize) :]] != [p.name for p in legalize]:
         build.passes.extend(legalize)

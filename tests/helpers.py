@@ -131,3 +131,12 @@ def zoo_entry(name: str):
     if not entry.available():
         pytest.skip(f"pip install '{entry.requirement}'")
     return entry
+
+
+# Exact rewrites backends append after the pipeline when the model needs them (Backend.legalize_passes).
+BACKEND_LEGALIZATION = {"protect-float-layers", "quantize-minmax-inputs", "unroll-recurrent"}
+
+
+def last_pipeline_pass(report: dict) -> dict:
+    """The report record of the pipeline's last pass, before the backend's own rewrites."""
+    return [p for p in report["passes"] if p["name"] not in BACKEND_LEGALIZATION][-1]

@@ -23,11 +23,12 @@ class OnnxBackend(Backend):
     weight_container = True
     host_runtime = "onnxruntime"
 
-    def legalize_passes(self, target, graph) -> str:
+    def legalize_passes(self, target, graph, pipeline=()) -> str:
         # onnxruntime quantizes a float Conv/Gemm reading a per-tensor DequantizeLinear to per-tensor
-        # int8 (WeightBiasQuantization); -O int8 keeps some layers float (a no-op otherwise).
-        layers = ("Conv", "ConvTranspose", "Gemm")
-        return "protect-float-layers" if any(n.op in layers for n in ir.iter_nodes(graph)) else ""
+        # int8 (WeightBiasQuantization): layers -O int8 (or the model's own Q/DQ) left float.
+        layers = any(n.op in ("Conv", "ConvTranspose", "Gemm") for n in ir.iter_nodes(graph))
+        quantized = "quantize" in pipeline or ir.compute_precision(graph) == "int8"
+        return "protect-float-layers" if layers and quantized else ""
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         if storage.METADATA_KEY in model.metadata:

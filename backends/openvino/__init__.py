@@ -42,12 +42,13 @@ class OpenvinoBackend(Backend):
         super().__init__()
         self._written_precision: str | None = None  # what lower() wrote, which the check judges
 
-    def legalize_passes(self, target, graph) -> str:
+    def legalize_passes(self, target, graph, pipeline=()) -> str:
         # The CPU plugin computes a float ReduceMax/ReduceMin with a fused output FakeQuantize
         # wrong when a FullyConnected reads it (AVX-512 hosts): the reduction gets its input
-        # quantized too, which runs it in u8 (exact; a no-op unless quantize put Q/DQ there).
-        reductions = ("ReduceMax", "ReduceMin")
-        return "quantize-minmax-inputs" if any(n.op in reductions for n in ir.iter_nodes(graph)) else ""
+        # quantized too, which runs it in u8 (exact).
+        reductions = any(n.op in ("ReduceMax", "ReduceMin") for n in ir.iter_nodes(graph))
+        quantized = "quantize" in pipeline or ir.compute_precision(graph) == "int8"
+        return "quantize-minmax-inputs" if reductions and quantized else ""
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         precision = self._written_precision or ir.compute_precision(model.graph)

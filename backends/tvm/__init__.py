@@ -60,7 +60,7 @@ class TvmBackend(Backend):
         # int8 becomes float layers reading int8 weights first.
         return "float-integer-ops" if ir.has_integer_arithmetic(graph) else ""
 
-    def legalize_passes(self, target, graph) -> str:
+    def legalize_passes(self, target, graph, pipeline=()) -> str:
         # Relax converts no GRU/LSTM: unrolled once the cleanup fixed the sequence length
         # (silero-vad's LSTM leaves its If only when the sample rate is frozen).
         recurrent = ("GRU", "LSTM", "DynamicQuantizeLSTM")  # the last becomes an LSTM first

@@ -9,7 +9,7 @@ from edgec.compare import Tolerance
 from edgec.errors import CheckFailed
 from edgec.models import fashion_mnist
 from edgec.passes.quantize.quantize import QuantizePass
-from tests.helpers import run
+from tests.helpers import last_pipeline_pass, run
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_bound_holds_on_the_held_out_split(tmp_path, fmnist_calib, fmnist_eval):
     control = result.report["accuracy_control"]
     assert control["metric"] == "accuracy" and control["holdout_samples"] == 600
     assert control["final"]["drop_holdout"] <= 0.3
-    quantize = result.report["passes"][-1]
+    quantize = last_pipeline_pass(result.report)
     assert f"fallback=[{','.join(control['fallback'])}]" in quantize["text"]  # reproducible from the pipeline
     assert quantize["stats"]["fallback"] == control["fallback"]
     # Independently: the written model on the held-out indices the search never saw.
@@ -128,7 +128,7 @@ def test_failed_lossy_check_reports_where_precision_went(tmp_path, monkeypatch, 
     with pytest.raises(CheckFailed):
         edgec.compile("zoo:lenet5", target="x86-64", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o")
     report = json.loads((tmp_path / "o.failed" / "report.json").read_text())  # failure reports go beside -o
-    table = report["passes"][-1]["debug_precision"]
+    table = last_pipeline_pass(report)["debug_precision"]
     assert {row["op"] for row in table} >= {"Conv", "Relu", "input"}  # Gemm+Relu is one quantized output
     assert all(row["accumulated_sqnr_db"] > 10 for row in table)
     assert "lost precision (worst layers first)" in (tmp_path / "o.failed" / "report.md").read_text()

@@ -11,7 +11,7 @@ from edgec.cli import main
 from edgec.models import registry
 from edgec.passes.quantize.quantize import QuantizePass
 from edgec.pass_infra import PassContext, apply_pass
-from tests.helpers import GraphBuilder, run
+from tests.helpers import GraphBuilder, last_pipeline_pass, run
 
 
 def _accuracy(model_path, images, labels):
@@ -28,7 +28,7 @@ def test_int8_lenet5_is_a_quarter_the_size_and_keeps_its_accuracy(tmp_path, fmni
         "zoo:lenet5", target="raspberry-pi-4", backend="onnx", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
     )
     assert result.ok
-    step = result.report["passes"][-1]
+    step = last_pipeline_pass(result.report)
     assert step["name"] == "quantize" and step["check"]["against"] == "original" and step["check"]["ok"]
     assert step["stats"]["quantized_ops"]["Conv"] == 2 and step["stats"]["quantized_ops"]["Gemm"] == 2
     size = result.report["size_bytes"]
@@ -261,7 +261,7 @@ def test_latency_search_settles_into_a_replayable_pipeline(tmp_path, fmnist_cali
         calib=fmnist_calib,
         output_dir=tmp_path / "o",
     )
-    step = result.report["passes"][-1]
+    step = last_pipeline_pass(result.report)
     search = step["stats"]["latency_search"]
     assert search["trials"] >= 2 and search["chosen_us"] <= search["all_int8_us"]
     # The decision is in the options, so the printed pipeline rebuilds the same model without timing.
@@ -269,7 +269,7 @@ def test_latency_search_settles_into_a_replayable_pipeline(tmp_path, fmnist_cali
     for layer in step["stats"]["fallback"]:
         assert layer in step["text"]
     again = replay(result, "zoo:mobilenetv2-fmnist", "x86-64", fmnist_calib, tmp_path / "again")
-    assert "latency_search" not in again.report["passes"][-1]["stats"]
+    assert "latency_search" not in last_pipeline_pass(again.report)["stats"]
 
 
 def test_calib_auto_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
@@ -277,10 +277,10 @@ def test_calib_auto_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib):
     result = edgec.compile(
         "zoo:lenet5", target="raspberry-pi-4", backend="onnx", opt="int8", calib=fmnist_calib, output_dir=tmp_path / "o"
     )
-    step = result.report["passes"][-1]
+    step = last_pipeline_pass(result.report)
     assert "calib=auto" not in result.report["pipeline"] and f"calib={step['stats']['calib']}" in step["text"]
     again = replay(result, "zoo:lenet5", "raspberry-pi-4", fmnist_calib, tmp_path / "a")
-    assert "calib_scores_db" not in again.report["passes"][-1]["stats"]
+    assert "calib_scores_db" not in last_pipeline_pass(again.report)["stats"]
 
 
 def test_remote_targets_quantize_every_layer(tmp_path, fmnist_calib):
@@ -293,7 +293,7 @@ def test_remote_targets_quantize_every_layer(tmp_path, fmnist_calib):
         output_dir=tmp_path / "o",
     )
     assert "select=latency" not in result.report["pipeline"]  # this machine cannot time a Pi
-    assert result.report["passes"][-1]["stats"]["fallback"] == []
+    assert last_pipeline_pass(result.report)["stats"]["fallback"] == []
 
 
 def test_calib_auto_scores_methods_on_samples_it_did_not_calibrate_on():

@@ -607,7 +607,7 @@ def markdown(results: dict) -> str:
     if results.get("edgec_commit"):
         by_commit: dict[str, list[str]] = {}
         for b in builds.values():
-            by_commit.setdefault(b.get("edgec_commit", "?"), []).append(b["backend"])
+            by_commit.setdefault(b.get("edgec_commit", "?"), []).append(b.get("backend", "?"))
         commits = "; ".join(
             f"`{c}` ({len(bs)} builds: {', '.join(sorted(set(bs)))})" for c, bs in sorted(by_commit.items(), key=lambda i: -len(i[1]))
         )

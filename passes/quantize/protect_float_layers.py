@@ -32,6 +32,7 @@ class ProtectFloatLayersPass(Pass):
         names = NameGen(graph)
         protected, unknown = 0, 0
         for g in list(ir.iter_graphs(graph)):
+            before = protected
             for node in [n for n in g.nodes if n.op in LAYERS and _float_layer(n)]:
                 source = producer(node.inputs[0])
                 if source is None or source.op != "DequantizeLinear" or not _per_tensor(source):
@@ -42,7 +43,7 @@ class ProtectFloatLayersPass(Pass):
                     continue
                 node.inputs[0] = _per_channel_copy(g, source, axis, channels, names)
                 protected += 1
-            if protected:
+            if protected > before:
                 g.cleanup(remove_unused_graph_inputs=False)  # a DequantizeLinear only the layer read
                 g.toposort(recurse_subgraphs=False)
         if unknown:

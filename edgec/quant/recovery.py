@@ -5,8 +5,9 @@ stopped. Here the quantized model is measured on the check samples (no labels ne
 pass's budget fails, every quantized layer is ranked by the error it introduces on its own
 (edgec.quant.debug: the layer fed float32 inputs, its output int8-rounded), the worst 1, 2, 4,
 8, ... layers fall back to float until the budget holds, then a bisection finds the fewest between
-the last miss and the first hold: a logarithmic number of model runs, not one per layer. Only when even the whole ranking in float misses does the build
-fail. What fell back, and each layer's own SQNR, goes into the pass's stats and a warning.
+the last miss and the first hold: a logarithmic number of model runs, not one per layer. Blocks of
+that prefix the budget does not need then go back to int8 (a bounded number of runs). Only when
+even the whole ranking in float misses does the build fail. What fell back, and each layer's own SQNR, goes into the pass's stats and a warning.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from edgec.quant import debug
 from edgec.quant.scheme import ABSORBED_ACTIVATIONS, SHARED_OPS
 
 RANKING_SAMPLES = 8  # the ranking needs an order; the budget is judged on every check sample
+SHRINK_TRIALS = 24  # model runs spent removing layers the budget did not need from the fallback
 
 
 def judge(reference: list[dict], model: ir.Model, samples: list[dict], tolerance: Tolerance) -> Comparison:
@@ -93,15 +95,53 @@ def search(
             count, model, after = middle, trial, measured
         else:
             failed = middle
+    kept = list(ranking[:count])
+    if after.ok and count > 1:
+        # The ranking is by each layer's error on its own output; the check may fail on one slice
+        # of one output that a low-ranked layer alone rounds away (MediaPipe's iris model: a
+        # 0.8-peak channel among 50-peak ones at the last Conv, ranked last of 160). The shortest
+        # prefix then holds every layer: drop blocks of it while the budget still holds.
+        def holds(groups: list) -> tuple | None:
+            nonlocal trials
+            trials += 1
+            trial = requantize({name for group, _ in groups for name in group})
+            measured = judge(reference, trial, samples, tolerance)
+            return (trial, measured) if measured.ok else None
+
+        kept, found = _shrink(kept, holds, SHRINK_TRIALS)
+        if found is not None:
+            model, after = found
     return {
         "ok": after.ok,
-        "fallback": [name for group, _ in ranking[:count] for name in group] if after.ok else [],
-        "introduced_sqnr_db": {"+".join(group): db for group, db in ranking[: min(count, 12)]},
+        "fallback": [name for group, _ in kept for name in group] if after.ok else [],
+        "introduced_sqnr_db": {"+".join(group): db for group, db in kept[:12]},
         "before": _summary(before),
         "after": _summary(after),
         "trials": trials,
         "model": model,
     }
+
+
+def _shrink(groups: list, holds: Callable[[list], tuple | None], budget: int) -> tuple[list, tuple | None]:
+    """Fewer groups that still hold: remove blocks of half, a quarter, ... of them, least sensitive
+    first, keeping each removal that holds (about 2 trials per halving when one group matters).
+    Returns the groups kept and the last result that held (None when no removal held)."""
+    kept, found, trials = list(groups), None, 0
+    size = len(kept) // 2
+    while size >= 1 and trials < budget and len(kept) > 1:
+        start = len(kept) - size
+        while trials < budget and len(kept) > 1:
+            start = max(0, start)
+            candidate = kept[:start] + kept[start + size :]
+            trials += 1
+            result = holds(candidate)
+            if result is not None:
+                kept, found = candidate, result
+            if start == 0:
+                break
+            start -= size
+        size //= 2
+    return kept, found
 
 
 def _summary(check: Comparison) -> dict:

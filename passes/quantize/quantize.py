@@ -141,6 +141,13 @@ class QuantizePass(Pass):
         found = recovery.search(float_model, ir.Model(graph), requantize, list(ctx.samples), self.check_tolerance())
         if found is None:
             return None
+        if found["ok"] and not plans[id(found["model"])].nodes:
+            # Every layer in float meets the budget trivially: an "-O int8, ok" that quantized
+            # nothing is what users cannot tell from a real one. The all-int8 graph stays, and
+            # its failed check says what missed.
+            found["ok"], found["fallback"] = False, []
+            ctx.warn("quantize: the budget holds only with every layer in float: no int8 model to keep")
+            return found
         if found["ok"]:
             adopted = found["model"].graph
             graph.nodes, graph.inputs, graph.outputs = adopted.nodes, adopted.inputs, adopted.outputs

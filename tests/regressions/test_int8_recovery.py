@@ -82,3 +82,19 @@ def test_layers_the_budget_does_not_need_go_back_to_int8(tmp_path, monkeypatch):
     assert result.ok and recovery_stats["ok"]
     assert set(convs[1:3]) <= set(recovery_stats["fallback"]) and len(recovery_stats["fallback"]) <= 4
     assert last_pipeline_pass(result.report)["stats"]["quantized_ops"]["Conv"] >= len(convs) - 4
+
+
+def test_a_budget_only_float_meets_fails_instead_of_an_int8_build_that_quantized_nothing(tmp_path):
+    """The only layer writes one channel 1000x smaller than the others into a quantized model output
+    (tflite): no int8 layout meets the budget, and recovery with every layer in float is no -O int8."""
+    b = GraphBuilder(seed=3)
+    w = b.rng.standard_normal((16, 3, 1, 1)).astype(np.float32)
+    w[5] *= 1e-3
+    b.output(b.op("Conv", [b.input("x", [1, 3, 8, 8]), b.const(w)]))
+    onnx.save(b.proto(), tmp_path / "m.onnx")
+    with pytest.raises(CheckFailed, match=r"slices 5:6 of axis 1 .* sqnr [-0-9.]+ dB < 12 dB"):
+        edgec.compile(
+            tmp_path / "m.onnx", target="raspberry-pi-4", backend="tflite", opt="int8", calib="random:32",
+            output_dir=tmp_path / "o",
+        )
+    assert not (tmp_path / "o").exists()

@@ -66,14 +66,16 @@ def search(
     requantize: Callable[[set[str]], ir.Model],
     samples: list[dict],
     tolerance: Tolerance,
+    rank: Callable[[ir.Model, ir.Model, list[dict]], list[tuple[list[str], float | None]]] | None = None,
 ) -> dict | None:
     """None when `quantized` meets the budget; otherwise {fallback, ranking, before, after, ok, model}
-    with `model` the first trial that met it (or the last one tried)."""
+    with `model` the first trial that met it (or the last one tried). `rank` orders the groups of
+    layers to fall back, most sensitive first (default: ranked_layers, for int8)."""
     reference = runner.run_model(float_model, samples)
     before = judge(reference, quantized, samples, tolerance)
     if before.ok:
         return None
-    ranking = ranked_layers(float_model, quantized, samples)
+    ranking = (rank or ranked_layers)(float_model, quantized, samples)
     trials, count, failed, model, after = 0, 1, 0, quantized, before
 
     def attempt(n: int):

@@ -12,6 +12,7 @@ from edgec import ir
 from edgec.compare import Tolerance
 from edgec.graph_utils import NameGen, is_graph_output
 from edgec.pass_infra import Numerics, Pass, PassContext, PassResult
+from edgec.quant import recovery
 
 FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -76,11 +77,50 @@ class ConvertFp16Pass(Pass):
     tolerance = Tolerance(min_cosine=0.999, min_sqnr_db=30.0)
     io: Literal["keep", "fp16"] = "keep"  # keep: callers still feed and read float32
     keep_ops: tuple[str, ...] = ()  # more ops to leave in float32
+    keep_nodes: tuple[str, ...] = ()  # node names left in float32 (what recovery chose)
+    # When the fp16 model misses this pass's budget on the check samples, keep the layers nearest
+    # the failing outputs in float32 until it holds (as int8's recovery does); off: fail instead.
+    recover: bool = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         ir.infer_shapes(graph)
+        ir.name_nodes(graph)  # layers are kept in float32 by name
+        float_model = ir.Model(graph).copy() if self.recover and ctx.samples else None
+        result = self._convert(graph)
+        if float_model is None or not result.modified:
+            return result
+        trials = {}
+
+        def reconvert(extra: set[str]) -> ir.Model:
+            trial = float_model.copy()
+            trials[id(trial)] = self._convert(trial.graph, extra)
+            return trial
+
+        found = recovery.search(
+            float_model, ir.Model(graph), reconvert, list(ctx.samples), self.check_tolerance(), rank=_nearest_outputs_first
+        )
+        if found is None:
+            return result
+        stats = {k: v for k, v in found.items() if k not in ("model", "introduced_sqnr_db")}
+        if found["ok"] and trials[id(found["model"])].stats["fp16_nodes"] == 0:
+            ctx.warn("convert-fp16: the budget holds only with every layer in float32: no float16 model to keep")
+            return PassResult(True, {**result.stats, "recovery": {**stats, "ok": False, "fallback": []}})
+        if not found["ok"]:
+            return PassResult(True, {**result.stats, "recovery": stats})
+        adopted = found["model"].graph
+        graph.nodes, graph.inputs, graph.outputs = adopted.nodes, adopted.inputs, adopted.outputs
+        self.keep_nodes = tuple(self.keep_nodes) + tuple(found["fallback"])
+        ctx.warn(
+            f"convert-fp16: all-float16 missed its budget ({'; '.join(found['before']['failures'][:1])}); kept "
+            f"{len(found['fallback'])} layer{'s' if len(found['fallback']) != 1 else ''} nearest the outputs in "
+            f"float32: {', '.join(found['fallback'][:6])}"
+            + (" ..." if len(found["fallback"]) > 6 else "")
+        )
+        return PassResult(True, {**trials[id(found["model"])].stats, "recovery": stats})
+
+    def _convert(self, graph: gs.Graph, extra_fp32: set[str] = frozenset()) -> PassResult:
         names = NameGen(graph)
-        half = {id(n) for n in graph.nodes if self._convertible(n)}
+        half = {id(n) for n in graph.nodes if self._convertible(n) and n.name not in extra_fp32}
         stats = {"fp16_nodes": len(half), "fp32_nodes": 0, "casts": 0, "constants_clamped": 0}
         stats["fp32_nodes"] = sum(1 for n in graph.nodes if id(n) not in half and _float_io(n))
         if not half:
@@ -110,6 +150,7 @@ class ConvertFp16Pass(Pass):
         return (
             node.op in FP16_OPS
             and node.op not in self.keep_ops
+            and node.name not in self.keep_nodes
             and next(node.subgraphs(), None) is None
             and _float_io(node)
             and all(not _is_float(t) or _is_fp32(t) for t in node.outputs)
@@ -156,6 +197,19 @@ class ConvertFp16Pass(Pass):
                         skip=FLOAT32_INPUTS.get(reader.op, set()),
                     )
         graph.toposort(recurse_subgraphs=False)
+
+
+def _nearest_outputs_first(float_model: ir.Model, half: ir.Model, samples) -> list[tuple[list[str], None]]:
+    """The float16 layers in reverse topological order: float16's losses show where a layer turns a
+    small absolute error into a large relative one near the outputs (PP-OCRv4's detector: its final
+    Sigmoid of logits up to 50, 68.6 dB before it and 41 dB after), so fp32 is tried from the
+    outputs back; the recovery search then drops the blocks the budget did not need."""
+    converted = {n.name for n in half.graph.nodes if any(_is_half(t) for t in n.outputs)}
+    return [([n.name], None) for n in reversed(float_model.graph.nodes) if n.name in converted]
+
+
+def _is_half(tensor: gs.Tensor) -> bool:
+    return tensor.dtype is not None and not isinstance(tensor.dtype, int) and np.dtype(tensor.dtype) == np.float16
 
 
 def _replace_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor, skip: set[int] = frozenset()) -> None:

@@ -54,3 +54,50 @@ def test_keep_ops_option(keep):
     model = _model()
     result = apply(model, ConvertFp16Pass(keep_ops=keep))
     assert result.stats["fp16_nodes"] == (2 if keep else 3)
+
+
+def _cancelling_model(path):
+    """conv2's bias is 2000.3 and an Add takes 2000 back (a Relu between keeps fuse-bias-add from
+    folding the two): float16 stores the bias as 2000 (its spacing there is 1), an error as large as
+    the signal. onnxruntime's CPU provider computes float16 graphs in float32 between its casts,
+    so the weights' rounding is the loss it shows. conv1 and conv3 are ordinary."""
+    b = GraphBuilder(seed=4)
+    h = b.op("Relu", [b.op("Conv", [b.input("x", [1, 3, 8, 8]), b.weight(4, 3, 1, 1)])])
+    bias = np.full(4, 2000.3, np.float32)
+    h = b.op("Relu", [b.op("Conv", [h, b.weight(4, 4, 1, 1, scale=0.2), b.const(bias)])])
+    h = b.op("Add", [h, b.const(np.full((1, 4, 1, 1), -2000.0, np.float32))])
+    b.output(b.op("Conv", [h, b.weight(4, 4, 1, 1)]))
+    onnx.save(b.proto(), path)
+    return path
+
+
+def test_layers_that_float16_ruins_stay_float32_and_the_rest_converts(tmp_path):
+    import edgec
+
+    result = edgec.compile(
+        _cancelling_model(tmp_path / "m.onnx"), target="x86-64", backend="onnx", opt="fp16", output_dir=tmp_path / "o"
+    )
+    step = next(p for p in result.report["passes"] if p["name"] == "convert-fp16")
+    recovery = step["stats"]["recovery"]
+    nodes = {n.name: n.op for n in result.model.graph.nodes}
+    assert result.ok and step["check"]["ok"] and recovery["before"]["sqnr_db"] < 30 <= recovery["after"]["sqnr_db"]
+    assert [nodes[name] for name in recovery["fallback"]] == ["Conv"]  # conv2, with its float32 bias
+    assert step["stats"]["fp16_nodes"] == 5  # conv1, the Relus, the Add and conv3
+    assert any("kept 1 layer nearest the outputs in float32" in w for w in result.report["warnings"])
+    assert f"keep_nodes=[{','.join(recovery['fallback'])}]" in result.report["pipeline"]
+
+
+def test_fp16_recover_false_fails_and_an_all_float32_result_is_no_fp16_build(tmp_path):
+    import edgec
+    from edgec.errors import CheckFailed
+
+    model = _cancelling_model(tmp_path / "m.onnx")
+    with pytest.raises(CheckFailed, match="convert-fp16.*sqnr"):
+        edgec.compile(model, target="x86-64", backend="onnx", passes="convert-fp16{recover=false}", output_dir=tmp_path / "a")
+    b = GraphBuilder(seed=4)  # conv2 alone among the layers float16 runs: float32 everywhere is the only fix
+    h = b.op("Conv", [b.input("x", [1, 3, 8, 8]), b.weight(4, 3, 1, 1, scale=0.2), b.const(np.full(4, 2000.3, np.float32))])
+    b.output(b.op("Sum", [h, b.const(np.full((1, 4, 1, 1), -2000.0, np.float32))]))  # Sum: no float16 kernel
+    onnx.save(b.proto(), tmp_path / "alone.onnx")
+    with pytest.raises(CheckFailed, match="convert-fp16.*sqnr"):
+        edgec.compile(tmp_path / "alone.onnx", target="x86-64", backend="onnx", opt="fp16", output_dir=tmp_path / "b")
+    assert not (tmp_path / "b").exists()

@@ -23,7 +23,9 @@ from edgec.quant import debug
 from edgec.quant.scheme import ABSORBED_ACTIVATIONS, SHARED_OPS
 
 RANKING_SAMPLES = 8  # the ranking needs an order; the budget is judged on every check sample
-SHRINK_TRIALS = 24  # model runs spent removing layers the budget did not need from the fallback
+# Model runs spent removing layers the budget did not need from the fallback: at most as many as
+# the search that found it (which grows with the log of the ranking), so recovery at most doubles.
+SHRINK_TRIALS = 24
 
 
 def judge(reference: list[dict], model: ir.Model, samples: list[dict], tolerance: Tolerance) -> Comparison:
@@ -110,7 +112,7 @@ def search(
             measured = judge(reference, trial, samples, tolerance)
             return (trial, measured) if measured.ok else None
 
-        kept, found = _shrink(kept, holds, SHRINK_TRIALS)
+        kept, found = _shrink(kept, holds, min(SHRINK_TRIALS, trials))
         if found is not None:
             model, after = found
     return {

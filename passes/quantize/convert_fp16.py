@@ -97,7 +97,8 @@ class ConvertFp16Pass(Pass):
             return trial
 
         found = recovery.search(
-            float_model, ir.Model(graph), reconvert, list(ctx.samples), self.check_tolerance(), rank=_nearest_outputs_first
+            float_model, ir.Model(graph), reconvert, list(ctx.samples), self.check_tolerance(), rank=_nearest_outputs_first,
+            shrink="always",
         )
         if found is None:
             return result

@@ -7,8 +7,8 @@ pass's budget fails, every quantized layer is ranked by the error it introduces 
 8, ... layers fall back to float until the budget holds, then a bisection finds the fewest between
 the last miss and the first hold: a logarithmic number of model runs, not one per layer. When that
 prefix is the whole ranking, blocks of it the budget does not need go back to int8 (a bounded
-number of runs). Only when
-even the whole ranking in float misses does the build fail. What fell back, and each layer's own SQNR, goes into the pass's stats and a warning.
+number of runs). Only when even the whole ranking in float misses does the build fail. What fell
+back, and each layer's own SQNR, goes into the pass's stats and a warning.
 """
 
 from __future__ import annotations
@@ -70,13 +70,13 @@ def search(
     samples: list[dict],
     tolerance: Tolerance,
     rank: Callable[[ir.Model, ir.Model, list[dict]], list[tuple[list[str], float | None]]] | None = None,
-    shrink: str = "all",
+    shrink_always: bool = False,
 ) -> dict | None:
     """None when `quantized` meets the budget; otherwise {fallback, ranking, before, after, ok, model}
     with `model` the first trial that met it (or the last one tried). `rank` orders the groups of
-    layers to fall back, most sensitive first (default: ranked_layers, for int8). `shrink`: "always"
-    drops the groups of the holding prefix the budget does not need; "all" only when the prefix is
-    the whole ranking. Shrinking lands near the budget's edge: on every int8 build it took
+    layers to fall back, most sensitive first (default: ranked_layers, for int8). The groups of the
+    holding prefix the budget does not need are dropped when the prefix is the whole ranking, or
+    always with `shrink_always`. Shrinking lands near the budget's edge: on every int8 build it took
     DNSMOS from 40 to 12 dB held out and left SLANet's decoder one rounding from another path."""
     reference = runner.run_model(float_model, samples)
     before = judge(reference, quantized, samples, tolerance)
@@ -105,7 +105,7 @@ def search(
         else:
             failed = middle
     kept = list(ranking[:count])
-    if after.ok and count > 1 and (shrink == "always" or count == len(ranking)):
+    if after.ok and count > 1 and (shrink_always or count == len(ranking)):
         # The ranking is by each layer's error on its own output; the check may fail on one slice
         # of one output that a low-ranked layer alone rounds away (MediaPipe's iris model: a
         # 0.8-peak channel among 50-peak ones at the last Conv, ranked last of 160). The shortest

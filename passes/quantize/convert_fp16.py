@@ -98,7 +98,7 @@ class ConvertFp16Pass(Pass):
 
         found = recovery.search(
             float_model, ir.Model(graph), reconvert, list(ctx.samples), self.check_tolerance(), rank=_nearest_outputs_first,
-            shrink="always",
+            shrink_always=True,
         )
         if found is None:
             return result
@@ -210,7 +210,7 @@ def _nearest_outputs_first(float_model: ir.Model, half: ir.Model, samples) -> li
 
 
 def _is_half(tensor: gs.Tensor) -> bool:
-    return tensor.dtype is not None and not isinstance(tensor.dtype, int) and np.dtype(tensor.dtype) == np.float16
+    return _has_dtype(tensor, np.float16)
 
 
 def _replace_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor, skip: set[int] = frozenset()) -> None:
@@ -238,7 +238,11 @@ def _is_float(tensor: gs.Tensor) -> bool:
 
 
 def _is_fp32(tensor: gs.Tensor) -> bool:
-    return tensor.dtype is not None and not isinstance(tensor.dtype, int) and np.dtype(tensor.dtype) == np.float32
+    return _has_dtype(tensor, np.float32)
+
+
+def _has_dtype(tensor: gs.Tensor, dtype) -> bool:
+    return tensor.dtype is not None and not isinstance(tensor.dtype, int) and np.dtype(tensor.dtype) == dtype
 
 
 def _float_io(node: gs.Node) -> bool:

@@ -21,12 +21,13 @@ import onnx_graphsurgeon as gs
 from edgec import ir, quantities, runner
 from edgec.compare import Comparison, Tolerance, compare
 from edgec.quant import debug
-from edgec.quant.scheme import ABSORBED_ACTIVATIONS, SHARED_OPS
+from edgec.quant.scheme import ABSORBED_ACTIVATIONS, COMPUTE_OPS, SHARED_OPS
 
 RANKING_SAMPLES = 8  # the ranking needs an order; the budget is judged on every check sample
 # Model runs spent removing layers the budget did not need from the fallback: at most as many as
 # the search that found it (which grows with the log of the ranking), so recovery at most doubles.
 SHRINK_TRIALS = 24
+LAYER_OPS = COMPUTE_OPS + ("Add", "Mul")  # the ops that compute on int8 inputs in some scheme
 
 
 def judge(reference: list[dict], model: ir.Model, samples: list[dict], tolerance: Tolerance) -> Comparison:
@@ -40,8 +41,11 @@ def ranked_layers(float_model: ir.Model, quantized: ir.Model, samples: list[dict
     is not enough, the layers writing its inputs must stop rounding them too (an outlier channel at a
     layer's input is lost at its writer's Q)."""
     producers = {t.name: n for n in quantized.graph.nodes for t in n.outputs}
+    rows = debug.analyze(float_model, quantized, samples[:RANKING_SAMPLES])
+    tensors = quantized.graph.tensors()
+    writers = {w.name for w in (_writer_node(producers, row["tensor"]) for row in rows) if w is not None}
     ranked, seen = [], set()
-    for row in debug.analyze(float_model, quantized, samples[:RANKING_SAMPLES]):
+    for row in rows:
         layer = _writer_node(producers, row["tensor"])
         if layer is None or math.isinf(row["introduced_sqnr_db"]):
             continue
@@ -51,7 +55,29 @@ def ranked_layers(float_model: ir.Model, quantized: ir.Model, samples: list[dict
         if group:
             seen.update(group)
             ranked.append((group, round(row["introduced_sqnr_db"], 2)))
+        # The layers reading this tensor whose own output is never quantized (TensorRT's scheme
+        # quantizes only inputs; every scheme leaves the model's outputs float) are in no row of
+        # their own: they follow as a group of their own, or the last layers could never fall back
+        # (PP-OCRv4's detector missed the TensorRT budget with every ranked layer in float).
+        readers = [r.name for r in _readers(tensors, row["tensor"]) if r.op in LAYER_OPS and r.name not in writers]
+        readers = [name for name in dict.fromkeys(readers) if name not in seen]
+        if readers:
+            seen.update(readers)
+            ranked.append((readers, round(row["introduced_sqnr_db"], 2)))
     return ranked
+
+
+def _readers(tensors: dict, tensor: str) -> list[gs.Node]:
+    """The nodes computing on `tensor` as the quantized model rounds it (past its Q/DQ pair)."""
+    found = tensors.get(tensor)
+    readers, frontier = [], list(found.outputs) if found is not None else []
+    while frontier:
+        node = frontier.pop()
+        if node.op in ("QuantizeLinear", "DequantizeLinear"):
+            frontier.extend(n for out in node.outputs for n in out.outputs)
+        else:
+            readers.append(node)
+    return readers
 
 
 def _writer_node(producers: dict, tensor: str) -> gs.Node | None:

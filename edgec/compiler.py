@@ -417,7 +417,8 @@ def _samples(
             return sampling.load_samples(inputs, model), f"file {inputs}"
         return sampling.samples_from_arrays(sampling.stack(list(inputs)), model, "inputs"), "given"
     if calibration is not None:
-        return calibration.take(max(count, CHECK_SAMPLES_FROM_CALIBRATION)), f"calibration ({calibration.source})"
+        taken = calibration.take_spread(max(count, CHECK_SAMPLES_FROM_CALIBRATION))
+        return taken, f"{len(taken)} samples spread over calibration ({calibration.source})"
     if dataset is not None:
         order = np.random.default_rng(seed).permutation(len(dataset))[: max(count, CHECK_SAMPLES_FROM_DATASET)]
         return [dataset.samples[i] for i in sorted(order)], f"{len(order)} samples of {dataset.source}"
@@ -532,7 +533,7 @@ def debug_precision(
     snapshot = _BeforeLossy()
     PassManager(build.passes, [snapshot]).run(work, ctx)
     float_model = next(iter(snapshot.before.values()))
-    rows = debug.analyze(float_model, work, calibration.take(samples))
+    rows = debug.analyze(float_model, work, calibration.take_spread(samples))
     out = Path(output_dir) if output_dir else default_output_dir(work.source, "debug-precision")
     out.mkdir(parents=True, exist_ok=True)
     result = {

@@ -56,6 +56,18 @@ class CalibrationSet:
             out.append(sample)
         return out
 
+    def spread(self, n: int) -> list[int]:
+        """Indices of n samples evenly spaced over the set. Sets are often ordered by source (the
+        crops of one photo, then the next): the first n are a few sources, these span all of them.
+        On PP-LCNet with 100 crops in photo order, calib=auto scored on the first 8 chose minmax,
+        the worst method on every other photo."""
+        n = min(n, self.count)
+        return [int((i + 0.5) * self.count / n) for i in range(n)]
+
+    def take_spread(self, n: int) -> list[Sample]:
+        """The samples at spread(n), in set order."""
+        return list(self.subset(self.spread(n), "spread"))
+
     def subset(self, indices: Iterable[int], label: str) -> "CalibrationSet":
         keep = sorted(set(indices))
         wanted = set(keep)

@@ -213,7 +213,7 @@ class QuantizePass(Pass):
 
         scheme = schemes.get(self.scheme, self.activations or None)
         observers = self.observers(graph, scheme, ctx)
-        samples = ctx.calibration.take(AUTO_SAMPLES)
+        samples = ctx.calibration.take_spread(AUTO_SAMPLES)
         reference = runner.run_model(ir.Model(graph), samples)
         candidates = ["reduced", "full"]
         if qdq.layers_reading_inputs(graph) & {n.name for n in qdq.plan(graph, scheme, set(self.fallback)).nodes}:
@@ -339,15 +339,17 @@ class QuantizePass(Pass):
 
 
 def _fit_and_score_split(calibration) -> tuple:
-    """(samples to calibrate on, samples to score on) for calib=auto. With enough data the last
-    AUTO_SAMPLES are held out: scored on the samples it was fitted to, percentile won on
-    oww-hey-jarvis by fitting their outliers (61 dB in-sample) and then clipped a LayerNorm's
-    1/std on a quarter of new inputs, where minmax held. Fewer samples: scored in-sample."""
+    """(samples to calibrate on, samples to score on) for calib=auto. With enough data
+    AUTO_SAMPLES spread over the set are held out: scored on the samples it was fitted to,
+    percentile won on oww-hey-jarvis by fitting their outliers (61 dB in-sample) and then clipped a
+    LayerNorm's 1/std on a quarter of new inputs, where minmax held. Spread, not the last ones: a
+    set ordered by source would be scored on one source. Fewer samples: scored in-sample."""
     count = len(calibration)
+    scored = calibration.spread(AUTO_SAMPLES)
     if count < 2 * AUTO_SAMPLES:
-        return calibration, calibration.take(AUTO_SAMPLES)
-    fitting = calibration.subset(range(count - AUTO_SAMPLES), "calib=auto fitting")
-    scoring = calibration.subset(range(count - AUTO_SAMPLES, count), "calib=auto scoring")
+        return calibration, calibration.take_spread(AUTO_SAMPLES)
+    fitting = calibration.subset(sorted(set(range(count)) - set(scored)), "calib=auto fitting")
+    scoring = calibration.subset(scored, "calib=auto scoring")
     return fitting, list(scoring)
 
 

@@ -72,8 +72,9 @@ fetch-realmodels: $(STAMP)
 # through the edgec CLI (hours on 2 cores; resumable, cached per build; --only/--backend/--config
 # narrow it): rewrites bench/realmodels/results.json and results.md.
 sweep: install fetch-realmodels
-	$(BIN)/pip install --quiet -e '.[bench]'  # scikit-image pictures for real calibration data
+	$(BIN)/pip install --quiet -e '.[bench]'  # scikit-image pictures for real calibration data, NNCF
 	$(BIN)/python -m bench.realmodels.run
+	$(BIN)/python -m bench.realmodels.run --nncf-baseline
 
 # Re-train the reference models (about 15 minutes on 2 cores) and rewrite models/models.json.
 models: install

@@ -480,25 +480,89 @@ def _cap_memory() -> None:
 def ort_quantize_capped(source: Path, calib: Path, heldout, reference, entry: Entry) -> dict:
     """ort_quantize, one calibration method per child process under ORT_MEMORY_CAP; what stopped
     a child is that method's score."""
+    return _capped(ort_quantize, ORT_METHODS, "onnxruntime's quantizer", source, calib, heldout, reference, entry)
+
+
+def _capped(quantize, methods, who: str, *args) -> dict:
+    """quantize(*args, (method,)) per method, each in a child process under ORT_MEMORY_CAP."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")
     scores: dict = {}
-    for method in ORT_METHODS:
+    for method in methods:
         with ProcessPoolExecutor(1, mp_context=context, initializer=_cap_memory) as pool:
             try:
-                scores |= pool.submit(ort_quantize, source, calib, heldout, reference, entry, (method,)).result(
-                    timeout=TIMEOUT_S
-                )
+                scores |= pool.submit(quantize, *args, (method,)).result(timeout=TIMEOUT_S)
             except (BrokenProcessPool, MemoryError):
-                scores[method] = f"onnxruntime's quantizer died (memory capped at {ORT_MEMORY_CAP / 2**30:.0f} GiB)"
+                scores[method] = f"{who} died (memory capped at {ORT_MEMORY_CAP / 2**30:.0f} GiB)"
             except TimeoutError:
                 for process in list(pool._processes.values()):  # noqa: SLF001 - no public way to stop a stuck worker
                     process.kill()
-                scores[method] = f"onnxruntime's quantizer took over {TIMEOUT_S:.0f} s"
+                scores[method] = f"{who} took over {TIMEOUT_S:.0f} s"
     return scores
+
+
+# OpenVINO's NNCF (nncf.quantize on the ONNX model, evaluated in onnxruntime like the others):
+# PERFORMANCE (symmetric activations) and MIXED (asymmetric) presets, its defaults otherwise
+# (mean of per-sample min/max for activations, fast bias correction).
+NNCF_PRESETS = ("PERFORMANCE", "MIXED")
+
+
+def nncf_quantize(source: Path, calib: Path, heldout, reference, entry: Entry, presets=NNCF_PRESETS) -> dict:
+    import logging
+
+    import nncf
+    import onnx
+    from onnx import version_converter
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    with np.load(calib) as npz:
+        arrays = [npz[k] for k in sorted(npz.files, key=lambda k: int(k.split("_")[1]))]
+    names = [i.name for i in _session(source).get_inputs() if i.name not in entry.fixed_inputs]
+    fixed = {n: np.full(shape, entry.fixed_inputs[n], dtype) for n, shape, dtype in input_specs(entry) if n in entry.fixed_inputs}
+    feeds = [{**{n: a[i] for n, a in zip(names, arrays)}, **fixed} for i in range(len(arrays[0]))]
+    model = onnx.load(str(source))
+    if max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0) < 13:
+        model = version_converter.convert_version(model, 13)  # NNCF quantizes per channel from opset 13
+    scores = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in presets:
+            try:
+                quantized = nncf.quantize(
+                    model, nncf.Dataset(feeds), preset=getattr(nncf.QuantizationPreset, preset), subset_size=len(feeds)
+                )
+                out = Path(tmp) / f"{preset}.onnx"
+                onnx.save(quantized, str(out))
+                got = _outputs(out, heldout)
+                scores[preset] = sqnr_db(reference, got)
+                scores[f"{preset}_worst_slice"] = worst_slice_db(reference, got)
+            except Exception as exc:  # noqa: BLE001 - NNCF fails on some real models too
+                scores[preset] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    return scores
+
+
+def nncf_baselines(results: dict, args) -> None:
+    """NNCF's int8 SQNR next to edgec's and onnxruntime's, on the same held-out inputs."""
+    for entry in [BY_NAME[n] for n in args.only] if args.only else CORPUS:
+        for config in ("int8-random", "int8-real"):
+            build = results["builds"].get(key(entry.name, "onnx", config))
+            s = (build or {}).get("sqnr")
+            if not s or "heldout" not in s or ("nncf" in s and not args.rerun):
+                continue
+            kind = "real" if config == "int8-real" else "random"
+            reference_model = float_model(entry)
+            heldout, described = heldout_samples(entry, kind, reference_model)
+            if described != s["heldout"]:
+                print(f"{key(entry.name, 'onnx', config)}: measured on {s['heldout']}, now {described}: rerun the build", flush=True)
+                continue
+            reference = _outputs(reference_model, heldout)
+            scores = _capped(nncf_quantize, NNCF_PRESETS, "NNCF", reference_model, calib_file(entry, kind), heldout, reference, entry)
+            best = [v for k, v in scores.items() if k in NNCF_PRESETS and isinstance(v, float)]
+            s["nncf"], s["nncf_best_db"] = scores, max(best) if best else None
+            print(f"{key(entry.name, 'onnx', config):45s} nncf {s['nncf_best_db']} (edgec {s.get('edgec_db')}, onnxruntime {s.get('ort_best_db')})", flush=True)
+            save(results, args.out)
 
 
 def ort_quantize(source: Path, calib: Path, heldout, reference, entry: Entry, methods=ORT_METHODS) -> dict:
@@ -671,8 +735,8 @@ def markdown(results: dict) -> str:
         "Worst slice: the lowest SQNR over the channels (axis 1) of any output with 2..256 of them, so a",
         "concatenated head's scores cannot hide behind its boxes; onnxruntime's is that of its best method.",
         "",
-        "| model | calib | edgec | edgec worst slice | onnxruntime best | its worst slice | MinMax | Entropy | Percentile |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | calib | held out | edgec | edgec worst slice | onnxruntime best | its worst slice | MinMax | Entropy | Percentile | NNCF best | NNCF performance | NNCF mixed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in CORPUS:
         for config in ("int8-random", "int8-real"):
@@ -686,10 +750,13 @@ def markdown(results: dict) -> str:
                 key=lambda m: ort_scores[m], default=None,
             )
             ort_slice = ort_scores.get(f"{best_method}_worst_slice") if best_method else None
+            nncf_scores = s.get("nncf", {})
             lines.append(
-                f"| {e.name} | {config.removeprefix('int8-')} | {_fmt(s.get('edgec_db'))} | {_fmt(s.get('edgec_worst_slice_db'))} | "
-                f"{_fmt(s.get('ort_best_db'))} | {_fmt(ort_slice)} | "
+                f"| {e.name} | {config.removeprefix('int8-')} | {str(s.get('heldout', '')).split(' ')[0]} | {_fmt(s.get('edgec_db'))} | "
+                f"{_fmt(s.get('edgec_worst_slice_db'))} | {_fmt(s.get('ort_best_db'))} | {_fmt(ort_slice)} | "
                 + " | ".join(_fmt(ort_scores.get(m)) if isinstance(ort_scores.get(m), (float, type(None))) else "failed" for m in ("MinMax", "Entropy", "Percentile"))
+                + f" | {_fmt(s.get('nncf_best_db'))} | "
+                + " | ".join(_fmt(nncf_scores.get(p)) if isinstance(nncf_scores.get(p), (float, type(None))) else "failed" for p in NNCF_PRESETS)
                 + (f" {s['error']}" if "error" in s else "")
                 + " |"
             )
@@ -796,6 +863,7 @@ def main(argv=None) -> int:
     parser.add_argument("--report", action="store_true", help="only rewrite results.md")
     parser.add_argument("--merge", type=Path, action="append", default=[], help="with --report: add the builds of another results.json (a sweep run with --out elsewhere)")
     parser.add_argument("--ort-baseline", action="store_true", help="only add onnxruntime's int8 SQNR where edgec built none")
+    parser.add_argument("--nncf-baseline", action="store_true", help="only add NNCF's int8 SQNR to the onnx int8 cells")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--budget", type=float, default=0, help="stop starting builds after this many seconds")
     parser.add_argument("--out", type=Path, default=HERE)
@@ -808,8 +876,8 @@ def main(argv=None) -> int:
     TIMEOUT_S = args.timeout
     args.out.mkdir(parents=True, exist_ok=True)
     results = load_results(args.out / "results.json")
-    if args.ort_baseline:
-        ort_baselines(results, args)
+    if args.ort_baseline or args.nncf_baseline:
+        (ort_baselines if args.ort_baseline else nncf_baselines)(results, args)
         save(results, args.out)
         return 0
     if args.report:

@@ -345,9 +345,9 @@ def _fit_and_score_split(calibration) -> tuple:
     LayerNorm's 1/std on a quarter of new inputs, where minmax held. Spread, not the last ones: a
     set ordered by source would be scored on one source. Fewer samples: scored in-sample."""
     count = len(calibration)
-    scored = calibration.spread(AUTO_SAMPLES)
     if count < 2 * AUTO_SAMPLES:
         return calibration, calibration.take_spread(AUTO_SAMPLES)
+    scored = calibration.spread(AUTO_SAMPLES)
     fitting = calibration.subset(sorted(set(range(count)) - set(scored)), "calib=auto fitting")
     scoring = calibration.subset(scored, "calib=auto scoring")
     return fitting, list(scoring)

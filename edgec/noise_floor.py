@@ -9,6 +9,11 @@ each output: every float input nudged by one ulp (random direction), the model r
 largest change per output. An output that fails the relative rule passes if its error is within
 NOISE_FACTOR times that floor; the floor and the factor are recorded with the check.
 
+A graph that computes in float16 is run as float16 hardware computes it (every op's output
+rounded: edgec.fp16_emulation), so its floor is that of one float16 ulp at the inputs: a float32
+ulp vanishes in the input's own rounding (MobileNetV2 in float16: fold-batchnorm moved the
+logits by 5e-4 relative, against a floor of 0 at float32 ulps).
+
 NOISE_FACTOR: measured on PP-OCRv4's detector (60 convolutions), fold-batchnorm's error was 1.15x
 its floor, every conv weight moved by 1 ulp 1.0x, by 8 ulps 2.7x, by 80 ulps 9-32x (depending on
 the inputs), by 800 ulps 320x. 4 accepts rewrites that round, and rejects errors of ~100 ulps per
@@ -34,27 +39,38 @@ class FloorJudged(Comparison):
 
     noise_floor: dict[str, float] = field(default_factory=dict)
     noise_factor: float = NOISE_FACTOR
+    precision: str = "float32"
 
     def __str__(self) -> str:
         text = super().__str__()
         floors = ", ".join(f"{k} {v:.2g}" for k, v in self.noise_floor.items())
-        return f"{text} (float32 noise floor: {floors}; allowed {self.noise_factor:g}x)"
+        return f"{text} ({self.precision} noise floor: {floors}; allowed {self.noise_factor:g}x)"
 
     def to_json(self) -> dict:
-        return {**super().to_json(), "noise_floor": dict(self.noise_floor), "noise_factor": self.noise_factor}
+        return {
+            **super().to_json(), "noise_floor": dict(self.noise_floor), "noise_factor": self.noise_factor,
+            "noise_precision": self.precision,
+        }
 
 
-def nudged(feeds: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """Every float element moved one ulp up or down (seeded); other inputs unchanged."""
+def nudged(feeds: Mapping[str, np.ndarray], seed: int, ulp_of=np.float32) -> dict[str, np.ndarray]:
+    """Every float element moved one ulp of `ulp_of` up or down (seeded); other inputs unchanged."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, value in feeds.items():
         value = np.asarray(value)
         if np.issubdtype(value.dtype, np.floating):
             up = rng.integers(0, 2, value.shape).astype(bool)
-            value = np.where(up, np.nextafter(value, np.inf), np.nextafter(value, -np.inf)).astype(value.dtype)
+            grid = value.astype(ulp_of) if np.dtype(ulp_of).itemsize < value.dtype.itemsize else value
+            moved = np.where(up, np.nextafter(grid, np.inf), np.nextafter(grid, -np.inf))
+            value = moved.astype(value.dtype)
         out[name] = value
     return out
+
+
+def precision(model: ir.Model) -> type:
+    """The float type the model's checks compute in: float16 graphs are emulated op by op."""
+    return np.float16 if ir.holds_float16(model.graph) else np.float32
 
 
 def measure(model: ir.Model, samples: Sequence[Mapping]) -> dict[str, float] | None:
@@ -62,7 +78,7 @@ def measure(model: ir.Model, samples: Sequence[Mapping]) -> dict[str, float] | N
     if not any(np.issubdtype(np.asarray(v).dtype, np.floating) for s in samples for v in s.values()):
         return None
     plain = runner.run_model(model, samples)
-    moved = runner.run_model(model, [nudged(s, i) for i, s in enumerate(samples)])
+    moved = runner.run_model(model, [nudged(s, i, precision(model)) for i, s in enumerate(samples)])
     floors = {}
     for name in plain[0]:
         changes = [
@@ -102,7 +118,7 @@ def rejudge(
         failures += alone.failures
     values = {f.name: getattr(check, f.name) for f in fields(Comparison)}
     values.update(ok=not still_failing, failures=failures)
-    return FloorJudged(**values, noise_floor=floors)
+    return FloorJudged(**values, noise_floor=floors, precision=np.dtype(precision(model)).name)
 
 
 def _fields(tolerance: Tolerance) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgec import external_data, ir
+from edgec import external_data, fp16_emulation, ir
 
 # edgec reports runtime failures itself, in one line; onnxruntime would also print them in red.
 ort.set_default_logger_severity(4)
@@ -87,4 +87,8 @@ def run(session: ort.InferenceSession, samples: Sequence[Feeds]) -> list[dict[st
 
 
 def run_model(model: ir.Model, samples: Sequence[Feeds], optimize: bool = False) -> list[dict[str, np.ndarray]]:
+    """The model's outputs per sample; a float16 graph computes as float16 hardware does, every
+    op's output rounded (edgec.fp16_emulation), not in float32 as onnxruntime's CPU provider would."""
+    if ir.holds_float16(model.graph) and not external_data.needed(model.graph):
+        return run(make_session(fp16_emulation.emulated(model.to_onnx(value_info=True)), optimize=optimize), samples)
     return run(make_session(model, optimize=optimize), samples)

@@ -67,3 +67,17 @@ def test_nudged_moves_every_float_element_by_exactly_one_ulp():
     ups = np.nextafter(x, np.inf) == moved["x"]
     downs = np.nextafter(x, -np.inf) == moved["x"]
     assert np.all(ups ^ downs) and 400 < ups.sum() < 600 and np.array_equal(moved["n"], np.arange(3))
+
+
+def test_a_float16_model_is_judged_on_its_float16_noise_floor(tmp_path):
+    """The checks run a float16 graph rounding every op's output (edgec.fp16_emulation), so a
+    float32 ulp at its inputs vanishes in their own rounding: MobileNetV2 in float16 had a floor of
+    0 and fold-batchnorm's roundings (5e-4 relative) failed -O2. One float16 ulp is its floor."""
+    half = edgec.compile("zoo:mobilenetv2-fmnist", target="x86-64", backend="onnx", passes="convert-fp16", output_dir=tmp_path / "h")
+    result = edgec.compile(half.output_dir / "model.onnx", target="x86-64", backend="onnx", opt="2", output_dir=tmp_path / "o")
+    fold = next(p for p in result.report["passes"] if p["name"] == "fold-batchnorm")["check"]
+    assert result.ok and fold["ok"] and fold["max_rel_err"] > 1e-4 and fold["noise_precision"] == "float16"
+    (floor,) = fold["noise_floor"].values()
+    assert 0 < fold["max_abs_err"] <= noise_floor.NOISE_FACTOR * floor
+    moved = noise_floor.nudged({"x": np.array([1.0], np.float32)}, seed=0, ulp_of=np.float16)["x"]
+    assert abs(float(moved[0]) - 1.0) in (2.0**-10, 2.0**-11)  # one float16 step, as float32

@@ -57,7 +57,7 @@ class OpenvinoBackend(Backend):
         if precision == "int8" or ir.has_integer_arithmetic(model.graph):
             return self.quantized_check()
         if precision == "fp16":
-            return self.fp16_tolerance
+            return self.fp16_check()
         return self.tolerance
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:

@@ -85,7 +85,7 @@ class TfliteBackend(Backend):
             )
         # A weight-only int8 model built -O fp16 computes in float16 in the IR (int8-weights here).
         if precision == "fp16" or ir.holds_float16(model.graph):
-            return self.fp16_tolerance
+            return self.fp16_check()
         return self.tolerance
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:

@@ -68,7 +68,7 @@ class TvmBackend(Backend):
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         precision = ir.compute_precision(model.graph)
-        return {"int8": self.quantized_check(), "fp16": self.fp16_tolerance}.get(precision, self.tolerance)
+        return {"int8": self.quantized_check(), "fp16": self.fp16_check()}.get(precision, self.tolerance)
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         import tvm

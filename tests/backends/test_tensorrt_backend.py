@@ -119,9 +119,10 @@ def test_o2_is_the_same_float32_function_planned_as_an_fp16_engine(build, name):
 def test_o_fp16_is_widened_to_float32_on_fp16_rounded_weights(build, name):
     result = build(name, "jetson-nano", "fp16")
     check, info = result.report["backend_check"], result.report["artifact"]
-    # Measured: max rel err 0 (LeNet-5, MobileNetV2), 1e-7 (PP-LCNet); onnxruntime's CPU
-    # provider computes most of the float16 IR in float32 between inserted casts.
-    assert check["ok"] and check["cosine"] >= 0.9999 and check["max_rel_err"] <= 1e-3
+    # The artifact computes in float32 on float16 weights, the IR rounds every op's output to
+    # float16 as the engine's fp16 kernels do (edgec.fp16_emulation): measured max rel err
+    # 1.2e-3 (MobileNetV2), 1.0e-3 (PP-LCNet), judged against float next to the IR.
+    assert check["ok"] and check["cosine"] >= 0.9999 and check["max_rel_err"] <= 3e-3
     assert info["precision"] == "fp16" and info["ir_precision"] == "fp16"
     proto = _assert_trt82(result.output_dir / "model.trt.onnx")
     assert "Cast" not in {n.op_type for n in proto.graph.node}

@@ -37,6 +37,12 @@ class Artifact:
     info: dict = field(default_factory=dict)
 
 
+# An fp16 artifact at least this close to float meets the budget convert-fp16 holds the IR to
+# (30 dB), whatever the IR's own margin: PP-OCRv4's recognizer on OpenVINO's fp16 kernels was
+# 38.2 dB from float, 1.6 dB below the IR rounded op by op.
+FP16_ENOUGH_DB = 30.0
+
+
 class Backend:
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -96,7 +102,7 @@ class Backend:
         does not and a fusing one does less often: both may be closer to float than the IR, by up
         to the IR's own error. A wrong artifact loses to it by far more."""
         budget = self.fp16_tolerance
-        return replace(budget, max_sqnr_loss_vs_float_db=self.int8_margin_db, sqnr_vs_float_enough_db=budget.min_sqnr_db)
+        return replace(budget, max_sqnr_loss_vs_float_db=self.int8_margin_db, sqnr_vs_float_enough_db=FP16_ENOUGH_DB)
 
     def quantized_check(self) -> Tolerance:
         """quantized_tolerance against the IR, or the float-relative rule when float outputs exist."""

@@ -129,7 +129,7 @@ def test_intel_ncs2_gets_fp16_ir_that_openvino_2022_3_reads(build, images):
     assert info["precision"] == "fp16"
     assert 0.49 < _bin_bytes(result) / _bin_bytes(build("lenet5", "2")) < 0.51
     assert result.report["backend_check"]["tolerance"] == {
-        "min_cosine": 0.9999, "min_sqnr_db": 40.0, "max_sqnr_loss_vs_float_db": 1.0, "sqnr_vs_float_enough_db": 40.0
+        "min_cosine": 0.9999, "min_sqnr_db": 40.0, "max_sqnr_loss_vs_float_db": 1.0, "sqnr_vs_float_enough_db": 30.0
     }  # the fp16 artifact is judged against float next to the IR, whose every op rounds to fp16
     written = ir_file.read(result.output_dir / "model.xml")
     assert written.ir_version == 11 and not written.unreadable_by_2022_3()

@@ -121,3 +121,31 @@ def test_a_last_layer_whose_output_is_never_quantized_can_fall_back(tmp_path):
     convs = [n.name for n in result.model.graph.nodes if n.op == "Conv"]
     assert result.ok and recovery["before"]["cosine"] < 0.98 and recovery["ok"] and recovery["after"]["cosine"] >= 0.98
     assert convs[1] in recovery["fallback"]
+
+
+def test_a_float_output_activation_reading_a_rounded_tensor_can_fall_back(tmp_path):
+    """The model's last Sigmoid writes a float output, so it had no row in the ranking, and it is no
+    Conv/Gemm/MatMul/Add/Mul for the readers rule: with every ranked layer in float its input was
+    still rounded. Here one logit channel spans hundreds and the other sits near -12, where sigmoid
+    is ~7e-6 and one uint8 step of the shared scale is several logits (PP-OCRv4's detector on OpenVINO
+    from random inputs: cosine 0.97 with the whole ranking float, which validated before)."""
+    b = GraphBuilder(seed=4)
+    h = b.op("Relu", [b.op("Conv", [b.input("x", [1, 3, 16, 16]), b.weight(8, 3, 1, 1)])])
+    h = b.op("Relu", [b.op("Conv", [h, b.weight(8, 8, 1, 1)])])
+    w2 = b.rng.standard_normal((2, 8, 1, 1)).astype(np.float32)
+    w2[0] *= 0.05
+    w2[1] *= 400.0
+    logits = b.op("Conv", [h, b.const(w2), b.const(np.array([-12.0, 0.0], np.float32))])
+    b.output(b.op("Sigmoid", [logits]))
+    onnx.save(b.proto(), tmp_path / "m.onnx")
+    result = edgec.compile(
+        tmp_path / "m.onnx", target="x86-64", backend="openvino", passes="quantize{scheme=openvino,calib=minmax}",
+        calib="random:32", output_dir=tmp_path / "o",
+    )
+    recovery = last_pipeline_pass(result.report)["stats"]["recovery"]
+    assert result.ok and recovery["ok"] and recovery["after"]["ok"]
+    assert "slices 0:1 of axis 1" in recovery["before"]["failures"][0]  # the near-zero channel
+    fallback_ops = sorted(n.op for n in result.model.graph.nodes if n.name in recovery["fallback"])
+    # The Sigmoid, the last Conv and (as the writer of its input) the one before; the first stays int8.
+    assert fallback_ops == ["Conv", "Conv", "Sigmoid"]
+    assert last_pipeline_pass(result.report)["stats"]["quantized_ops"]["Conv"] == 1

@@ -150,6 +150,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--keep-going", action="store_true", help="record failed checks in the report instead of stopping (exit code 1)"
     )
     p.add_argument(
+        "--measure-latency",
+        action="store_true",
+        help="-O int8 on this machine's onnxruntime: time which layers stay float instead of predicting it "
+        "from the target's cost table (the choice goes into the pipeline text; timing makes builds differ "
+        "with machine load)",
+    )
+    p.add_argument(
         "--input-shape",
         action="append",
         metavar="NAME=1x3x224x224[:dtype]",
@@ -295,6 +302,7 @@ def _compile(compiler, args, shapes, dtypes, options):
         backend_options=options,
         force=args.force,
         frozen_inputs=freeze.parse(args.freeze_input) or None,
+        measure_latency=args.measure_latency,
     )
 
 

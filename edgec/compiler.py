@@ -21,6 +21,7 @@ from edgec.instruments import AccuracyMeter, DumpIR, EquivalenceCheck, ProgressD
 from edgec.ir import iter_nodes
 from edgec.pass_infra import Numerics, Pass, PassContext
 from edgec.pass_manager import Instrument, PassManager
+from edgec.quant import op_costs
 from edgec.registry import Registry
 from edgec.report import build_report, render_markdown
 from edgec.targets import Target
@@ -68,9 +69,11 @@ def plan(
     registry: Registry | None = None,
     train: bool = False,
     backend_options: Mapping[str, Any] | None = None,
+    measure_latency: bool = False,
 ) -> Plan:
     """`train`: training data will be there, so presets may include fine-tuning;
-    `backend_options`: settings of the chosen backend (e.g. tflite's keep_layout, io_dtype)."""
+    `backend_options`: settings of the chosen backend (e.g. tflite's keep_layout, io_dtype);
+    `measure_latency`: -O int8 times layer choices on this machine instead of predicting them."""
     if opt is not None and passes is not None:
         raise PipelineError("give -O or --passes, not both")
     registry = registry or Registry()
@@ -81,8 +84,15 @@ def plan(
 
     def pipeline_for(chosen: Backend) -> list[Pass]:
         chosen.configure(backend_options or {})
-        host = target_profile.detect_host and chosen.name == "onnx"  # onnxruntime on this very machine
-        text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, host, train)
+        select = "cost" if op_costs.table(target_profile.name, chosen.quant_scheme) is not None else "all"
+        if measure_latency:
+            if not (target_profile.detect_host and chosen.name == "onnx"):
+                raise EdgecError(
+                    "--measure-latency times onnxruntime on this machine: it needs a target that is this "
+                    f"machine (x86-64) and --backend onnx, not {target_profile.name} with {chosen.name}"
+                )
+            select = "latency"
+        text = passes if passes is not None else presets.expand(opt or DEFAULT_OPT, chosen.quant_scheme, select, train)
         return registry.build_pipeline(text)
 
     pipeline = pipeline_for(chosen)
@@ -163,6 +173,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     backend_options: Mapping[str, Any] | None = None,
     force: bool = False,
     frozen_inputs: Mapping[str, Any] | None = None,
+    measure_latency: bool = False,
 ) -> BuildResult:
     """Compile `model` for `target` and write the bundle to `output_dir` (default build/<model>-<target>/).
 
@@ -171,7 +182,8 @@ def compile(  # noqa: A001 - the public name mirrors the command
     passes that need it (see edgec.calib), `preprocess` the image preprocessing spec for it;
     `train` is training data for fine-tuning (labelled .npz or class folders, see --train).
     `backend_options` are settings of the chosen backend (see `edgec backends`); `frozen_inputs`
-    binds inputs to fixed values ({"sr": 16000}, see edgec.freeze).
+    binds inputs to fixed values ({"sr": 16000}, see edgec.freeze). `measure_latency`: -O int8 on this
+    machine's onnxruntime times which layers stay float (the default predicts it from a cost table).
     Raises EdgecError on bad input and CheckFailed when a numeric check fails (unless
     keep_going, which records it in the report).
     """
@@ -181,7 +193,8 @@ def compile(  # noqa: A001 - the public name mirrors the command
     if not 0 < holdout < 1:
         raise EdgecError(f"holdout must be a share between 0 and 1, not {holdout}")
     build = plan(
-        target, opt, passes, backend, plugins, registry, train=train is not None, backend_options=backend_options
+        target, opt, passes, backend, plugins, registry, train=train is not None, backend_options=backend_options,
+        measure_latency=measure_latency,
     )
     loaded = frontends.load(model, input_shapes, input_dtypes, example_inputs)
     work = loaded.model

@@ -32,8 +32,10 @@ PRESETS = {
 # Presets that change numerics: the full exact cleanup first (BatchNorm folded before quantizing,
 # so one int8 weight tensor stands for Conv+BN), then the lossy pass. The int8 scheme is the
 # backend's, so the same -O int8 builds TFLite's int8 for a Pi and TensorRT's for a Jetson.
-# When the target is this machine, int8 is also timed here and kept only where it is faster
-# (see edgec.quant.speed); for other devices every quantizable layer computes in int8.
+# Where the target and backend have a measured layer cost table (edgec.quant.op_costs), layers
+# whose int8 kernel the table predicts slower than a float island stay float: a prediction, so
+# the same command builds the same bytes under any load. `--measure-latency` times the model on
+# this machine instead (edgec.quant.speed) and writes its choice into the pipeline text.
 LOSSY_PRESETS = {
     "int8": "quantize{{scheme={scheme}{select}}}",
     "fp16": "convert-fp16",
@@ -63,11 +65,12 @@ COMPRESS_UNTRAINED = (
 )
 
 
-def expand(level: str, scheme: str = "onnx", host: bool = False, train: bool = False) -> str:
-    """'2', 'O2' and '-O2' all name the same preset; 'int8', 'fp16' and 'compress' build on '2'."""
+def expand(level: str, scheme: str = "onnx", select: str = "all", train: bool = False) -> str:
+    """'2', 'O2' and '-O2' all name the same preset; 'int8', 'fp16' and 'compress' build on '2'.
+    `select`: the quantize pass's layer selection (all, cost or latency)."""
     key = level.removeprefix("-").removeprefix("O")
     if key in LOSSY_PRESETS:
-        select = ",select=latency" if host else ""
+        select = "" if select == "all" else f",select={select}"
         return PRESETS["2"] + "," + LOSSY_PRESETS[key].format(scheme=scheme, select=select)
     if key == "compress":
         return PRESETS["2"] + "," + (COMPRESS_TRAINED if train else COMPRESS_UNTRAINED)

@@ -1,4 +1,6 @@
-"""Where int8 pays on this machine: a measured search over which layers to keep in float.
+"""Where int8 pays on this machine (`--measure-latency`): a timed search over which layers to keep
+in float. The default predicts it from a cost table instead (edgec.quant.op_costs), because a timed
+choice moves with machine load and the same command then builds different models.
 
 Layers kept in float keep float weights: onnxruntime dequantizes an int8 weight on every run
 (it does not constant-fold DequantizeLinear), which costs more than the float kernel saves.

@@ -12,10 +12,10 @@ from edgec.compare import Tolerance
 from edgec.errors import EdgecError
 from edgec.graph_utils import NameGen, constant_value
 from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
-from edgec.quant import collect, qdq, recovery
+from edgec.quant import collect, op_costs, qdq, recovery
 from edgec.quant import scheme as schemes
 from edgec.quant.scheme import COMPUTE_OPS
-from edgec.quant.speed import latency_search
+from edgec.quant.speed import FLOAT_WEIGHT_BUDGET, latency_search
 from edgec.targets import host_int8_pair_sums_saturate
 
 AUTO_SAMPLES = 8  # calibration samples calib=auto scores each method on
@@ -55,9 +55,10 @@ class QuantizePass(Pass):
     # dequantizes those weights on every run (it never folds DequantizeLinear), so the latency
     # search uses `fallback` instead.
     float_compute: tuple[str, ...] = ()
-    # "latency": time the model in onnxruntime on this machine and move to `fallback` the layers
-    # whose int8 kernels are slower here (only meaningful when this machine is the target).
-    select: Literal["all", "latency"] = "all"
+    # "cost": move to `fallback` the layers whose int8 kernels the target's measured cost table
+    # predicts slower than float (edgec.quant.op_costs; deterministic). "latency": time the model
+    # in onnxruntime on this machine instead (only meaningful when this machine is the target).
+    select: Literal["all", "cost", "latency"] = "all"
     select_seconds: float = option(20.0, min=0)
     # When the quantized model misses this pass's budget on the check samples, keep the layers that
     # add the most error in float until it holds (edgec.quant.recovery); off: fail instead.
@@ -180,6 +181,8 @@ class QuantizePass(Pass):
             self._choose_calibration(graph, ctx)
         if self.select == "latency":
             self._settle_selection(graph, ctx)
+        elif self.select == "cost":
+            self._settle_cost_selection(graph, ctx)
 
     def _choose_calibration(self, graph: gs.Graph, ctx: PassContext) -> None:
         from edgec import runner
@@ -246,6 +249,18 @@ class QuantizePass(Pass):
         """The options a rewrite of one graph depends on (calib=auto's winner is reused when equal)."""
         return (self.calib, self.weight_range, self.fallback, self.float_compute)
 
+    def _settle_cost_selection(self, graph: gs.Graph, ctx: PassContext) -> None:
+        rows = op_costs.table(ctx.target.name, self.scheme) if ctx.target is not None else None
+        self.select = "all"
+        if rows is None:  # no table for this target: every layer stays int8, as select=all
+            return
+        scheme = schemes.get(self.scheme, self.activations or None)
+        ir.infer_shapes(graph)
+        nodes = [n for n in qdq.plan(graph, scheme, set(self.fallback)).nodes if n.op in COMPUTE_OPS]
+        search = op_costs.cost_search(nodes, rows, FLOAT_WEIGHT_BUDGET)
+        self.fallback = tuple(self.fallback) + tuple(search["fallback"])
+        self._search = {"method": "cost table", **search}
+
     def _settle_selection(self, graph: gs.Graph, ctx: PassContext) -> dict:
         scheme = schemes.get(self.scheme, self.activations or None)
         ir.infer_shapes(graph)
@@ -257,7 +272,7 @@ class QuantizePass(Pass):
         search = latency_search(graph, rewrite, qdq.plan(graph, scheme, set(self.fallback)).nodes, self.select_seconds)
         self.fallback = tuple(self.fallback) + tuple(search["fallback"])
         self.select = "all"
-        self._search = search
+        self._search = {"method": "timed on this machine", **search}
         return search
 
     def _rewrite(

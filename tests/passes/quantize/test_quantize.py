@@ -261,9 +261,11 @@ def test_latency_search_settles_into_a_replayable_pipeline(tmp_path, fmnist_cali
         opt="int8",
         calib=fmnist_calib,
         output_dir=tmp_path / "o",
+        measure_latency=True,
     )
     step = last_pipeline_pass(result.report)
     search = step["stats"]["latency_search"]
+    assert search["method"] == "timed on this machine"
     assert search["trials"] >= 2 and search["chosen_us"] <= search["all_int8_us"]
     # The decision is in the options, so the printed pipeline rebuilds the same model without timing.
     assert "select=all" in step["text"] and "select=latency" not in result.report["pipeline"]

@@ -52,8 +52,9 @@ class EquivalenceCheck(Instrument):
         self._digest: str | None = None  # edgec.fingerprint of the model `previous` was run on
 
     def before_pipeline(self, model, ctx, passes):
+        self._digest = fingerprint.computation(model.graph)
         try:
-            self.original = runner.run_model(model, self.samples)
+            self.original = runner.run_model_shared(model, self.samples, ctx.cache, self._digest)
         except Exception as exc:
             raise EdgecError(
                 f"{model.source}: onnxruntime cannot run the model on the check inputs ({_short(exc)}); "
@@ -66,8 +67,6 @@ class EquivalenceCheck(Instrument):
     def before_pass(self, pass_, record, model, ctx):
         # A lossy pass that fails its check gets a per-layer table; that needs the model it started from.
         self._before_lossy = model.copy() if pass_.numerics is Numerics.LOSSY else None
-        if pass_.numerics is not Numerics.LOSSY and self._digest is None:
-            self._digest = fingerprint.computation(model.graph)
 
     def tolerance_for(self, pass_: Pass) -> Tolerance:
         return self.tolerances.get(pass_.name) or pass_.check_tolerance()
@@ -76,15 +75,15 @@ class EquivalenceCheck(Instrument):
         if not record.modified:
             return
         start = time.perf_counter()
-        before, self._digest = self._digest, None
-        if pass_.numerics is not Numerics.LOSSY and before is not None:
-            self._digest = fingerprint.computation(model.graph)
-            if self._digest == before:  # same operators on the same data: the outputs cannot differ
-                record.check = _same_computation(self.tolerance_for(pass_))
-                record.check_seconds = time.perf_counter() - start
-                return
+        before, self._digest = self._digest, fingerprint.computation(model.graph)
+        if pass_.numerics is not Numerics.LOSSY and before is not None and self._digest == before:
+            # same operators on the same data: the outputs cannot differ
+            record.check = _same_computation(self.tolerance_for(pass_))
+            record.check_seconds = time.perf_counter() - start
+            return
         try:
-            outputs = runner.run_model(model, self.samples)
+            # shared: a pass that judged its own result on the check samples (quantize) ran it already
+            outputs = runner.run_model_shared(model, self.samples, ctx.cache, self._digest)
         except Exception as exc:
             raise PassError(f"pass '{pass_.name}' produced a model onnxruntime cannot run: {_short(exc)}") from exc
         lossy = pass_.numerics is Numerics.LOSSY

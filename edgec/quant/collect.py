@@ -51,15 +51,20 @@ def _per_sample_bytes(tensor: gs.Tensor) -> int:
     return elements * 4
 
 
-def batches(samples: Iterable[dict], model: ir.Model, size: int | None = None) -> Iterable[tuple[dict, int]]:
+def batches(
+    samples: Iterable[dict], model: ir.Model, size: int | None = None, alone: frozenset[int] = frozenset()
+) -> Iterable[tuple[dict, int]]:
     """(feeds, number of samples in them): samples stacked along the batch axis when every
     input's first dimension is dynamic (fewer, larger runs; batch_size() per run unless `size`
-    is given), one at a time otherwise."""
+    is given), one at a time otherwise. The samples at the `alone` positions run by themselves."""
     size = size or batch_size(model)
     dynamic = size > 1
     pending: list[dict] = []
-    for sample in samples:
-        if not dynamic:
+    for index, sample in enumerate(samples):
+        if not dynamic or index in alone:
+            if pending:
+                yield {k: np.concatenate([s[k] for s in pending]) for k in pending[0]}, len(pending)
+                pending = []
             yield sample, 1
             continue
         pending.append(sample)
@@ -77,7 +82,9 @@ def observe(
     progress: bool = False,
     label: str = "calibrating",
     exact_extremes: bool = True,
-) -> dict[str, HistogramObserver]:
+    held_out: Sequence[int] = (),
+    fitting_too: bool = True,
+):
     """Run the calibration set once and return a histogram observer per named tensor.
 
     The histogram takes a strided sample of each tensor per run (in the graph when the size is
@@ -85,8 +92,15 @@ def observe(
     channel or spatial periods: about 2^20 values per tensor over the set. With
     `exact_extremes`, onnxruntime also reduces every tensor to its exact min and max (what the
     minmax method needs; the reductions cost as much as the model itself on PP-LCNet).
+
+    With `held_out` (sample positions), returns (observers of every other sample, observers of
+    all): calib=auto fits on the first and scores on the held-out ones, the build calibrates on
+    all, and one run gives both (two were 40% of a ResNet-18 -O int8 build). The held-out samples
+    run alone, so the statistics of all are the same whatever the caller does with the split
+    (without `fitting_too`, the first element is None).
     """
-    runs = max(1, -(-len(calibration) // batch_size(model)))
+    alone = frozenset(held_out)
+    runs = max(1, -(-(len(calibration) - len(alone)) // batch_size(model))) + len(alone)
     # About 2^20 sampled values per tensor over the whole set, never fewer than 4096 per run.
     per_run = max(4096, (1 << 20) // runs)
     summarized, outputs = _summarizing(model, names, per_run, exact_extremes)
@@ -96,10 +110,13 @@ def observe(
     wanted = [n for n in names if n in outputs and all(o in available for o in outputs[n][:3] if o)]
     fetch = [o for n in wanted for o in outputs[n][:3] if o]
     observers = {name: HistogramObserver() for name in wanted}
+    fitting = {name: HistogramObserver() for name in wanted} if alone and fitting_too else None
     feeds_names = [i.name for i in session.get_inputs()]
     with Progress(len(calibration), label, enabled=progress) as bar:
-        for feeds, count in batches(calibration, model):
+        position = 0
+        for feeds, count in batches(calibration, model, alone=alone):
             values = dict(zip(fetch, session.run(fetch, {k: feeds[k] for k in feeds_names})))
+            held = count == 1 and position in alone
             for name in wanted:
                 tensor, lo, hi = (values.get(o) for o in outputs[name][:3])
                 size = outputs[name][3]  # static element count when the graph already sampled it
@@ -108,8 +125,11 @@ def observe(
                 if lo is None:  # extremes of the sample: enough for every method but minmax
                     lo, hi = sample.min(initial=np.inf), sample.max(initial=-np.inf)
                 observers[name].update_summary(float(lo), float(hi), sample, size or flat.size)
+                if fitting is not None and not held:
+                    fitting[name].update_summary(float(lo), float(hi), sample, size or flat.size)
+            position += count
             bar.update(count)
-    return observers
+    return (fitting, observers) if alone else observers
 
 
 def _strided_sample(flat: np.ndarray, target: int) -> np.ndarray:

@@ -34,8 +34,10 @@ LAYER_OPS = tuple(
 )
 
 
-def judge(reference: list[dict], model: ir.Model, samples: list[dict], tolerance: Tolerance) -> Comparison:
-    outputs = runner.run_model(model, samples)
+def judge(
+    reference: list[dict], model: ir.Model, samples: list[dict], tolerance: Tolerance, cache: dict | None = None
+) -> Comparison:
+    outputs = runner.run_model_shared(model, samples, cache)
     return quantities.judge(compare(reference, outputs, tolerance, "original"), reference, outputs)
 
 
@@ -102,15 +104,17 @@ def search(
     tolerance: Tolerance,
     rank: Callable[[ir.Model, ir.Model, list[dict]], list[tuple[list[str], float | None]]] | None = None,
     shrink_always: bool = False,
+    cache: dict | None = None,
 ) -> dict | None:
     """None when `quantized` meets the budget; otherwise {fallback, ranking, before, after, ok, model}
     with `model` the first trial that met it (or the last one tried). `rank` orders the groups of
     layers to fall back, most sensitive first (default: ranked_layers, for int8). The groups of the
     holding prefix the budget does not need are dropped when the prefix is the whole ranking, or
     always with `shrink_always`. Shrinking lands near the budget's edge: on every int8 build it took
-    DNSMOS from 40 to 12 dB held out and left SLANet's decoder one rounding from another path."""
-    reference = runner.run_model(float_model, samples)
-    before = judge(reference, quantized, samples, tolerance)
+    DNSMOS from 40 to 12 dB held out and left SLANet's decoder one rounding from another path.
+    `cache` (a PassContext's): the float and the first quantized run are shared with the checks."""
+    reference = runner.run_model_shared(float_model, samples, cache)
+    before = judge(reference, quantized, samples, tolerance, cache)
     if before.ok:
         return None
     ranking = (rank or ranked_layers)(float_model, quantized, samples)

@@ -139,7 +139,9 @@ class QuantizePass(Pass):
             )
             return trial
 
-        found = recovery.search(float_model, ir.Model(graph), requantize, list(ctx.samples), self.check_tolerance())
+        found = recovery.search(
+            float_model, ir.Model(graph), requantize, list(ctx.samples), self.check_tolerance(), cache=ctx.cache
+        )
         if found is None:
             return None
         if found["ok"] and not plans[id(found["model"])].nodes:
@@ -189,8 +191,9 @@ class QuantizePass(Pass):
 
         scheme = schemes.get(self.scheme, self.activations or None)
         ir.infer_shapes(graph)
-        fitting, samples = _fit_and_score_split(ctx.calibration)
-        observers = self.observers(graph, scheme, ctx, fitting)
+        fitting, scoring = _fit_and_score_split(ctx.calibration)
+        samples = list(scoring)
+        observers = self.observers(graph, scheme, ctx, part="all" if fitting is ctx.calibration else "fitting")
         reference = runner.run_model(ir.Model(graph), samples)
         scores, trials = {}, {}
         for method in ("percentile", "entropy", "mse", "minmax"):
@@ -201,7 +204,7 @@ class QuantizePass(Pass):
             trials[method] = (trial.graph, plan)
         self.calib = max(scores, key=scores.get)
         self._calib_scores = scores
-        if fitting is ctx.calibration:  # else the build calibrates again, on every sample
+        if fitting is ctx.calibration:  # else the build rewrites with every sample's statistics
             self._chosen = (graph, self._rewrite_key, *trials[self.calib])
 
     def _choose_weight_range(self, graph: gs.Graph, ctx: PassContext) -> None:
@@ -305,25 +308,23 @@ class QuantizePass(Pass):
         graph.toposort(recurse_subgraphs=False)
         return plan
 
-    def observers(self, graph: gs.Graph, scheme, ctx: PassContext, calibration=None) -> dict:
+    def observers(self, graph: gs.Graph, scheme, ctx: PassContext, part: str = "all") -> dict:
         """Statistics of every tensor the plan without fallbacks quantizes (a superset of any
-        plan with fallbacks), collected once per graph and calibration set (ctx's unless given):
-        accuracy control tries many fallback sets on the same graph."""
-        calibration = calibration if calibration is not None else ctx.calibration
+        plan with fallbacks), collected once per graph: accuracy control tries many fallback sets
+        on the same graph. part="fitting": of the samples calib=auto does not score on (the same
+        run collects both)."""
         exact = self.extremes == "exact"
-        key = (
-            "quantize-observers",
-            id(calibration),
-            scheme.name,
-            exact,
-            tuple((n.op, n.name) for n in graph.nodes),
-        )
+        key = ("quantize-observers", id(ctx.calibration), scheme.name, exact, tuple((n.op, n.name) for n in graph.nodes))
         if key not in ctx.cache:
             full = qdq.plan(graph, scheme, set())
-            ctx.cache[key] = collect.observe(
-                ir.Model(graph), calibration, full.tensors, ctx.progress, exact_extremes=exact
+            fitting, _ = _fit_and_score_split(ctx.calibration)
+            held_out = () if fitting is ctx.calibration else ctx.calibration.spread(AUTO_SAMPLES)
+            found = collect.observe(
+                ir.Model(graph), ctx.calibration, full.tensors, ctx.progress, exact_extremes=exact, held_out=held_out,
+                fitting_too=self.calib == "auto",
             )
-        return ctx.cache[key]
+            ctx.cache[key] = dict(zip(("fitting", "all"), found)) if held_out else {"fitting": found, "all": found}
+        return ctx.cache[key][part]
 
     def _weight_qmax(self, node: gs.Node) -> int:
         reduced = self.weight_range == "reduced" or node.name in self._first_layers
@@ -361,11 +362,10 @@ def _fit_and_score_split(calibration) -> tuple:
     set ordered by source would be scored on one source. Fewer samples: scored in-sample."""
     count = len(calibration)
     if count < 2 * AUTO_SAMPLES:
-        return calibration, calibration.take_spread(AUTO_SAMPLES)
+        return calibration, calibration.subset(calibration.spread(AUTO_SAMPLES), "calib=auto scoring")
     scored = calibration.spread(AUTO_SAMPLES)
     fitting = calibration.subset(sorted(set(range(count)) - set(scored)), "calib=auto fitting")
-    scoring = calibration.subset(scored, "calib=auto scoring")
-    return fitting, list(scoring)
+    return fitting, calibration.subset(scored, "calib=auto scoring")
 
 
 def _worst_output_db(outputs: list[dict], reference: list[dict]) -> float:

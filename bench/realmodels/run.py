@@ -295,6 +295,21 @@ def quantized_nodes(report: dict) -> int | None:
     return sum(counts) if counts else None
 
 
+def quantize_choices(report: dict) -> dict | None:
+    """What -O int8 chose (method, weight range, layers kept float), to tell why a cell moved."""
+    stats = next((p.get("stats") or {} for p in report.get("passes", []) if p.get("name") == "quantize"), None)
+    if not stats:
+        return None
+    recovery = stats.get("recovery") or {}
+    return {
+        "calib": stats.get("calib"),
+        "calib_scores_db": stats.get("calib_scores_db"),
+        "weight_range": stats.get("weight_range"),
+        "float_layers": len(stats.get("fallback") or []),
+        "recovery_trials": recovery.get("trials"),
+    }
+
+
 def check_numbers(check: dict | None) -> dict | None:
     if not isinstance(check, dict):
         return None
@@ -339,6 +354,7 @@ def run_build(entry: Entry, backend: str, config: str) -> dict:
         result["final_check"] = check_numbers(report.get("final_check"))
         result["backend_check"] = check_numbers(report.get("backend_check"))
         result["quantized_nodes"] = quantized_nodes(report)
+        result["quantize"] = quantize_choices(report)
         result["artifact_bytes"] = (report.get("size_bytes") or {}).get("artifact")
         if backend == "onnx" and config == "O2" and entry.format == "tflite":
             float_onnx = WORK / "float" / f"{entry.name}.onnx"  # the float reference for SQNR

@@ -127,6 +127,12 @@ class Backend:
         the cleanup fixed, or the Q/DQ quantize writes)."""
         return ""
 
+    def preflight(self, model: ir.Model, target) -> None:
+        """Raise EdgecError when lower() will refuse `model` whatever the lossy passes do to it (an
+        operator this backend has no conversion for). Runs on the cleaned float model before the
+        first lossy pass: SLANet's Loop was refused by OpenVINO only after -O int8 had quantized
+        for 5 minutes (20 under load, past the sweep's time limit)."""
+
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         raise NotImplementedError
 

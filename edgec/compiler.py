@@ -17,7 +17,7 @@ from edgec import bundle, freeze, frontends, ir, noise_floor, pipeline_text, pre
 from edgec.backend import Artifact, Backend
 from edgec.compare import Comparison, compare
 from edgec.errors import CheckFailed, EdgecError, InternalError, PipelineError
-from edgec.instruments import AccuracyMeter, DumpIR, EquivalenceCheck, ProgressDisplay, Timing
+from edgec.instruments import AccuracyMeter, DumpIR, EquivalenceCheck, Preflight, ProgressDisplay, Timing
 from edgec.ir import iter_nodes
 from edgec.pass_infra import Numerics, Pass, PassContext
 from edgec.pass_manager import Instrument, PassManager
@@ -239,6 +239,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     meter = AccuracyMeter(evaluation_data) if evaluation_data is not None else None
     instruments = (
         ([ProgressDisplay()] if progress else [])
+        + [Preflight(build.backend, build.target)]
         + ([DumpIR(dump_dir)] if dump_dir else [])
         + ([control] if control else [])
         + ([meter] if meter else [])

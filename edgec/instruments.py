@@ -28,6 +28,19 @@ class Timing(Instrument):
         record.seconds = time.perf_counter() - self._start
 
 
+class Preflight(Instrument):
+    """Asks the backend, once, before the first lossy pass, whether it can take the model at all
+    (Backend.preflight): a refusal then costs seconds, not a quantization."""
+
+    def __init__(self, backend, target):
+        self.backend, self.target, self.done = backend, target, False
+
+    def before_pass(self, pass_, record, model, ctx):
+        if pass_.numerics is Numerics.LOSSY and not self.done:
+            self.done = True
+            self.backend.preflight(model, self.target)
+
+
 class EquivalenceCheck(Instrument):
     """Runs the model in onnxruntime before the pipeline and after every modifying pass.
 

@@ -60,6 +60,11 @@ class OpenvinoBackend(Backend):
             return self.fp16_check()
         return self.tolerance
 
+    def preflight(self, model: ir.Model, target) -> None:
+        from edgec.backends.openvino import convert
+
+        convert.to_openvino(model.copy(), widen_fp16=False)  # raises on an operator OpenVINO cannot convert (Loop)
+
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         import openvino as ov
 

@@ -88,6 +88,11 @@ class TfliteBackend(Backend):
             return self.fp16_check()
         return self.tolerance
 
+    def preflight(self, model: ir.Model, target) -> None:
+        from edgec.backends.tflite.lowering import preflight
+
+        preflight(model)
+
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:
         from edgec.backends.tflite.lowering import lower_model
 

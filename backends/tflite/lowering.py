@@ -327,17 +327,24 @@ def lower(model: ir.Model, keep_layout: bool = True, io_dtype: str = "float32", 
     return lower_model(model, keep_layout, io_dtype, full_int8).flatbuffer
 
 
-def lower_model(
-    model: ir.Model, keep_layout: bool = False, io_dtype: str = "float32", full_int8: bool = False
-) -> Lowering:
-    """Lower a static-shape IR. `keep_layout`: 4-D inputs/outputs stay NCHW (a TRANSPOSE inside)
-    instead of NHWC; `io_dtype` int8: a quantized model reads and writes int8 tensors;
-    `full_int8`: int8 kernels even where LiteRT's CPU kernels are faster in float (HardSwish)."""
+def _refuse_unlowerable(graph) -> None:
     from edgec.backends.tflite.ops import LOWERINGS
+    from edgec.backends.tflite.ops.control import CONTROL_LOWERINGS
 
-    if io_dtype not in ("float32", "int8"):
-        raise EdgecError(f"tflite: io dtype '{io_dtype}' is not float32 or int8")
-    graph = model.copy().graph  # the batch fix and shape inference stay out of the caller's IR
+    every = [n for g in ir.iter_graphs(graph) for n in g.nodes]
+    known = LOWERINGS.keys() | CONTROL_LOWERINGS.keys()
+    unsupported = sorted({f"{n.name or '?'} ({n.op})" for n in every if n.op not in known})
+    if unsupported:
+        raise EdgecError(
+            f"tflite: no lowering for {len(unsupported)} nodes: {', '.join(unsupported[:10])}"
+            " (another --backend, e.g. onnx, can take this model)"
+        )
+
+
+def _prepared(model: ir.Model, io_dtype: str, full_int8: bool) -> tuple:
+    """(graph, quantization parameters, precision, ports left float): a copy of the IR rewritten
+    as the lowering takes it (the batch fix and shape inference stay out of the caller's IR)."""
+    graph = model.copy().graph
     _name_unnamed(graph)
     _decode_shared_weights(graph)
     _read_stored_weights_through_casts(graph)
@@ -351,15 +358,11 @@ def lower_model(
     params = quantized.fold_qdq(graph, weight_only=not full_int8) if quantized_ir else {}
     conv1d.as_2d(graph, params)
     left_float: list[str] = []
-    # The caller's IR dtypes at the ports (int8_io below turns float ports into int8 tensors).
-    ir_dtypes = {t.name: t.dtype for t in model.graph.inputs + model.graph.outputs}
     if io_dtype == "int8":
         if precision != "int8":
             raise EdgecError("tflite: --io-dtype int8 needs a quantized model (-O int8)")
         left_float = quantized.int8_io(graph, params)
     ir.infer_shapes(graph)
-    from edgec.backends.tflite.ops.control import CONTROL_LOWERINGS
-
     from edgec.backends.tflite.ops.common import refuse  # the ops package imports the lowering
 
     def not_unrolled(node, why):
@@ -368,15 +371,27 @@ def lower_model(
     if recurrent.unroll(graph, not_unrolled):  # needs the sequence length: after shape inference, then again
         ir.infer_shapes(graph)
     fuse_erf_gelu(graph)  # after shape inference: ONNX knows Gelu only from opset 20
+    return graph, params, precision, left_float
 
-    every = [n for g in ir.iter_graphs(graph) for n in g.nodes]
-    known = LOWERINGS.keys() | CONTROL_LOWERINGS.keys()
-    unsupported = sorted({f"{n.name or '?'} ({n.op})" for n in every if n.op not in known})
-    if unsupported:
-        raise EdgecError(
-            f"tflite: no lowering for {len(unsupported)} nodes: {', '.join(unsupported[:10])}"
-            " (another --backend, e.g. onnx, can take this model)"
-        )
+
+def preflight(model: ir.Model) -> None:
+    """The operator coverage lower_model checks, on a float model before quantization, after the
+    same rewrites (folded Q/DQ of pre-quantized weights, 1-D as 2-D, unrolled recurrences, GELU)."""
+    _refuse_unlowerable(_prepared(model, "float32", False)[0])
+
+
+def lower_model(
+    model: ir.Model, keep_layout: bool = False, io_dtype: str = "float32", full_int8: bool = False
+) -> Lowering:
+    """Lower a static-shape IR. `keep_layout`: 4-D inputs/outputs stay NCHW (a TRANSPOSE inside)
+    instead of NHWC; `io_dtype` int8: a quantized model reads and writes int8 tensors;
+    `full_int8`: int8 kernels even where LiteRT's CPU kernels are faster in float (HardSwish)."""
+    if io_dtype not in ("float32", "int8"):
+        raise EdgecError(f"tflite: io dtype '{io_dtype}' is not float32 or int8")
+    graph, params, precision, left_float = _prepared(model, io_dtype, full_int8)
+    # The caller's IR dtypes at the ports (int8_io turned float ports into int8 tensors).
+    ir_dtypes = {t.name: t.dtype for t in model.graph.inputs + model.graph.outputs}
+    _refuse_unlowerable(graph)
     for tensor in graph.inputs + graph.outputs:
         if tensor.shape is None or not all(isinstance(d, int) for d in tensor.shape):
             raise EdgecError(f"tflite: '{tensor.name}' needs a static shape (use --input-shape)")

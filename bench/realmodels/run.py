@@ -62,6 +62,9 @@ CALIB_COUNT = 32
 # direction classifier (2 softmax values per sample) edgec was 0.7 dB below onnxruntime on 8 samples
 # and 1.8 dB above it on 64; on oww-hey-jarvis 0.8 below on 8, 24.7 above on 64.
 HELDOUT_COUNT = 64
+# An exact build may miss the held-out floor on this share of samples (decodings that diverge after
+# a near-tie argmax) before it is called wrong.
+HELDOUT_DIVERGENT_SHARE = 0.05
 # ...and, for models with small outputs, enough samples for HELDOUT_OUTPUT_VALUES output values:
 # on 64 samples the 2-value classifier still swung 1.4 dB between two seeds, and the method
 # calib=auto picked was 0.6 dB below minmax on 1024 (within inputs of HELDOUT_INPUT_BYTES).
@@ -365,12 +368,21 @@ def run_build(entry: Entry, backend: str, config: str) -> dict:
             # on held-out inputs. An exact -O2 build far from the original is wrong although it exits 0.
             try:
                 heldout = samples(entry, "random", HELDOUT_COUNT, seed=1)
-                value = sqnr_db(_outputs(entry.path, heldout), _outputs(out / "model.onnx", heldout))
+                reference, artifact = _outputs(entry.path, heldout), _outputs(out / "model.onnx", heldout)
+                value = sqnr_db(reference, artifact)
                 result["heldout_sqnr_db"] = value
                 floor = 60.0 if config == "O2" else 20.0
-                if value < floor:
+                # Per sample: a model that feeds argmax decisions back (SLANet's Loop decoder) turns
+                # float32 rounding into a different decoding on a near-tie: 1 of 64 random inputs
+                # after -O2 (max error 4.6e-6 on the others). A wrong model misses on most samples.
+                missed = sum(sqnr_db([r], [a]) < floor for r, a in zip(reference, artifact))
+                result["heldout_samples_below_floor"] = f"{missed}/{len(reference)}"
+                if value < floor and missed > HELDOUT_DIVERGENT_SHARE * len(reference):
                     result["outcome"] = outcome = "defect"
-                    result["line"] = f"exit 0 but the artifact is {value} dB from the original on held-out inputs (< {floor})"
+                    result["line"] = (
+                        f"exit 0 but the artifact is {value} dB from the original on held-out inputs (< {floor} "
+                        f"on {missed} of {len(reference)} samples)"
+                    )
             except Exception as exc:  # noqa: BLE001 - recorded, not fatal
                 result["heldout_sqnr_db"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
         if backend == "onnx" and config.startswith("int8") and outcome == "validated":

@@ -49,6 +49,16 @@ bench-quant: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.quant.run
 
+# The layer cost table -O int8 reads for x86-64/onnx (run on a quiet machine; rewrites
+# edgec/targets/op_costs.json and bench/quant/op_costs.md), and quantization compile time on
+# ResNet-18/50/101 against NNCF and onnxruntime (bench/quant/compile_time.*; about 40 minutes).
+.PHONY: bench-op-costs bench-compile-time
+bench-op-costs: install
+	$(BIN)/python -m bench.quant.op_costs
+bench-compile-time: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.quant.compile_time
+
 # Compression benchmark (Deep Compression on both LeNets with and without fine-tuning, fidelity
 # sweeps, structured pruning; about 30 minutes on 2 cores): rewrites bench/compress/results.*.
 bench-compress: install

@@ -56,7 +56,7 @@ bench-quant: install
 bench-op-costs: install
 	$(BIN)/python -m bench.quant.op_costs
 bench-compile-time: install
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install --quiet -e '.[bench,torch]'  # NNCF; torch exports the ResNets
 	$(BIN)/python -m bench.quant.compile_time
 
 # Compression benchmark (Deep Compression on both LeNets with and without fine-tuning, fidelity

@@ -107,10 +107,11 @@ def plan(
     return Plan(registry, target_profile, chosen, pipeline, notes + registry.warnings)
 
 
-def _prepare(build: Plan, model: ir.Model) -> None:
+def _prepare(build: Plan, model: ir.Model) -> set[str]:
     """Put the rewrites this model needs before the backend can take it at the head
     (Backend.prepare_passes) and the tail (Backend.legalize_passes) of the pipeline, unless the
-    given pipeline already starts or ends with them."""
+    given pipeline already starts or ends with them. Returns the head's pass names: the backend
+    is asked whether it can take the model only after them (Preflight)."""
     text = build.backend.prepare_passes(build.target, model.graph)
     prepare = build.registry.build_pipeline(text) if text else []
     if prepare and [p.name for p in build.passes[: len(prepare)]] != [p.name for p in prepare]:
@@ -119,6 +120,7 @@ def _prepare(build: Plan, model: ir.Model) -> None:
     legalize = build.registry.build_pipeline(text) if text else []
     if legalize and [p.name for p in build.passes[-len(legalize) :]] != [p.name for p in legalize]:
         build.passes.extend(legalize)
+    return {p.name for p in prepare}
 
 
 def choose_backend(registry: Registry, target: Target, requested: str | None) -> tuple[Backend, list[str]]:
@@ -201,7 +203,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     if frozen_inputs:
         build.notes.extend(freeze.freeze_inputs(work, frozen_inputs))
     ir.name_nodes(work.graph)  # fallback lists, reports and the latency search name layers
-    _prepare(build, work)
+    preparing = _prepare(build, work)
     preprocess = preprocess or (loaded.zoo.preprocess if loaded.zoo is not None else None)
     if isinstance(preprocess, str):
         preprocess = preprocessing.parse(preprocess)  # errors early; the manifest gets the canonical text
@@ -239,7 +241,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     meter = AccuracyMeter(evaluation_data) if evaluation_data is not None else None
     instruments = (
         ([ProgressDisplay()] if progress else [])
-        + [Preflight(build.backend, build.target)]
+        + [Preflight(build.backend, build.target, after=preparing)]
         + ([DumpIR(dump_dir)] if dump_dir else [])
         + ([control] if control else [])
         + ([meter] if meter else [])

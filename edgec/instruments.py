@@ -30,13 +30,15 @@ class Timing(Instrument):
 
 class Preflight(Instrument):
     """Asks the backend, once, before the first lossy pass, whether it can take the model at all
-    (Backend.preflight): a refusal then costs seconds, not a quantization."""
+    (Backend.preflight): a refusal then costs seconds, not a quantization. The backend's own
+    prepare passes (`after`, e.g. float-integer-ops) may be lossy but exist to make the model
+    lowerable, so the question waits until they have run."""
 
-    def __init__(self, backend, target):
-        self.backend, self.target, self.done = backend, target, False
+    def __init__(self, backend, target, after: set[str] = frozenset()):
+        self.backend, self.target, self.after, self.done = backend, target, set(after), False
 
     def before_pass(self, pass_, record, model, ctx):
-        if pass_.numerics is Numerics.LOSSY and not self.done:
+        if pass_.numerics is Numerics.LOSSY and pass_.name not in self.after and not self.done:
             self.done = True
             self.backend.preflight(model, self.target)
 

@@ -10,7 +10,7 @@ from edgec.backends.tflite.lowering import lower  # noqa: E402
 from edgec.errors import EdgecError  # noqa: E402
 from tests.backends.test_tflite_lowering import compare  # noqa: E402
 from tests.backends.test_tflite_ops_more import operators  # noqa: E402
-from tests.helpers import GraphBuilder  # noqa: E402
+from tests.helpers import GraphBuilder, feeds_for, run  # noqa: E402
 
 
 def pool(op, shape=(1, 2, 7, 8), after_conv=False, **attrs):
@@ -133,3 +133,34 @@ def test_inputs_without_a_tflite_type_are_refused():
     g.output(g.op("Relu", [x]))
     with pytest.raises(EdgecError, match="'x' has type float64, which TFLite has no tensor type for"):
         lower(g.model())
+
+
+def test_int8_average_pool_over_the_whole_input_requantizes_once_like_onnxruntime():
+    """mp-selfie's squeeze-excite pools average a 64x64 ReLU map whose scale (0.018) is coarser
+    than the pooled output's (0.0083). AVERAGE_POOL_2D keeps its input's scale, so the average was
+    rounded to the coarse grid and then requantized: 61% of the pooled codes 1-2 LSB off. As a
+    MEAN the exact sum is requantized once: every code equals onnxruntime's on the Q/DQ IR."""
+    g = GraphBuilder(seed=3)
+    x = g.input("x", [1, 4, 16, 16])
+    s_in, s_out, zero = g.const(np.float32(0.02)), g.const(np.float32(0.0037)), g.const(np.int8(-128))
+    relu = g.op("Relu", [g.op("Conv", [x, g.weight(4, 4, 1, 1)])])
+    xq = g.op("DequantizeLinear", [g.op("QuantizeLinear", [relu, s_in, zero]), s_in, zero])
+    pooled = g.op("AveragePool", [xq], kernel_shape=[16, 16])
+    g.output(g.op("DequantizeLinear", [g.op("QuantizeLinear", [pooled, s_out, zero]), s_out, zero]))
+    model = g.model()
+    ops = operators(model)
+    assert "MEAN" in ops and "AVERAGE_POOL_2D" not in ops
+    interpreter = litert.Interpreter(model_content=lower(model.copy()))
+    interpreter.allocate_tensors()
+    for seed in range(4):
+        feeds = feeds_for(model, seed)
+        expected = run(model, feeds)[0]
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], feeds["x"])
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        assert np.abs(got - expected).max() <= 0.0037 * 0.01  # the same codes, not one step off
+
+
+def test_an_average_pool_with_several_windows_stays_a_pool():
+    model = pool("AveragePool", shape=(1, 2, 8, 8), after_conv=True, kernel_shape=[4, 8])
+    assert "AVERAGE_POOL_2D" in operators(model) and compare(model) < 1e-5

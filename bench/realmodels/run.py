@@ -173,19 +173,29 @@ def snapshot(commit: str) -> Path:
     """edgec as committed at `commit`, laid out as installed (edgec/, edgec/passes, edgec/backends,
     edgec/models), so a sweep measures one known version even while the work tree is being edited."""
     where = WORK / f"edgec-{commit}"
+    if (where / ".complete").exists():
+        return where
+    # Built in this process's own directory and renamed into place: two sweeps started together
+    # (one per backend) each build one, and the second rename finds the first's and drops its own.
+    WORK.mkdir(parents=True, exist_ok=True)
+    mine = Path(tempfile.mkdtemp(prefix=f"edgec-{commit}.", dir=WORK))
+    tree = mine / "tree"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    built = mine / "edgec-root"
+    built.mkdir()
+    shutil.move(str(tree / "edgec"), str(built / "edgec"))
+    for sub, name in (("passes", "passes"), ("backends", "backends"), ("models", "models")):
+        shutil.move(str(tree / sub), str(built / "edgec" / name))
+    (built / ".complete").touch()
     if not (where / ".complete").exists():
-        shutil.rmtree(where, ignore_errors=True)
-        tree = where.with_name(where.name + ".tree")
-        shutil.rmtree(tree, ignore_errors=True)
-        tree.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-        (where).mkdir(parents=True)
-        shutil.move(str(tree / "edgec"), str(where / "edgec"))
-        for sub, name in (("passes", "passes"), ("backends", "backends"), ("models", "models")):
-            shutil.move(str(tree / sub), str(where / "edgec" / name))
-        shutil.rmtree(tree)
-        (where / ".complete").touch()
+        shutil.rmtree(where, ignore_errors=True)  # an incomplete one a killed sweep left
+        try:
+            os.rename(built, where)
+        except OSError:  # another sweep's landed first
+            pass
+    shutil.rmtree(mine, ignore_errors=True)
     return where
 
 

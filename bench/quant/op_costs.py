@@ -23,13 +23,14 @@ import json
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from edgec.quant.speed import median_run_us
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "edgec" / "targets" / "op_costs.json"
@@ -99,15 +100,6 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _median_us(session: ort.InferenceSession, feeds: dict, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
-
-
 def measure(shape: tuple) -> dict:
     kind, c_in, c_out, kernel, size = shape
     sessions = {p: _session(_layer_model(kind, c_in, c_out, kernel, size, p == "int8")) for p in ("int8", "float")}
@@ -116,12 +108,12 @@ def measure(shape: tuple) -> dict:
     for session in sessions.values():
         for _ in range(3):
             session.run(None, feeds)
-    once = _median_us(sessions["float"], feeds, 3) * 1e-6
+    once = median_run_us(sessions["float"], feeds, 3) * 1e-6
     runs = max(MIN_RUNS, int(ROUND_SECONDS / max(once, 1e-6)))
     rounds = {p: [] for p in sessions}
     for _ in range(ROUNDS):
         for p, session in sessions.items():
-            rounds[p].append(_median_us(session, feeds, runs))
+            rounds[p].append(median_run_us(session, feeds, runs))
     k = kernel * kernel * (1 if kind == "depthwise" else c_in)
     spatial = size if kind == "matmul" else size * size
     return {

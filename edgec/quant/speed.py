@@ -49,6 +49,11 @@ def latency_us(model: ir.Model, runs: int = RUNS) -> float:
             feeds[tensor.name] = np.zeros(shape, dtype)
     for _ in range(5):
         session.run(None, feeds)
+    return median_run_us(session, feeds, runs)
+
+
+def median_run_us(session, feeds: dict, runs: int) -> float:
+    """Median wall time of `runs` calls of an onnxruntime session, in microseconds."""
     times = []
     for _ in range(runs):
         start = time.perf_counter()

@@ -202,7 +202,11 @@ class QuantizePass(Pass):
             plan = self._rewrite(trial.graph, scheme, observers, set(self.float_compute), set(self.fallback))
             scores[method] = _worst_output_db(runner.run_model(trial, samples), reference)
             trials[method] = (trial.graph, plan)
-        self.calib = max(scores, key=scores.get)
+        # Methods the scoring samples cannot tell apart (oww-hey-jarvis: a saturated sigmoid score,
+        # three methods at 51.7 dB on 8 samples) are told apart by how much they clip: new inputs
+        # punish clipping (1024 held-out inputs: minmax 26.0 dB, percentile 24.9).
+        coverage = _range_coverage(observers, self.percentile, scheme)
+        self.calib = max(scores, key=lambda m: (scores[m], coverage[m]))
         self._calib_scores = scores
         if fitting is ctx.calibration:  # else the build rewrites with every sample's statistics
             self._chosen = (graph, self._rewrite_key, *trials[self.calib])
@@ -366,6 +370,21 @@ def _fit_and_score_split(calibration) -> tuple:
     scored = calibration.spread(AUTO_SAMPLES)
     fitting = calibration.subset(sorted(set(range(count)) - set(scored)), "calib=auto fitting")
     return fitting, calibration.subset(scored, "calib=auto scoring")
+
+
+def _range_coverage(observers: dict, percentile: float, scheme) -> dict[str, float]:
+    """Per calibration method, the mean share of each tensor's observed min-max span its range
+    keeps (1.0: clips nothing)."""
+    levels = scheme.qrange[1] - scheme.qrange[0] + 1
+    shares: dict[str, list[float]] = {m: [] for m in ("percentile", "entropy", "mse", "minmax")}
+    for observer in observers.values():
+        lo, hi = observer.range("minmax", percentile, levels)
+        if hi - lo <= 0:
+            continue
+        for method, kept in shares.items():
+            a, b = observer.range(method, percentile, levels)
+            kept.append((b - a) / (hi - lo))
+    return {m: float(np.mean(v)) if v else 1.0 for m, v in shares.items()}
 
 
 def _worst_output_db(outputs: list[dict], reference: list[dict]) -> float:

@@ -12,6 +12,7 @@ from edgec.compare import Tolerance
 from edgec.errors import EdgecError
 from edgec.graph_utils import NameGen, constant_value
 from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
+from edgec.quant import bias_correction as mean_shifts
 from edgec.quant import collect, op_costs, qdq, recovery
 from edgec.quant import scheme as schemes
 from edgec.quant.scheme import COMPUTE_OPS
@@ -63,6 +64,10 @@ class QuantizePass(Pass):
     # When the quantized model misses this pass's budget on the check samples, keep the layers that
     # add the most error in float until it holds (edgec.quant.recovery); off: fail instead.
     recover: bool = True
+    # "fast": each int8 layer's bias absorbs the mean shift its own weight rounding and input
+    # clipping cause, measured on the calibration samples (edgec.quant.bias_correction), where
+    # the held-out scoring samples come out closer to float (_correct_biases). "off": none.
+    bias_correction: Literal["fast", "off"] = "fast"
     _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
     _calib_scores: ClassVar[dict | None] = None  # output SQNR per method, when calib=auto chose
     _range_scores: ClassVar[dict | None] = None  # output SQNR per weight range, when auto measured
@@ -92,7 +97,9 @@ class QuantizePass(Pass):
         observers = self.observers(graph, scheme, ctx)
         search = self._search
         weights_before = ir.param_bytes(graph)
-        float_model = ir.Model(graph).copy() if self.recover and ctx.samples else None
+        recovering = self.recover and bool(ctx.samples)
+        correcting = self.bias_correction == "fast" and ctx.calibration is not None
+        float_model = ir.Model(graph).copy() if recovering or correcting else None
         chosen, self._chosen = self._chosen, None
         if chosen is not None and chosen[0] is graph and chosen[1] == self._rewrite_key:
             # calib=auto already built this exact rewrite of this graph while scoring it: adopt it.
@@ -100,9 +107,12 @@ class QuantizePass(Pass):
             graph.nodes, graph.inputs, graph.outputs = trial.nodes, trial.inputs, trial.outputs
         else:
             plan = self._rewrite(graph, scheme, observers, set(self.float_compute), set(self.fallback))
-        recovered = self._recover(float_model, graph, scheme, observers, ctx) if float_model is not None else None
+        corrected = self._correct_biases(float_model, graph, ctx) if correcting else None
+        recovered = self._recover(float_model, graph, scheme, observers, ctx) if recovering else None
         if recovered is not None and recovered["ok"]:
             plan = recovered.pop("plan")
+            if correcting and recovered["fallback"]:  # the adopted graph is a fresh rewrite
+                corrected = self._correct_biases(float_model, graph, ctx)
         ops: dict[str, int] = {}
         for node in plan.nodes:
             ops[node.op] = ops.get(node.op, 0) + 1
@@ -121,11 +131,40 @@ class QuantizePass(Pass):
             "float_compute": list(self.float_compute),
             "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
         }
+        if corrected is not None:
+            stats["bias_correction"] = corrected
         if search is not None:
             stats["latency_search"] = {k: v for k, v in search.items() if k != "fallback"}
         if recovered is not None:
             stats["recovery"] = {k: v for k, v in recovered.items() if k not in ("model", "plan")}
         return PassResult(True, stats)
+
+    def _correct_biases(self, float_model: ir.Model, graph: gs.Graph, ctx: PassContext) -> dict:
+        """Fast bias correction measured on the calibration samples calib=auto does not score on;
+        the samples it scores on (held out) choose among no correction, NNCF's guarded set of
+        layers and every layer (see bias_correction.too_large); a tie keeps the smaller change."""
+        from edgec import runner
+
+        fitting, scoring = _fit_and_score_split(ctx.calibration)
+        shifts = mean_shifts.measure(float_model.graph, graph, fitting)
+        if not shifts:
+            return {"layers": 0, "chosen": "none"}
+        scored = list(scoring)
+        reference = runner.run_model(float_model, scored)
+        guarded = {name: shift for name, (shift, large) in shifts.items() if not large}
+        candidates = {"none": {}, "guarded": guarded, "all": {name: shift for name, (shift, _) in shifts.items()}}
+        if len(guarded) in (0, len(shifts)):
+            del candidates["guarded"]  # the same as none or as all
+        scores, trials = {}, {}
+        for name, chosen in candidates.items():
+            trial = ir.Model(graph).copy()
+            mean_shifts.apply(trial.graph, chosen)
+            scores[name] = _worst_output_db(runner.run_model(trial, scored), reference)
+            trials[name] = trial
+        best = max(scores, key=lambda name: (scores[name], -list(candidates).index(name)))
+        adopted = trials[best].graph
+        graph.nodes, graph.inputs, graph.outputs = adopted.nodes, adopted.inputs, adopted.outputs
+        return {"layers": len(shifts), "guarded": len(guarded), "chosen": best, "scored_db": scores}
 
     def _recover(self, float_model: ir.Model, graph: gs.Graph, scheme, observers, ctx: PassContext) -> dict | None:
         """The budget missed: the most sensitive layers go back to float until it holds (see

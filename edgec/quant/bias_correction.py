@@ -1,0 +1,207 @@
+"""Fast bias correction of a Q/DQ graph (NNCF's FastBiasCorrection, measured rather than predicted).
+
+Rounding a layer's weights and clipping its input shift each output channel's mean: the error
+of int8 is not zero-mean, and every layer downstream reads the shift. For each Conv/ConvTranspose/
+Gemm with a bias, a copy of the quantized layer (its input Q/DQ, int8 weights and int32 bias)
+is attached to the float graph and reads the float layer's own input, so one calibration run
+measures, per output channel, mean(float layer) - mean(quantized layer) with no error from
+upstream: each layer's correction is its own, and all are applied at once without
+double-counting (correcting every layer from the quantized model's means instead diverged on
+PP-OCR's classifier: 29.4 -> 22.3 -> 15.1 dB over two rounds). The shift goes into the bias, in
+int32 steps where the bias is stored int32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from edgec import ir, runner
+from edgec.graph_utils import constant_value
+
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm")
+INT32 = np.iinfo(np.int32)
+MAX_RELATIVE_SHIFT = 2.0
+
+
+@dataclass
+class _Layer:
+    node: gs.Node  # in the quantized graph
+    source: str  # its input's float tensor, by name in the float graph
+    output: str  # its output, by name in the float graph
+    quantize: gs.Node  # the input's QuantizeLinear
+    dequantize: gs.Node  # ... and DequantizeLinear
+    bias_stored: gs.Constant | None  # int32 codes (None: a float bias, TensorRT's scheme)
+    bias_scale: np.ndarray | None
+
+
+def _produced_by(tensor: gs.Tensor, op: str) -> gs.Node | None:
+    if isinstance(tensor, gs.Constant) or len(tensor.inputs) != 1:
+        return None
+    node = tensor.inputs[0]
+    return node if node.op == op else None
+
+
+def _constant_inputs(node: gs.Node) -> bool:
+    return all(isinstance(t, gs.Constant) for t in node.inputs[1:] if t.name)
+
+
+def _dequantized(tensor: gs.Tensor) -> np.ndarray | None:
+    """The float values of a constant or of DequantizeLinear(constants), as onnxruntime computes them."""
+    if isinstance(tensor, gs.Constant):
+        return constant_value(tensor)
+    dq = _produced_by(tensor, "DequantizeLinear")
+    if dq is None or not all(isinstance(t, gs.Constant) for t in dq.inputs if t.name):
+        return None
+    stored = constant_value(dq.inputs[0])
+    scale = np.asarray(constant_value(dq.inputs[1]), np.float32)
+    zero = constant_value(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2].name else np.zeros((), stored.dtype)
+    if scale.ndim == 1 and stored.ndim > 1:
+        shape = [1] * stored.ndim
+        shape[int(dq.attrs.get("axis", 1)) % stored.ndim] = -1
+        scale, zero = scale.reshape(shape), np.asarray(zero).reshape(shape) if np.ndim(zero) == 1 else zero
+    return ((stored.astype(np.int64) - np.asarray(zero).astype(np.int64)).astype(np.float32) * scale).astype(np.float32)
+
+
+def _float_name(tensor: gs.Tensor, quantized: gs.Graph) -> str:
+    """The tensor's name in the float graph: Q/DQ insertion hands a graph output's name to the
+    DequantizeLinear that now writes it (qdq.insert_activation_qdq)."""
+    for reader in tensor.outputs:
+        if reader.op == "QuantizeLinear":
+            for dq in reader.outputs[0].outputs:
+                if dq.op == "DequantizeLinear" and any(o is dq.outputs[0] for o in quantized.outputs):
+                    return dq.outputs[0].name
+    return tensor.name
+
+
+def _layers(quantized: gs.Graph, float_names: set[str]) -> list[_Layer]:
+    found = []
+    for node in quantized.nodes:
+        if node.op not in LAYER_OPS or len(node.inputs) < 3 or not node.inputs[2].name:
+            continue
+        dq = _produced_by(node.inputs[0], "DequantizeLinear")
+        q = _produced_by(dq.inputs[0], "QuantizeLinear") if dq is not None else None
+        if q is None or not (_constant_inputs(q) and _constant_inputs(dq)):
+            continue
+        source, output = _float_name(q.inputs[0], quantized), _float_name(node.outputs[0], quantized)
+        if source not in float_names or output not in float_names or _dequantized(node.inputs[1]) is None:
+            continue
+        bias = node.inputs[2]
+        bias_dq = _produced_by(bias, "DequantizeLinear")
+        if isinstance(bias, gs.Constant):
+            found.append(_Layer(node, source, output, q, dq, None, None))
+        elif bias_dq is not None and isinstance(bias_dq.inputs[0], gs.Constant) and isinstance(bias_dq.inputs[1], gs.Constant):
+            stored = bias_dq.inputs[0]
+            if constant_value(stored).dtype == np.int32 and len(stored.outputs) == 1:  # its own: safe to change
+                scale = np.broadcast_to(np.asarray(constant_value(bias_dq.inputs[1]), np.float64), stored.shape)
+                found.append(_Layer(node, source, output, q, dq, stored, scale))
+    return found
+
+
+def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> ir.Model:
+    """The float graph plus, per layer, its quantized copy reading the float input; outputs: per
+    layer, the per-channel mean of (float output - quantized output)."""
+    probe = float_graph.copy()
+    tensors = probe.tensors()
+    outputs = []
+    for i, layer in enumerate(layers):
+        def constant(name, tensor):
+            return gs.Constant(f"fbc{i}_{name}", np.asarray(constant_value(tensor)))
+
+        q_params = [constant(f"q{k}", t) for k, t in enumerate(layer.quantize.inputs[1:]) if t.name]
+        dq_params = [constant(f"dq{k}", t) for k, t in enumerate(layer.dequantize.inputs[1:]) if t.name]
+        codes = gs.Variable(f"fbc{i}_codes", dtype=layer.quantize.outputs[0].dtype)
+        restored = gs.Variable(f"fbc{i}_input", dtype=np.float32)
+        weight = gs.Constant(f"fbc{i}_w", _dequantized(layer.node.inputs[1]))
+        bias = gs.Constant(f"fbc{i}_b", _dequantized(layer.node.inputs[2]))
+        result = gs.Variable(f"fbc{i}_out", dtype=np.float32)
+        reference = tensors[layer.output]
+        rank = len(reference.shape) if reference.shape is not None else (2 if layer.node.op == "Gemm" else 4)
+        difference = gs.Variable(f"fbc{i}_diff", dtype=np.float32)
+        mean = gs.Variable(f"fbc{i}_mean", dtype=np.float32)
+        axes = [0] + list(range(2, rank))
+        reduce = (
+            gs.Node("ReduceMean", attrs={"keepdims": 0}, inputs=[difference, gs.Constant(f"fbc{i}_axes", np.array(axes, np.int64))], outputs=[mean])
+            if probe.opset >= 18
+            else gs.Node("ReduceMean", attrs={"axes": axes, "keepdims": 0}, inputs=[difference], outputs=[mean])
+        )
+        probe.nodes += [
+            gs.Node("QuantizeLinear", attrs=dict(layer.quantize.attrs), inputs=[tensors[layer.source], *q_params], outputs=[codes]),
+            gs.Node("DequantizeLinear", attrs=dict(layer.dequantize.attrs), inputs=[codes, *dq_params], outputs=[restored]),
+            gs.Node(layer.node.op, attrs=dict(layer.node.attrs), inputs=[restored, weight, bias], outputs=[result]),
+            gs.Node("Sub", inputs=[reference, result], outputs=[difference]),
+            reduce,
+        ]
+        outputs.append(mean)
+    probe.outputs = outputs
+    probe.cleanup(remove_unused_graph_inputs=False).toposort()
+    return ir.Model(probe)
+
+
+def _shrunk_mean(per_sample: np.ndarray) -> np.ndarray:
+    """Per channel, the mean over samples shrunk by its own standard error (James-Stein style:
+    times max(0, 1 - se^2 / mean^2)): a shift the samples barely measure is mostly noise, and
+    adding noise to a bias is worse than leaving it. On 24 calibration samples the plain mean made
+    MediaPipe's iris and palm models 1-4 dB worse on held-out inputs."""
+    mean = per_sample.mean(axis=0)
+    if len(per_sample) < 2:
+        return np.zeros_like(mean)
+    se2 = per_sample.var(axis=0, ddof=1) / len(per_sample)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keep = np.where(mean != 0, np.clip(1.0 - se2 / mean**2, 0.0, 1.0), 0.0)
+    return mean * keep
+
+
+def too_large(shift: np.ndarray, bias: np.ndarray) -> bool:
+    """NNCF's guard (FAST_BIAS_CORRECTION_THRESHOLD): whether some channel's shift exceeds
+    MAX_RELATIVE_SHIFT times its bias. A mean the layer's own bias does not set (depthwise
+    convolutions with zero bias) moves with the rounding of the whole network: correcting such
+    layers cost MediaPipe's palm detector 4 dB on held-out inputs, while on PP-OCR's classifier
+    the same kind of layers carried most of the gain (29.4 -> 30.9 dB). QuantizePass scores both."""
+    ratio = np.abs(shift) / (np.abs(np.broadcast_to(bias, shift.shape).astype(np.float64)) + 1e-12)
+    return bool(np.max(ratio, initial=0.0) > MAX_RELATIVE_SHIFT)
+
+
+def measure(float_graph: gs.Graph, quantized: gs.Graph, samples) -> dict[str, tuple[np.ndarray, bool]]:
+    """Per correctable layer of `quantized` (by node name): the bias shift its measured mean
+    error over `samples` calls for, and whether NNCF's guard would leave the layer alone."""
+    layers = _layers(quantized, set(float_graph.tensors()))
+    if not layers:
+        return {}
+    results = runner.run_model(_probe(float_graph, layers), samples)
+    shifts = {}
+    for i, layer in enumerate(layers):
+        per_sample = np.stack([r[f"fbc{i}_mean"] for r in results]).astype(np.float64)
+        shift = _shrunk_mean(per_sample)
+        if layer.node.op == "Gemm":  # the bias enters as beta * C
+            shift /= float(layer.node.attrs.get("beta", 1.0)) or 1.0
+        shifts[layer.node.name] = (shift, too_large(shift, _dequantized(layer.node.inputs[2])))
+    return shifts
+
+
+def apply(quantized: gs.Graph, shifts: dict[str, np.ndarray]) -> int:
+    """Move the biases of the named layers of `quantized` (in place); returns how many moved.
+    An int32 bias moves in whole steps of its scale."""
+    moved = 0
+    for layer in _layers(quantized, set(quantized.tensors())):  # every name resolves in its own graph
+        shift = shifts.get(layer.node.name)
+        if shift is None:
+            continue
+        bias = layer.node.inputs[2]
+        if layer.bias_stored is None:
+            values = constant_value(bias).astype(np.float64)
+            layer.node.inputs[2] = gs.Constant(f"{bias.name}_corrected", (values + shift).astype(np.float32))
+        else:
+            codes = constant_value(layer.bias_stored).astype(np.int64) + np.round(shift / layer.bias_scale).astype(np.int64)
+            layer.bias_stored.values = np.clip(codes, INT32.min + 1, INT32.max).astype(np.int32)
+        moved += 1
+    return moved
+
+
+def correct(float_graph: gs.Graph, quantized: gs.Graph, samples, guarded: bool = True) -> int:
+    """measure() then apply(): every correctable layer (only those the guard passes when
+    `guarded`); returns how many layers moved."""
+    shifts = measure(float_graph, quantized, samples)
+    return apply(quantized, {name: shift for name, (shift, large) in shifts.items() if not (guarded and large)})

@@ -107,12 +107,13 @@ class QuantizePass(Pass):
             graph.nodes, graph.inputs, graph.outputs = trial.nodes, trial.inputs, trial.outputs
         else:
             plan = self._rewrite(graph, scheme, observers, set(self.float_compute), set(self.fallback))
-        corrected = self._correct_biases(float_model, graph, ctx) if correcting else None
+        holds = self._budget_holds(float_model, ctx) if recovering else None
+        corrected = self._correct_biases(float_model, graph, ctx, holds) if correcting else None
         recovered = self._recover(float_model, graph, scheme, observers, ctx) if recovering else None
         if recovered is not None and recovered["ok"]:
             plan = recovered.pop("plan")
             if correcting and recovered["fallback"]:  # the adopted graph is a fresh rewrite
-                corrected = self._correct_biases(float_model, graph, ctx)
+                corrected = self._correct_biases(float_model, graph, ctx, holds)
         ops: dict[str, int] = {}
         for node in plan.nodes:
             ops[node.op] = ops.get(node.op, 0) + 1
@@ -139,10 +140,25 @@ class QuantizePass(Pass):
             stats["recovery"] = {k: v for k, v in recovered.items() if k not in ("model", "plan")}
         return PassResult(True, stats)
 
-    def _correct_biases(self, float_model: ir.Model, graph: gs.Graph, ctx: PassContext) -> dict:
+    def _budget_holds(self, float_model: ir.Model, ctx: PassContext):
+        """Whether a quantized model meets this pass's budget on the check samples (as recovery judges)."""
+        from edgec import runner
+
+        samples, tolerance = list(ctx.samples), self.check_tolerance()
+
+        def holds(model: ir.Model) -> bool:
+            reference = runner.run_model_shared(float_model, samples, ctx.cache)
+            return recovery.judge(reference, model, samples, tolerance, ctx.cache).ok
+
+        return holds
+
+    def _correct_biases(self, float_model: ir.Model, graph: gs.Graph, ctx: PassContext, holds=None) -> dict:
         """Fast bias correction measured on the calibration samples calib=auto does not score on;
         the samples it scores on (held out) choose among no correction, NNCF's guarded set of
-        layers and every layer (see bias_correction.too_large); a tie keeps the smaller change."""
+        layers and every layer (see bias_correction.too_large); a tie keeps the smaller change.
+        With `holds` (recovery on), candidates that meet the budget on the check samples come
+        first: a correction must not undo what recovery settled (PP-OCRv4's detector from random
+        inputs failed its check at cosine 0.971 after the correction of its recovered graph)."""
         from edgec import runner
 
         fitting, scoring = _fit_and_score_split(ctx.calibration)
@@ -161,10 +177,12 @@ class QuantizePass(Pass):
             mean_shifts.apply(trial.graph, chosen)
             scores[name] = _worst_output_db(runner.run_model(trial, scored), reference)
             trials[name] = trial
-        best = max(scores, key=lambda name: (scores[name], -list(candidates).index(name)))
+        held = {name: holds(trial) for name, trial in trials.items()} if holds is not None else {}
+        best = max(scores, key=lambda name: (held.get(name, True), scores[name], -list(candidates).index(name)))
         adopted = trials[best].graph
         graph.nodes, graph.inputs, graph.outputs = adopted.nodes, adopted.inputs, adopted.outputs
-        return {"layers": len(shifts), "guarded": len(guarded), "chosen": best, "scored_db": scores}
+        chosen = {"layers": len(shifts), "guarded": len(guarded), "chosen": best, "scored_db": scores}
+        return chosen | ({"meets_budget": held} if held else {})
 
     def _recover(self, float_model: ir.Model, graph: gs.Graph, scheme, observers, ctx: PassContext) -> dict | None:
         """The budget missed: the most sensitive layers go back to float until it holds (see

@@ -320,6 +320,7 @@ def quantize_choices(report: dict) -> dict | None:
         "weight_range": stats.get("weight_range"),
         "float_layers": len(stats.get("fallback") or []),
         "recovery_trials": recovery.get("trials"),
+        "bias_correction": (stats.get("bias_correction") or {}).get("chosen"),
     }
 
 

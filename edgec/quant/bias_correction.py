@@ -91,6 +91,8 @@ def _layers(quantized: gs.Graph, float_names: set[str]) -> list[_Layer]:
         bias = node.inputs[2]
         bias_dq = _produced_by(bias, "DequantizeLinear")
         if isinstance(bias, gs.Constant):
+            if np.ndim(constant_value(bias)) != 1:  # a Gemm's [1, C] or scalar C: left as it is
+                continue
             found.append(_Layer(node, source, output, q, dq, None, None))
         elif bias_dq is not None and isinstance(bias_dq.inputs[0], gs.Constant) and isinstance(bias_dq.inputs[1], gs.Constant):
             stored = bias_dq.inputs[0]

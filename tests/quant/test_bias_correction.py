@@ -110,3 +110,18 @@ def test_layers_whose_input_is_not_quantized_are_left_alone():
     model = b.model()
     assert bias_correction.correct(model.graph, model.copy().graph, [{"x": np.ones((1, 4), np.float32)}]) == 0
     assert isinstance(model.graph.nodes[0].inputs[2], gs.Constant)
+
+
+def test_a_gemm_bias_that_is_not_one_per_channel_is_left_alone():
+    """magika's Gemm adds a [1, C] bias, which the quantize pass leaves float: the correction,
+    which moves one value per output channel, crashed on it (exit 3)."""
+    b = GraphBuilder(seed=5)
+    x = b.input("x", [1, 16])
+    b.output(b.op("Gemm", [b.op("Relu", [b.op("Gemm", [x, b.weight(8, 16), b.weight(8)], transB=1)]),
+                           b.weight(4, 8), b.const(np.full((1, 4), 0.5, np.float32))], transB=1))
+    model = b.model()
+    stack = np.random.default_rng(0).standard_normal((32, 1, 16)).astype(np.float32)
+    quantized, stats = _quantized(model, stack, "fast")
+    assert stats["bias_correction"]["layers"] == 1  # the first Gemm only
+    head = [n for n in quantized.graph.nodes if n.op == "Gemm"][-1]
+    np.testing.assert_array_equal(constant_value(head.inputs[2]), np.full((1, 4), 0.5, np.float32))

@@ -125,3 +125,19 @@ def test_a_gemm_bias_that_is_not_one_per_channel_is_left_alone():
     assert stats["bias_correction"]["layers"] == 1  # the first Gemm only
     head = [n for n in quantized.graph.nodes if n.op == "Gemm"][-1]
     np.testing.assert_array_equal(constant_value(head.inputs[2]), np.full((1, 4), 0.5, np.float32))
+
+
+def test_a_correction_that_fails_leaves_the_quantized_model_and_says_why(monkeypatch):
+    """An injected fault: the refinement is optional, so the build keeps the uncorrected int8
+    model and warns, instead of an internal error (exit 3)."""
+    def broken(*args, **kwargs):
+        raise ValueError("injected")
+
+    monkeypatch.setattr(bias_correction, "measure", broken)
+    model = _model()
+    corrected, stats = _quantized(model, _samples(32, 0), "fast")
+    plain, _ = _quantized(model, _samples(32, 0), "off")
+    assert stats["bias_correction"] == {"layers": 0, "chosen": "none", "error": "ValueError: injected"}
+    held_out = [{"x": s} for s in _samples(8, 1)]
+    for a, b in zip(runner.run_model(corrected, held_out), runner.run_model(plain, held_out)):
+        np.testing.assert_array_equal(next(iter(a.values())), next(iter(b.values())))

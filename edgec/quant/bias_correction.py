@@ -120,8 +120,7 @@ def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> ir.Model:
         bias = gs.Constant(f"fbc{i}_b", _dequantized(layer.node.inputs[2]))
         result = gs.Variable(f"fbc{i}_out", dtype=np.float32)
         reference = tensors[layer.output]
-        weight_rank = np.ndim(_dequantized(layer.node.inputs[1]))  # a convolution's output has its rank
-        rank = 2 if layer.node.op == "Gemm" else weight_rank
+        rank = 2 if layer.node.op == "Gemm" else weight.values.ndim  # a convolution's output has its weight's rank
         difference = gs.Variable(f"fbc{i}_diff", dtype=np.float32)
         mean = gs.Variable(f"fbc{i}_mean", dtype=np.float32)
         axes = [0] + list(range(2, rank))

@@ -511,9 +511,15 @@ ORT_METHODS = ("MinMax", "Entropy", "Percentile")
 
 
 def _cap_memory() -> None:
+    """Initializer of the baseline workers: their address space capped, and (Linux) killed with
+    the sweep: a sweep stopped with kill left its onnxruntime workers busy on both cores."""
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (ORT_MEMORY_CAP, ORT_MEMORY_CAP))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def ort_quantize_capped(source: Path, calib: Path, heldout, reference, entry: Entry) -> dict:

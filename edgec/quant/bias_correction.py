@@ -20,6 +20,7 @@ import onnx_graphsurgeon as gs
 
 from edgec import ir, runner
 from edgec.graph_utils import constant_value
+from edgec.quant import qdq
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm")
 INT32 = np.iinfo(np.int32)
@@ -55,14 +56,7 @@ def _dequantized(tensor: gs.Tensor) -> np.ndarray | None:
     dq = _produced_by(tensor, "DequantizeLinear")
     if dq is None or not all(isinstance(t, gs.Constant) for t in dq.inputs if t.name):
         return None
-    stored = constant_value(dq.inputs[0])
-    scale = np.asarray(constant_value(dq.inputs[1]), np.float32)
-    zero = constant_value(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2].name else np.zeros((), stored.dtype)
-    if scale.ndim == 1 and stored.ndim > 1:
-        shape = [1] * stored.ndim
-        shape[int(dq.attrs.get("axis", 1)) % stored.ndim] = -1
-        scale, zero = scale.reshape(shape), np.asarray(zero).reshape(shape) if np.ndim(zero) == 1 else zero
-    return ((stored.astype(np.int64) - np.asarray(zero).astype(np.int64)).astype(np.float32) * scale).astype(np.float32)
+    return qdq.dequantized_constant(dq)
 
 
 def _float_name(tensor: gs.Tensor, quantized: gs.Graph) -> str:

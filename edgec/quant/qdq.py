@@ -299,14 +299,21 @@ def widen_stored_weight(node: gs.Node, index: int, qmax: int) -> None:
     stored = np.asarray(dq.inputs[0].values)
     if stored.dtype != np.int8 or int(np.abs(stored.astype(np.int32)).max(initial=0)) <= qmax:
         return
+    node.inputs[index] = gs.Constant(f"{tensor.name}_float", dequantized_constant(dq))
+
+
+def dequantized_constant(dq: gs.Node) -> np.ndarray:
+    """The output of a DequantizeLinear of constants as onnxruntime computes it:
+    float32(q - zero_point) * scale, per channel along `axis` when the scale has one per channel."""
+    stored = np.asarray(constant_value(dq.inputs[0]))
     scale = np.asarray(constant_value(dq.inputs[1]), np.float32)
     zero = np.asarray(constant_value(dq.inputs[2]) if len(dq.inputs) > 2 and not dq.inputs[2].is_empty() else 0)
     if scale.ndim == 1 and stored.ndim > 1:
         shape = [1] * stored.ndim
         shape[int(dq.attrs.get("axis", 1)) % stored.ndim] = -1
         scale, zero = scale.reshape(shape), zero.reshape(shape) if zero.ndim == 1 else zero
-    values = ((stored.astype(np.int32) - zero.astype(np.int32)).astype(np.float32) * scale).astype(np.float32)
-    node.inputs[index] = gs.Constant(f"{tensor.name}_float", np.asarray(values))
+    # int64: an int32 bias minus its zero point cannot wrap; np.asarray keeps a 0-d result an array.
+    return np.asarray(((stored.astype(np.int64) - zero.astype(np.int64)).astype(np.float32) * scale), np.float32)
 
 
 def quantize_bias_input(graph, node, index, input_scale, weight_scale, names) -> bool:

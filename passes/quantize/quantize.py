@@ -177,14 +177,15 @@ class QuantizePass(Pass):
             del candidates["guarded"]  # the same as none or as all
         scores, trials = {}, {}
         for name, chosen in candidates.items():
-            trial = ir.Model(graph).copy()
+            trial = ir.Model(graph).copy() if chosen else ir.Model(graph)  # "none" is the graph as it is
             mean_shifts.apply(trial.graph, chosen)
             scores[name] = _worst_output_db(runner.run_model(trial, scored), reference)
             trials[name] = trial
         held = {name: holds(trial) for name, trial in trials.items()} if holds is not None else {}
         best = max(scores, key=lambda name: (held.get(name, True), scores[name], -list(candidates).index(name)))
-        adopted = trials[best].graph
-        graph.nodes, graph.inputs, graph.outputs = adopted.nodes, adopted.inputs, adopted.outputs
+        if best != "none":
+            adopted = trials[best].graph
+            graph.nodes, graph.inputs, graph.outputs = adopted.nodes, adopted.inputs, adopted.outputs
         chosen = {"layers": len(shifts), "guarded": len(guarded), "chosen": best, "scored_db": scores}
         return chosen | ({"meets_budget": held} if held else {})
 

@@ -18,8 +18,13 @@ ort.set_default_logger_severity(4)
 Feeds = Mapping[str, np.ndarray]
 
 
-def session_options(optimize: bool = False, threads: int | None = None) -> ort.SessionOptions:
+def session_options(optimize: bool = False, threads: int | None = None, spinning: bool = False) -> ort.SessionOptions:
     options = ort.SessionOptions()
+    if not spinning:
+        # Idle pool threads otherwise spin between the ops of each run: a build's own runs
+        # (calibration, checks) cost CPU time, not latency. ResNet-50 Q/DQ, 8 runs: 1.48 CPU s
+        # with spinning, 0.83 without, and no slower. The device runtime keeps onnxruntime's default.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # Checks run with graph optimizations off so they see the graph edgec wrote, not
     # onnxruntime's rewrite of it; deployment-style runs turn them back on.
     options.graph_optimization_level = (
@@ -46,9 +51,12 @@ def session_options(optimize: bool = False, threads: int | None = None) -> ort.S
 
 
 def make_session(
-    model: ir.Model | onnx.ModelProto | str | os.PathLike, optimize: bool = False, threads: int | None = None
+    model: ir.Model | onnx.ModelProto | str | os.PathLike,
+    optimize: bool = False,
+    threads: int | None = None,
+    spinning: bool = False,
 ) -> ort.InferenceSession:
-    options = session_options(optimize, threads)
+    options = session_options(optimize, threads, spinning)
     providers = ["CPUExecutionProvider"]
     if isinstance(model, (str, os.PathLike)):
         return ort.InferenceSession(str(model), options, providers=providers)

@@ -83,11 +83,11 @@ def optimized_session(proto: onnx.ModelProto, threads: int | None = None):
     (graph_optimization_level=ORT_DISABLE_ALL). (None, why) when neither loads.
     """
     try:
-        return runner.make_session(proto, optimize=True, threads=threads), None
+        return runner.make_session(proto, optimize=True, threads=threads, spinning=True), None
     except Exception as exc:
         why = str(exc).splitlines()[0][:200]
     try:
-        return runner.make_session(proto, optimize=False, threads=threads), why
+        return runner.make_session(proto, optimize=False, threads=threads, spinning=True), why
     except Exception:
         return None, why
 

@@ -144,6 +144,7 @@ def run(tool: str, model: Path, calib: Path, out: Path) -> dict:
     import tempfile
     import threading
 
+    load = os.getloadavg()[0]  # other work on the machine inflates every tool's CPU seconds alike
     with tempfile.TemporaryFile() as stderr:
         start = time.perf_counter()
         process = subprocess.Popen(command(tool, model, calib, out), stdout=subprocess.DEVNULL, stderr=stderr)
@@ -160,6 +161,7 @@ def run(tool: str, model: Path, calib: Path, out: Path) -> dict:
         "wall_s": round(wall, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "load_before": round(load, 2),
     }
     if process.returncode != 0:
         result["error"] = (lines[-1] if lines else "?")[:200]
@@ -207,8 +209,14 @@ def summarize(rounds: list[dict]) -> dict:
 
 
 def markdown(results: dict) -> str:
+    loads = [r[tool].get("load_before") for rounds in results["runs"].values() for r in rounds for tool in r]
+    loads = [x for x in loads if x is not None]
     lines = [
         "# Quantization compile time (ResNets, 100 calibration samples)",
+        "",
+        f"1-minute load average before the runs: median {statistics.median(loads):.1f} on {results['machine']}"
+        + (" (other work shared the machine: absolute seconds are inflated, ratios less so)" if statistics.median(loads) > 1.5 else "")
+        + "." if loads else "",
         "",
         f"Written by `python -m bench.quant.compile_time` on {results['machine']}; {results['rounds']} interleaved rounds, "
         "medians; ratios are medians of per-round ratios. CPU s = user + sys of the quantizing process. edgec: "

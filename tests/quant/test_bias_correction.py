@@ -141,3 +141,19 @@ def test_a_correction_that_fails_leaves_the_quantized_model_and_says_why(monkeyp
     held_out = [{"x": s} for s in _samples(8, 1)]
     for a, b in zip(runner.run_model(corrected, held_out), runner.run_model(plain, held_out)):
         np.testing.assert_array_equal(next(iter(a.values())), next(iter(b.values())))
+
+
+def test_the_probe_measures_at_most_bias_probe_samples_spread_over_the_set(monkeypatch):
+    """The probe runs every layer twice; a 100-sample set is measured on 32 of its samples."""
+    from edgec.passes.quantize import quantize as quantize_module
+
+    measured = []
+    original = bias_correction.measure
+
+    def counting(float_graph, quantized, samples):
+        measured.append(len(list(samples)))
+        return original(float_graph, quantized, samples)
+
+    monkeypatch.setattr(quantize_module.mean_shifts, "measure", counting)
+    _quantized(_model(), _samples(100, 0), "fast")
+    assert measured == [quantize_module.BIAS_PROBE_SAMPLES]

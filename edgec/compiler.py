@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from edgec.calib import preprocess as preprocessing
 from edgec import calib as calib_module  # `calib` is compile()'s argument
 from edgec import bundle, freeze, frontends, ir, noise_floor, pipeline_text, presets, samples as sampling
 from edgec.backend import Artifact, Backend
-from edgec.compare import Comparison, compare
+from edgec.compare import Comparison, Tolerance, compare
 from edgec.errors import CheckFailed, EdgecError, InternalError, PipelineError
 from edgec.instruments import AccuracyMeter, DumpIR, EquivalenceCheck, Preflight, ProgressDisplay, Timing
 from edgec.ir import iter_nodes
@@ -176,6 +177,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
     force: bool = False,
     frozen_inputs: Mapping[str, Any] | None = None,
     measure_latency: bool = False,
+    _rebuilt_because: str | None = None,
 ) -> BuildResult:
     """Compile `model` for `target` and write the bundle to `output_dir` (default build/<model>-<target>/).
 
@@ -188,8 +190,13 @@ def compile(  # noqa: A001 - the public name mirrors the command
     machine's onnxruntime times which layers stay float (the default predicts it from a cost table).
     Raises EdgecError on bad input and CheckFailed when a numeric check fails (unless
     keep_going, which records it in the report).
+
+    An int8 artifact whose backend kernels run further from float than the Q/DQ IR allows is
+    built once more with that much headroom in the quantize budget (more layers in float; see
+    headroom_pipeline), and that artifact is judged by the budget itself.
     """
     start = time.perf_counter()
+    arguments = {k: v for k, v in locals().items() if k != "start"}  # for that one rebuild
     if not 1 <= num_samples <= sampling.MAX_COUNT:
         raise EdgecError(f"num_samples must be between 1 and {sampling.MAX_COUNT:,}, not {num_samples}")
     if not 0 < holdout < 1:
@@ -231,7 +238,7 @@ def compile(  # noqa: A001 - the public name mirrors the command
         training=training,
         teacher=work.copy() if training is not None else None,
         progress=progress,
-        warnings=list(build.notes),
+        warnings=list(build.notes) + ([_rebuilt_because] if _rebuilt_because else []),
         metadata=dict(work.metadata),
     )
     if calibration is not None and not calibration.representative:
@@ -266,6 +273,59 @@ def compile(  # noqa: A001 - the public name mirrors the command
         }
     )
 
+    try:
+        return _lower_and_write(
+            out, force, build, work, records, check, check_samples, sample_source, ctx, before, after, start,
+            control, meter, preprocess, keep_going,
+        )
+    except _BackendLostAccuracy as lost:
+        return compile(**{**arguments, "opt": None, "passes": lost.pipeline, "_rebuilt_because": lost.why})
+
+
+class _BackendLostAccuracy(CheckFailed):
+    """The int8 artifact ran further from float than the backend's margin below the IR; `pipeline`
+    builds again with quantize{headroom_db} (more layers in float), `why` says so in the report."""
+
+    def __init__(self, message: str, pipeline: str, why: str):
+        super().__init__(message)
+        self.pipeline, self.why = pipeline, why
+
+
+def headroom_pipeline(pipeline: str, backend_check: Comparison) -> tuple[str, float] | None:
+    """(pipeline text, headroom dB) for a rebuild whose Q/DQ graph beats the quantize budget by what
+    the backend's kernels lost against it, or None: no output fell short against float, no
+    quantize pass that may keep layers in float, or it had headroom already. OpenVINO's
+    low-precision transformations ran PP-OCRv4's recognizer 1.4 dB further from float than its
+    Q/DQ IR (13.8 dB, just inside the 12 dB / cosine 0.98 budget); with LP_TRANSFORMS_MODE=NO
+    the plugin matched the IR within 0.01 dB, and rounding-noise copies of the IR stayed within
+    13.7-14.1 dB: the int8 kernels, not chance."""
+    lost = [
+        r["reference_sqnr_db"] - r["sqnr_db"]
+        for r in backend_check.vs_float or []
+        if r["sqnr_db"] < r["required_sqnr_db"] and math.isfinite(r["reference_sqnr_db"] - r["sqnr_db"])
+    ]
+    specs = pipeline_text.parse(pipeline)
+    places = [i for i, spec in enumerate(specs) if spec.name == "quantize"]
+    if not lost or len(places) != 1:
+        return None
+    options = specs[places[0]].option_dict()
+    if options.get("recover", "true") != "true" or float(options.get("headroom_db", 0)) > 0:
+        return None
+    headroom = math.ceil(max(lost) * 10) / 10
+    options["headroom_db"] = f"{headroom:g}"
+    specs[places[0]] = pipeline_text.PassSpec("quantize", tuple(options.items()))
+    return pipeline_text.format(specs), headroom
+
+
+def _lower_and_write(
+    out, force, build, work, records, check, check_samples, sample_source, ctx, before, after, start, control, meter,
+    preprocess, keep_going,
+) -> BuildResult:
+    """Lower to the backend's artifact in a staging directory, check it against the IR and commit
+    the bundle (artifact, report, manifest) in place of `out`. A quantize pass with headroom (a
+    rebuild's, or its printed pipeline replayed) has its artifact judged by the budget too."""
+    quantize = next((p for p in build.passes if p.name == "quantize"), None)
+    budget = quantize.tolerance if quantize is not None and getattr(quantize, "headroom_db", 0) > 0 else None
     with bundle.Staging(out, force=force) as stage:
         artifact = build.backend.lower(work, build.target, stage.path)
         ctx.warnings.extend(artifact.info.get("warnings", []))  # e.g. a precision the device cannot run fast
@@ -278,9 +338,20 @@ def compile(  # noqa: A001 - the public name mirrors the command
             build.backend.check_tolerance(work),
             model=work,
             float_reference=check.original,
+            budget=budget,
         )
         if not backend_check and not keep_going:
-            raise CheckFailed(f"backend '{build.backend.name}' output differs from the IR: {backend_check}")
+            message = f"backend '{build.backend.name}' output differs from the IR: {backend_check}"
+            retry = headroom_pipeline(build.pipeline, backend_check)
+            if retry is None:
+                raise CheckFailed(message)
+            raise _BackendLostAccuracy(
+                message,
+                retry[0],
+                f"{build.backend.name}'s int8 kernels ran {retry[1]:g} dB further from float than the IR "
+                f"({backend_check.failures[0]}): built again with quantize{{headroom_db={retry[1]:g}}}, which "
+                "keeps more layers in float, and judged that artifact by the quantize budget against float",
+            )
         artifact_bytes = sum((stage.path / f).stat().st_size for f in artifact.files)
         report = build_report(
             version=edgec.__version__,
@@ -458,8 +529,10 @@ def _check_backend(
     tolerance,
     model: ir.Model | None = None,
     float_reference: list[dict] | None = None,
+    budget: Tolerance | None = None,
 ) -> Comparison:
-    """The artifact run by the backend's own runtime must match the IR's outputs."""
+    """The artifact run by the backend's own runtime must match the IR's outputs; with `budget`
+    (a rebuild with headroom), an artifact that does not may still meet that budget against float."""
     try:
         run = backend.runner(artifact, stage)
         outputs = [run(feeds) for feeds in samples]
@@ -473,7 +546,12 @@ def _check_backend(
         # amplifies them, is judged against the IR's own spread (edgec.quant.rounding_noise).
         check = rounding_noise.rejudge(check, model, samples, float_reference, outputs, expected)
     # A float artifact's runtime reassociates like an exact pass does: same noise-floor rule.
-    return noise_floor.rejudge(check, model, samples, expected, outputs) if model is not None else check
+    check = noise_floor.rejudge(check, model, samples, expected, outputs) if model is not None else check
+    if not check and budget is not None and float_reference is not None:
+        judged = compare(float_reference, outputs, budget, "float (the quantize budget, after the rebuild)")
+        if judged:
+            return judged
+    return check
 
 
 def _manifest(

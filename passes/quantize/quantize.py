@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -72,6 +73,10 @@ class QuantizePass(Pass):
     # clipping cause, measured on the calibration samples (edgec.quant.bias_correction), where
     # the held-out scoring samples come out closer to float (_correct_biases). "off": none.
     bias_correction: Literal["fast", "off"] = "fast"
+    # dB by which the quantized graph must beat `tolerance` (SQNR up, 1 - cosine down alike), so
+    # recovery keeps more layers in float. The build sets it when a backend's int8 kernels ran
+    # that much further from float than this graph, and builds once more (compiler.headroom_pipeline).
+    headroom_db: float = option(0.0, min=0, max=40)
     _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
     _calib_scores: ClassVar[dict | None] = None  # output SQNR per method, when calib=auto chose
     _range_scores: ClassVar[dict | None] = None  # output SQNR per weight range, when auto measured
@@ -251,6 +256,17 @@ class QuantizePass(Pass):
                 f"{len(found['fallback'])} most sensitive layers in float, worst first by the error each adds: {worst}"
             )
         return found
+
+    def check_tolerance(self) -> Tolerance:
+        budget = super().check_tolerance()
+        if not self.headroom_db:
+            return budget
+        less_error = 10 ** (-self.headroom_db / 10)
+        return replace(
+            budget,
+            min_sqnr_db=budget.min_sqnr_db + self.headroom_db,
+            min_cosine=1 - (1 - budget.min_cosine) * less_error,
+        )
 
     def settle(self, graph: gs.Graph, ctx: PassContext) -> None:
         """Make the measured choices now (weight range, calibration method, then the latency search) and fix

@@ -93,7 +93,13 @@ class OpenvinoBackend(Backend):
             if rewritten:
                 done = ", ".join(f"{rule} x{count}" for rule, count in rewritten.items())
                 notes.append(f"rewritten to operators OpenVINO 2022.3 reads: {done}")
-        ov.save_model(converted, out_dir / "model.xml", compress_to_fp16=precision == "fp16")
+        compress = precision == "fp16"
+        if computed == "fp16" and convert.keeps_float32_weights(converted):
+            # A mixed convert-fp16 IR: float16 weights as it has them, its float32 layers' stay float32.
+            convert.half_exact_constants(converted)
+            compress = False
+            notes.append("layers convert-fp16 kept in float32 keep float32 weights")
+        ov.save_model(converted, out_dir / "model.xml", compress_to_fp16=compress)
         seconds = time.perf_counter() - start
         written = ir_file.read(out_dir / "model.xml")
         fake_quantize = written.operators.get("FakeQuantize", 0)

@@ -294,10 +294,7 @@ def _strip_value_info(graph: onnx.GraphProto) -> None:
 def infer_shapes(model_or_graph: Model | gs.Graph) -> None:
     """Re-run ONNX shape inference and write the results into the graph's tensors in place."""
     graph = model_or_graph.graph if isinstance(model_or_graph, Model) else model_or_graph
-    # Weights as unwritten references: inference reads their shapes, and the values only of the
-    # small constants (shape tensors) that stay inline. Exporting and serializing every weight
-    # for it was 5% of a ResNet-50 -O int8 build (six refreshes of 100 MB).
-    proto = export_skeleton(graph)
+    proto = export_skeleton(graph) if external_data.needed(graph) else gs.export_onnx(graph, do_type_check=False)
     # A declared output shape is the exporter's claim, and inference stops at a contradicting one
     # (ddddocr's CRNN declares [1, seqlen] for a [T, 1, 8210] output): infer from the nodes, and
     # keep what was declared only where inference knows less.

@@ -592,6 +592,9 @@ def nncf_quantize(source: Path, calib: Path, heldout, reference, entry: Entry, p
                 )
                 out = Path(tmp) / f"{preset}.onnx"
                 onnx.save(quantized, str(out))
+                if not _quantizes_anything(out):  # silero-vad: every layer inside If branches
+                    scores[preset] = "NNCF quantized no layer"
+                    continue
                 got = _outputs(out, heldout)
                 scores[preset] = sqnr_db(reference, got)
                 scores[f"{preset}_worst_slice"] = worst_slice_db(reference, got)

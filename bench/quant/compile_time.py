@@ -209,14 +209,13 @@ def summarize(rounds: list[dict]) -> dict:
 
 
 def markdown(results: dict) -> str:
-    loads = [r[tool].get("load_before") for rounds in results["runs"].values() for r in rounds for tool in r]
-    loads = [x for x in loads if x is not None]
+    loads = [r[tool]["load_before"] for rounds in results["runs"].values() for r in rounds for tool in r if "load_before" in r[tool]]
+    load = statistics.median(loads) if loads else None
+    shared = " (other work shared the machine: absolute seconds are inflated, ratios less so)" if load and load > 1.5 else ""
     lines = [
         "# Quantization compile time (ResNets, 100 calibration samples)",
         "",
-        f"1-minute load average before the runs: median {statistics.median(loads):.1f} on {results['machine']}"
-        + (" (other work shared the machine: absolute seconds are inflated, ratios less so)" if statistics.median(loads) > 1.5 else "")
-        + "." if loads else "",
+        f"1-minute load average before the runs: median {load:.1f} on {results['machine']}{shared}." if loads else "",
         "",
         f"Written by `python -m bench.quant.compile_time` on {results['machine']}; {results['rounds']} interleaved rounds, "
         "medians; ratios are medians of per-round ratios. CPU s = user + sys of the quantizing process. edgec: "

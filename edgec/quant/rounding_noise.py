@@ -26,7 +26,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from edgec import ir, runner
-from edgec.compare import Comparison, compare
+from edgec.compare import Comparison, compare, sqnr_db
 
 # About the relative float32 error of a few hundred accumulated products: the precision at
 # which the IR decides a rounding.
@@ -95,11 +95,7 @@ def rejudge(
 
 
 def _sqnr_vs_float(run: Sequence[Mapping], float_reference: Sequence[Mapping], name: str) -> float:
-    ref = np.concatenate([np.asarray(r[name], np.float64).ravel() for r in float_reference])
-    got = np.concatenate([np.asarray(r[name], np.float64).ravel() for r in run])
-    finite = np.isfinite(ref) & np.isfinite(got)
-    noise = float(np.sum((ref[finite] - got[finite]) ** 2))
-    signal = float(np.sum(ref[finite] ** 2))
-    if noise == 0:
-        return float("inf")
-    return 10 * np.log10(signal / noise) if signal > 0 else float("-inf")
+    """As the check judges it (compare.sqnr_db), so the worst run chosen is the one it would fail."""
+    return sqnr_db(
+        np.concatenate([np.ravel(r[name]) for r in float_reference]), np.concatenate([np.ravel(r[name]) for r in run])
+    )

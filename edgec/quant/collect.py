@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -84,6 +84,7 @@ def observe(
     exact_extremes: bool = True,
     held_out: Sequence[int] = (),
     fitting_too: bool = True,
+    channelwise: Collection[str] = (),
 ):
     """Run the calibration set once and return a histogram observer per named tensor.
 
@@ -98,17 +99,22 @@ def observe(
     all, and one run gives both (two were 40% of a ResNet-18 -O int8 build). The held-out samples
     run alone, so the statistics of all are the same whatever the caller does with the split
     (without `fitting_too`, the first element is None).
+
+    The `channelwise` tensors also get their per-channel (axis 1) extremes, reduced in the graph.
     """
     alone = frozenset(held_out)
     runs = max(1, -(-(len(calibration) - len(alone)) // batch_size(model))) + len(alone)
     # About 2^20 sampled values per tensor over the whole set, never fewer than 4096 per run.
     per_run = max(4096, (1 << 20) // runs)
     summarized, outputs = _summarizing(model, names, per_run, exact_extremes)
+    channels = _channel_extremes(summarized, [n for n in channelwise if n in outputs])
     # Graph optimizations on: every observed tensor is a graph output, which fusions preserve.
     session = runner.make_session(summarized, optimize=True)
     available = {o.name for o in session.get_outputs()}
     wanted = [n for n in names if n in outputs and all(o in available for o in outputs[n][:3] if o)]
     fetch = [o for n in wanted for o in outputs[n][:3] if o]
+    channels = {n: pair for n, pair in channels.items() if n in wanted and all(o in available for o in pair)}
+    fetch += [o for pair in channels.values() for o in pair]
     observers = {name: HistogramObserver() for name in wanted}
     fitting = {name: HistogramObserver() for name in wanted} if alone and fitting_too else None
     feeds_names = [i.name for i in session.get_inputs()]
@@ -127,6 +133,11 @@ def observe(
                 observers[name].update_summary(float(lo), float(hi), sample, size or flat.size)
                 if fitting is not None and not held:
                     fitting[name].update_summary(float(lo), float(hi), sample, size or flat.size)
+                if name in channels:
+                    lows, highs = (values[o] for o in channels[name])
+                    observers[name].update_channels(lows, highs)
+                    if fitting is not None and not held:
+                        fitting[name].update_channels(lows, highs)
             position += count
             bar.update(count)
     return (fitting, observers) if alone else observers
@@ -219,6 +230,32 @@ def _summarizing(
             present.add(name)
         outputs[name] = (name, *extremes, None)
     return summarized, outputs
+
+
+def _channel_extremes(summarized: ir.Model, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Adds ReduceMin/ReduceMax over every axis but 1 of each named tensor (of known rank) to
+    the summarizing model's outputs: name -> (per-channel min output, per-channel max output)."""
+    graph = summarized.graph
+    tensors = graph.tensors()
+    fresh = NameGen(graph)
+    found = {}
+    for name in names:
+        tensor = tensors[name]
+        if tensor.shape is None or len(tensor.shape) < 2:
+            continue
+        axes = [a for a in range(len(tensor.shape)) if a != 1]
+        pair = []
+        for op in ("ReduceMin", "ReduceMax"):
+            out = gs.Variable(fresh(f"{name}__channel_{op[6:].lower()}"), dtype=tensor.dtype)
+            if graph.opset >= 18:  # axes became an input
+                axes_input = gs.Constant(fresh(f"{name}__channel_axes"), np.array(axes, np.int64))
+                graph.nodes.append(gs.Node(op, attrs={"keepdims": 0}, inputs=[tensor, axes_input], outputs=[out]))
+            else:
+                graph.nodes.append(gs.Node(op, attrs={"keepdims": 0, "axes": axes}, inputs=[tensor], outputs=[out]))
+            graph.outputs.append(out)
+            pair.append(out.name)
+        found[name] = tuple(pair)
+    return found
 
 
 def _static_size(tensor: gs.Variable) -> int | None:

@@ -28,6 +28,7 @@ class Plan:
     nodes: list[gs.Node]  # the quantized nodes
     tensors: list[str]  # activations that get Q/DQ, in graph order
     absorbed: dict[str, str] = field(default_factory=dict)  # compute output -> activation output it defers to
+    channelwise: set[str] = field(default_factory=set)  # activations quantized per channel (axis 1)
 
 
 def _is_float(tensor: gs.Tensor) -> bool:
@@ -76,8 +77,47 @@ def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
     else:
         _extend_back_through_shared_ops(candidates, tensors)
     quantized = [n for n in candidates if any(t.name in tensors for t in _activations(n) + list(n.outputs))]
+    channelwise = set()
+    if scheme.depthwise_inputs != "per-tensor":
+        depthwise, standalone = _depthwise_inputs(graph, quantized, tensors)
+        if scheme.depthwise_inputs == "per-channel":
+            channelwise = depthwise
+        elif standalone:  # "float-if-unfused": those layers stay float
+            layers = {r.name for name in standalone for r in graph.tensors()[name].outputs}
+            return plan(graph, scheme, fallback | layers)
     order = {name: i for i, name in enumerate(graph.tensors())}
-    return Plan(quantized, sorted(tensors, key=lambda n: order.get(n, 0)), absorbed)
+    return Plan(quantized, sorted(tensors, key=lambda n: order.get(n, 0)), absorbed, channelwise)
+
+
+def is_depthwise(node: gs.Node) -> bool:
+    """A Conv whose every group is one input channel (weight [C_out, 1, ...], group > 1)."""
+    if node.op != "Conv" or int(node.attrs.get("group", 1)) <= 1 or len(node.inputs) < 2:
+        return False
+    shape = node.inputs[1].shape
+    return shape is not None and len(shape) >= 3 and shape[1] == 1
+
+
+def _depthwise_inputs(graph: gs.Graph, quantized: list[gs.Node], tensors: set[str]):
+    """(the planned tensors read only by planned depthwise Convs, with a static channel count:
+    the candidates for Scheme.depthwise_inputs; those whose producer is not planned)."""
+    planned = {id(n) for n in quantized}
+    found, standalone = set(), set()
+    for name, tensor in graph.tensors().items():
+        if name not in tensors or not isinstance(tensor, gs.Variable) or is_graph_output(graph, tensor):
+            continue
+        readers = list(tensor.outputs)
+        if not readers or not all(is_depthwise(r) and id(r) in planned and r.inputs[0] is tensor for r in readers):
+            continue
+        shape = tensor.shape
+        if not shape or len(shape) < 3 or not isinstance(shape[1], int) or shape[1] <= 1:
+            continue
+        producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+        if producer is not None and id(producer) in planned and producer.op in SHARED_OPS:
+            continue  # it passes its input's parameters on (_share)
+        found.add(name)
+        if producer is None or id(producer) not in planned:
+            standalone.add(name)
+    return found, standalone
 
 
 # A Concat joining inputs whose ranges differ this much (boxes in pixels and 0..1 scores of a
@@ -175,6 +215,20 @@ def activation_ranges(
     return params
 
 
+def channelwise_params(plan_: Plan, params: dict, observers: dict, scheme: Scheme) -> None:
+    """Per-channel (scales, zero points) for the plan's channelwise tensors: each channel's
+    observed [min, max] within the tensor's own calibrated range, so a channel is never clipped
+    less than the per-tensor method clips it (NNCF takes per-channel min-max alone)."""
+    for name in plan_.channelwise:
+        observer = observers.get(name)
+        if name not in params or observer is None or observer.channel_min is None:
+            continue
+        lo, hi = schemes.range_of(*params[name], scheme)
+        params[name] = schemes.channel_activation_params(
+            np.maximum(observer.channel_min, lo), np.minimum(observer.channel_max, hi), scheme
+        )
+
+
 def _clip_bounds(node: gs.Node) -> tuple[float, float]:
     low = constant_value(node.inputs[1]) if len(node.inputs) > 1 and not node.inputs[1].is_empty() else None
     high = constant_value(node.inputs[2]) if len(node.inputs) > 2 and not node.inputs[2].is_empty() else None
@@ -215,10 +269,12 @@ def insert_activation_qdq(graph: gs.Graph, tensor: gs.Variable, scale, zero_poin
     q_zero = gs.Constant(names(f"{tensor.name}_zp"), np.asarray(zero_point))
     quantized = gs.Variable(names(f"{tensor.name}_q"), dtype=np.asarray(zero_point).dtype, shape=tensor.shape)
     restored = gs.Variable(names(f"{tensor.name}_dq"), dtype=tensor.dtype, shape=tensor.shape)
-    q = gs.Node("QuantizeLinear", "", inputs=[tensor, q_scale, q_zero], outputs=[quantized])
+    axis = {"axis": 1} if np.ndim(scale) == 1 else {}  # per channel (channelwise_params)
+    q = gs.Node("QuantizeLinear", "", attrs=dict(axis), inputs=[tensor, q_scale, q_zero], outputs=[quantized])
     dq = gs.Node(
         "DequantizeLinear",
         "",
+        attrs=dict(axis),
         inputs=[quantized, q_scale, q_zero],
         outputs=[restored],
     )

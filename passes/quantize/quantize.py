@@ -404,6 +404,7 @@ class QuantizePass(Pass):
             ranges = {n: r for n, r in ranges.items() if n in plan.tensors}
         self._float_concats = sorted(mixed)
         params = qdq.activation_ranges(graph, plan, ranges, scheme)
+        qdq.channelwise_params(plan, params, observers, scheme)
         names = NameGen(graph)
         for node in plan.nodes:  # weights first: biases need the input's scale, by its old name
             self._quantize_constants(graph, node, params, scheme, names)
@@ -432,7 +433,7 @@ class QuantizePass(Pass):
             held_out = () if fitting is ctx.calibration else ctx.calibration.spread(AUTO_SAMPLES)
             found = collect.observe(
                 ir.Model(graph), ctx.calibration, full.tensors, ctx.progress, exact_extremes=exact, held_out=held_out,
-                fitting_too=self.calib == "auto",
+                fitting_too=self.calib == "auto", channelwise=full.channelwise,
             )
             ctx.cache[key] = dict(zip(("fitting", "all"), found)) if held_out else {"fitting": found, "all": found}
         return ctx.cache[key][part]
@@ -447,7 +448,8 @@ class QuantizePass(Pass):
             qdq.widen_stored_weight(node, 1, self._weight_qmax(node))  # an imported int8 weight past the range
             axis = qdq.weight_axis(node, self.per_channel)
             has_bias = node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2
-            int32_bias = has_bias and input_params is not None and scheme.output_qdq
+            # int32 bias goes with one input scale (a per-channel input keeps its bias float).
+            int32_bias = has_bias and input_params is not None and scheme.output_qdq and np.ndim(input_params[0]) == 0
             bias = constant_value(node.inputs[2]) if int32_bias else None
             min_scale = None
             if bias is not None and bias.ndim == 1 and axis is not None:

@@ -398,6 +398,8 @@ def run_build(entry: Entry, backend: str, config: str) -> dict:
                 result["heldout_sqnr_db"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
         if backend == "onnx" and config.startswith("int8") and outcome == "validated":
             result["sqnr"] = sqnr_versus_ort(entry, out / "model.onnx", calib, kind)
+        if backend == "openvino" and config.startswith("int8") and outcome == "validated":
+            result["sqnr"], _ = heldout_sqnr(entry, out / "model.xml", kind, _openvino_outputs)
     shutil.rmtree(out, ignore_errors=True)
     return result
 
@@ -480,22 +482,48 @@ def heldout_samples(entry: Entry, kind: str, reference_model: Path) -> tuple[dic
     return samples(entry, kind, count, seed=1), f"{count} {kind} samples (seed 1)"
 
 
-def sqnr_versus_ort(entry: Entry, edgec_int8: Path, calib: Path, kind: str) -> dict:
+def _openvino_outputs(xml: Path, stacks: dict[str, np.ndarray]) -> list[list[np.ndarray]]:
+    """_outputs for an OpenVINO IR, run by OpenVINO's CPU plugin (f32 hint: int8 where the IR's
+    FakeQuantize layers say so, float32 elsewhere)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"})
+    request = compiled.create_infer_request()
+    names = [port.get_any_name() for port in compiled.inputs]
+    arrays = [stacks[n] for n in names] if all(n in stacks for n in names) else list(stacks.values())
+    results = []
+    for i in range(len(arrays[0])):
+        got = request.infer({k: np.asarray(arrays[k][i]) for k in range(len(names))})
+        results.append([np.asarray(got[port], np.float64) for port in compiled.outputs if np.asarray(got[port]).dtype.kind == "f"])
+    return results
+
+
+def heldout_sqnr(entry: Entry, artifact: Path, kind: str, run=None) -> tuple[dict, tuple | None]:
+    """The int8 artifact's SQNR against the float model on the held-out inputs (run by `run`:
+    onnxruntime unless told), and (float model, held-out inputs, its outputs) when measured."""
     reference_model = float_model(entry)
     if reference_model is None:
-        return {"error": "no float ONNX reference (the onnx -O2 build did not validate)"}
+        return {"error": "no float ONNX reference (the onnx -O2 build did not validate)"}, None
     try:
         heldout, described = heldout_samples(entry, kind, reference_model)
     except Exception as exc:  # noqa: BLE001 - measured, not fatal
-        return {"error": f"float model: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        return {"error": f"float model: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}, None
     result: dict = {"heldout": described}
     try:
         reference = _outputs(reference_model, heldout)
-        edgec_out = _outputs(edgec_int8, heldout)
+        edgec_out = (run or _outputs)(artifact, heldout)
         result["edgec_db"] = sqnr_db(reference, edgec_out)
         result["edgec_worst_slice_db"] = worst_slice_db(reference, edgec_out)
     except Exception as exc:  # noqa: BLE001 - measured, not fatal
-        return {"error": f"edgec int8 model: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        return {"error": f"edgec int8 model: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}, None
+    return result, (reference_model, heldout, reference)
+
+
+def sqnr_versus_ort(entry: Entry, edgec_int8: Path, calib: Path, kind: str) -> dict:
+    result, measured = heldout_sqnr(entry, edgec_int8, kind)
+    if measured is None:
+        return result
+    reference_model, heldout, reference = measured
     result["ort"] = ort_quantize_capped(reference_model, calib, heldout, reference, entry)
     best = [v for v in result["ort"].values() if isinstance(v, float)]
     result["ort_best_db"] = max(best) if best else None
@@ -819,6 +847,25 @@ def markdown(results: dict) -> str:
                 + " | ".join(_fmt(nncf_scores.get(p)) if isinstance(nncf_scores.get(p), (float, type(None))) else "failed" for p in NNCF_PRESETS)
                 + (f" {s['error']}" if "error" in s else "")
                 + " |"
+            )
+    lines += ["", "## int8 SQNR, openvino backend (dB, worst output, held-out, run by OpenVINO's CPU plugin)", ""]
+    lines += [
+        "The same held-out inputs as above. NNCF's and onnxruntime's models are the onnx table's (run by",
+        "onnxruntime, which computes OpenVINO's FakeQuantize arithmetic in float32).",
+        "",
+        "| model | calib | held out | edgec openvino | its worst slice | edgec onnx | onnxruntime best | NNCF best |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in CORPUS:
+        for config in ("int8-random", "int8-real"):
+            b = builds.get(key(e.name, "openvino", config))
+            if not b or "sqnr" not in b:
+                continue
+            s, onnx_s = b["sqnr"], (builds.get(key(e.name, "onnx", config)) or {}).get("sqnr") or {}
+            lines.append(
+                f"| {e.name} | {config.removeprefix('int8-')} | {str(s.get('heldout', '')).split(' ')[0]} | {_fmt(s.get('edgec_db'))} | "
+                f"{_fmt(s.get('edgec_worst_slice_db'))} | {_fmt(onnx_s.get('edgec_db'))} | {_fmt(onnx_s.get('ort_best_db'))} | "
+                f"{_fmt(onnx_s.get('nncf_best_db'))}{(' ' + s['error']) if 'error' in s else ''} |"
             )
     lines += ["", "## Every build", ""]
     lines += [

@@ -198,8 +198,10 @@ def analyze(float_model: ir.Model, quantized: ir.Model, samples: list[dict]) -> 
                 "op": producer.op if producer is not None else "input",
                 "position": order.get(name, -1),
                 "range": ranges[name],
-                "scale": float(np.ravel(scale)[0]),
-                "zero_point": int(np.ravel(zero_point)[0]),
+                # A per-channel quantizer (a depthwise input in the openvino scheme): its widest step.
+                "scale": float(np.max(scale)),
+                "channels": int(np.size(scale)),
+                "zero_point": int(np.ravel(zero_point)[int(np.argmax(scale)) if np.size(zero_point) > 1 else 0]),
                 "accumulated_sqnr_db": total[name].sqnr_db,
                 "introduced_sqnr_db": own[name].sqnr_db,
             }
@@ -215,10 +217,11 @@ def format_table(rows: list[dict], limit: int | None = None) -> str:
         "|---|---|---|---:|---:|---|---:|",
     ]
     for r in shown:
+        channels = r.get("channels", 1)
+        scale = f"{r['scale']:.3g}" + (f" (widest of {channels} channels)" if channels > 1 else "")
         lines.append(
             f"| `{r['layer']}` | {r['op']} | `{r['tensor']}` | {_db(r['introduced_sqnr_db'])} | "
-            f"{_db(r['accumulated_sqnr_db'])} | [{r['range'][0]:.3g}, {r['range'][1]:.3g}] | "
-            f"{r['scale']:.3g} |"
+            f"{_db(r['accumulated_sqnr_db'])} | [{r['range'][0]:.3g}, {r['range'][1]:.3g}] | {scale} |"
         )
     return "\n".join(lines)
 

@@ -55,6 +55,8 @@ def _stored_int8(tensor: gs.Tensor) -> bool:
 def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
     """Decide which nodes and tensors to quantize (main graph; subgraphs stay float)."""
     candidates = [n for n in graph.nodes if n.op in scheme.quantized_ops and n.name not in fallback and _activations(n)]
+    if scheme.residual_adds_only:
+        candidates = [n for n in candidates if n.op != "Add" or len(_activations(n)) >= 2]
     chosen = {id(n) for n in candidates}
     # A Relu/Clip is quantized as part of the layer before it; after a float layer (a fallback,
     # or an op with no int8 kernel) it stays float too, so a fallback layer is float end to end.

@@ -97,3 +97,20 @@ def test_onnx_scheme_keeps_a_depthwise_layer_fused_with_its_producer_int8(tmp_pa
     result = _compile(_pp_lcnet_block(tmp_path, activation="Relu"), tmp_path / "o", "onnx", "onnx")
     q = _input_quantizer(_depthwise(result.model))
     assert q is not None and np.asarray(q.inputs[1].values).size == 1
+
+
+def test_openvino_scheme_quantizes_layer_inputs_and_residual_adds_only():
+    """NNCF's placement: the inputs of Conv and of an Add of two computed tensors; no Mul, no Add
+    of a constant (no int8 kernel gained, one more rounding) and no layer outputs."""
+    from edgec.quant import qdq
+
+    b = GraphBuilder(seed=1)
+    a = b.op("Relu", [b.op("Conv", [b.input("x", [1, 4, 8, 8]), b.weight(4, 4, 1, 1)])])
+    scaled = b.op("Mul", [a, b.const(np.float32(0.5))])
+    shifted = b.op("Add", [scaled, b.const(np.float32(1.0))])
+    joined = b.op("Add", [shifted, a])
+    b.output(b.op("Conv", [joined, b.weight(2, 4, 1, 1)]))
+    graph = b.model().graph
+    openvino = qdq.plan(graph, schemes.get("openvino"), set())
+    assert set(openvino.tensors) == {"x", a, shifted, joined}
+    assert scaled in qdq.plan(graph, schemes.get("onnx"), set()).tensors  # onnxruntime's QLinearMul/Add pattern

@@ -322,7 +322,7 @@ def markdown(report: dict) -> str:
         "# Quantization benchmark",
         "",
         f"Machine: {report['machine']}; onnxruntime {report['onnxruntime']}, OpenVINO {report.get('openvino')}; "
-        f"batch 1, 1 thread, latency = median of 3 medians of {RUNS} runs, tools interleaved per model. "
+        f"batch 1, 1 thread, latency = median of 3 medians of {RUNS} runs, the tools one after another per model. "
         f"Calibration: the same samples for every quantizer ({report['calibration']}). edgec: `-O int8` "
         f"for `{HOST}` with the onnx backend (onnxruntime's fused Q/DQ placement; int8 kept where the target's "
         "cost table predicts it pays) and the openvino backend (its OpenVINO IR, run by OpenVINO for every "

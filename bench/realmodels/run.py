@@ -760,6 +760,23 @@ def _fmt(value, digits=1) -> str:
     return str(value)
 
 
+def _sqnr_cells(builds: dict, backend: str):
+    """(corpus entry, int8 config, its held-out SQNR record) of every measured int8 cell."""
+    for e in CORPUS:
+        for config in ("int8-random", "int8-real"):
+            b = builds.get(key(e.name, backend, config))
+            if b and "sqnr" in b:
+                yield e, config, b["sqnr"]
+
+
+def _sqnr_row_start(e: Entry, config: str, s: dict) -> str:
+    """The first cells of an SQNR table row: model, calibration, held-out count, edgec, its worst slice."""
+    return (
+        f"| {e.name} | {config.removeprefix('int8-')} | {str(s.get('heldout', '')).split(' ')[0]} | "
+        f"{_fmt(s.get('edgec_db'))} | {_fmt(s.get('edgec_worst_slice_db'))} | "
+    )
+
+
 def markdown(results: dict) -> str:
     builds = results["builds"]
     lines = [
@@ -826,28 +843,22 @@ def markdown(results: dict) -> str:
         "| model | calib | held out | edgec | edgec worst slice | onnxruntime best | its worst slice | MinMax | Entropy | Percentile | NNCF best | NNCF performance | NNCF mixed |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for e in CORPUS:
-        for config in ("int8-random", "int8-real"):
-            b = builds.get(key(e.name, "onnx", config))
-            if not b or "sqnr" not in b:
-                continue
-            s = b["sqnr"]
-            ort_scores = s.get("ort", {})
-            best_method = max(
-                (m for m in ("MinMax", "Entropy", "Percentile") if isinstance(ort_scores.get(m), float)),
-                key=lambda m: ort_scores[m], default=None,
-            )
-            ort_slice = ort_scores.get(f"{best_method}_worst_slice") if best_method else None
-            nncf_scores = s.get("nncf", {})
-            lines.append(
-                f"| {e.name} | {config.removeprefix('int8-')} | {str(s.get('heldout', '')).split(' ')[0]} | {_fmt(s.get('edgec_db'))} | "
-                f"{_fmt(s.get('edgec_worst_slice_db'))} | {_fmt(s.get('ort_best_db'))} | {_fmt(ort_slice)} | "
-                + " | ".join(_fmt(ort_scores.get(m)) if isinstance(ort_scores.get(m), (float, type(None))) else "failed" for m in ("MinMax", "Entropy", "Percentile"))
-                + f" | {_fmt(s.get('nncf_best_db'))} | "
-                + " | ".join(_fmt(nncf_scores.get(p)) if isinstance(nncf_scores.get(p), (float, type(None))) else "failed" for p in NNCF_PRESETS)
-                + (f" {s['error']}" if "error" in s else "")
-                + " |"
-            )
+    for e, config, s in _sqnr_cells(builds, "onnx"):
+        ort_scores = s.get("ort", {})
+        best_method = max(
+            (m for m in ("MinMax", "Entropy", "Percentile") if isinstance(ort_scores.get(m), float)),
+            key=lambda m: ort_scores[m], default=None,
+        )
+        ort_slice = ort_scores.get(f"{best_method}_worst_slice") if best_method else None
+        nncf_scores = s.get("nncf", {})
+        lines.append(
+            _sqnr_row_start(e, config, s) + f"{_fmt(s.get('ort_best_db'))} | {_fmt(ort_slice)} | "
+            + " | ".join(_fmt(ort_scores.get(m)) if isinstance(ort_scores.get(m), (float, type(None))) else "failed" for m in ("MinMax", "Entropy", "Percentile"))
+            + f" | {_fmt(s.get('nncf_best_db'))} | "
+            + " | ".join(_fmt(nncf_scores.get(p)) if isinstance(nncf_scores.get(p), (float, type(None))) else "failed" for p in NNCF_PRESETS)
+            + (f" {s['error']}" if "error" in s else "")
+            + " |"
+        )
     lines += ["", "## int8 SQNR, openvino backend (dB, worst output, held-out, run by OpenVINO's CPU plugin)", ""]
     lines += [
         "The same held-out inputs as above. NNCF's and onnxruntime's models are the onnx table's (run by",
@@ -856,17 +867,12 @@ def markdown(results: dict) -> str:
         "| model | calib | held out | edgec openvino | its worst slice | edgec onnx | onnxruntime best | NNCF best |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for e in CORPUS:
-        for config in ("int8-random", "int8-real"):
-            b = builds.get(key(e.name, "openvino", config))
-            if not b or "sqnr" not in b:
-                continue
-            s, onnx_s = b["sqnr"], (builds.get(key(e.name, "onnx", config)) or {}).get("sqnr") or {}
-            lines.append(
-                f"| {e.name} | {config.removeprefix('int8-')} | {str(s.get('heldout', '')).split(' ')[0]} | {_fmt(s.get('edgec_db'))} | "
-                f"{_fmt(s.get('edgec_worst_slice_db'))} | {_fmt(onnx_s.get('edgec_db'))} | {_fmt(onnx_s.get('ort_best_db'))} | "
-                f"{_fmt(onnx_s.get('nncf_best_db'))}{(' ' + s['error']) if 'error' in s else ''} |"
-            )
+    for e, config, s in _sqnr_cells(builds, "openvino"):
+        onnx_s = (builds.get(key(e.name, "onnx", config)) or {}).get("sqnr") or {}
+        lines.append(
+            _sqnr_row_start(e, config, s) + f"{_fmt(onnx_s.get('edgec_db'))} | {_fmt(onnx_s.get('ort_best_db'))} | "
+            f"{_fmt(onnx_s.get('nncf_best_db'))}{(' ' + s['error']) if 'error' in s else ''} |"
+        )
     lines += ["", "## Every build", ""]
     lines += [
         "| model | backend | config | outcome | exit | s | peak RSS MB | final check (SQNR dB / cosine) | backend check | stderr line |",

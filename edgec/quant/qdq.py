@@ -85,7 +85,8 @@ def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
         if scheme.depthwise_inputs == "per-channel":
             channelwise = depthwise
         elif standalone:  # "float-if-unfused": those layers stay float
-            layers = {r.name for name in standalone for r in graph.tensors()[name].outputs}
+            tensors_by_name = graph.tensors()
+            layers = {r.name for name in standalone for r in tensors_by_name[name].outputs}
             return plan(graph, scheme, fallback | layers)
     order = {name: i for i, name in enumerate(graph.tensors())}
     return Plan(quantized, sorted(tensors, key=lambda n: order.get(n, 0)), absorbed, channelwise)

@@ -146,7 +146,7 @@ def _json_db(record: dict) -> dict:
 
 
 def _fmt_db(value: float) -> str:
-    return "inf dB" if math.isinf(value) else f"{value:.1f} dB"
+    return f"{value:.1f} dB"  # "-inf dB": an output with inf or NaN where the other has a number
 
 
 def compare(

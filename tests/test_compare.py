@@ -56,3 +56,14 @@ def test_tolerances_combine_to_the_loosest():
     a = Tolerance(min_cosine=0.99, min_sqnr_db=30)
     b = Tolerance(min_cosine=0.95, max_rel_err=0.1)
     assert a.loosest(b) == Tolerance(min_cosine=0.95, min_sqnr_db=30, max_rel_err=0.1)
+
+
+def test_an_infinite_output_is_reported_as_minus_inf_db_against_float():
+    """TVM's float16 pooling overflowed to inf; the failure read 'sqnr vs float inf dB'."""
+    floating = [{"y": np.array([1.0, 2.0, 3.0])}]
+    ir_run = [{"y": np.array([1.0, 2.0, 3.01])}]
+    overflowed = [{"y": np.array([1.0, np.inf, 3.0])}]
+    budget = Tolerance(min_sqnr_db=40.0, max_sqnr_loss_vs_float_db=1.0, sqnr_vs_float_enough_db=30.0)
+    result = compare(ir_run, overflowed, budget, against="IR", float_reference=floating)
+    assert not result.ok
+    assert "sqnr vs float -inf dB < 30.0 dB" in result.failures[0]

@@ -47,9 +47,7 @@ TOLERANCES = {
     # The same float32 function in another opset: only the decompositions (HardSwish ->
     # x * HardSigmoid) may round differently.
     "fp32": Tolerance(max_rel_err=1e-5),
-    # The float16 IR against its float32 widening: fp16-level (measured: max rel err <= 1e-4,
-    # 78 dB; onnxruntime's CPU provider runs much of a float16 graph in float32).
-    "fp16": Tolerance(min_cosine=0.9999, min_sqnr_db=40.0),
+    # (fp16, the float16 IR against its float32 widening: Backend.fp16_check, see check_tolerance)
     # The same Q/DQ, weights re-quantized to the same int8 (measured: identical outputs); a
     # decomposed operator before a QuantizeLinear may still move a value across a rounding step.
     "int8-explicit": Tolerance(min_cosine=0.9999, min_sqnr_db=40.0),
@@ -100,6 +98,12 @@ class TensorrtBackend(Backend):
         kind = (
             self._check or {"fp32": "fp32", "fp16": "fp16", "int8": "int8-explicit"}[ir.compute_precision(model.graph)]
         )
+        if kind == "fp16":
+            # fp16-level (max rel err <= 1e-4, 78 dB on the bench models). The widening computes in float32 what the IR rounds to float16 op by op, so the two
+            # differ by the IR's own rounding noise, which convert-fp16 already judged against
+            # float32: PP-OCRv4's detector and MediaPipe's selfie segmenter were 37.4 dB from
+            # their IRs. Judged by the float-relative rule as the other backends' fp16 artifacts.
+            return self.fp16_check()
         return TOLERANCES[kind]
 
     def lower(self, model: ir.Model, target, out_dir: Path) -> Artifact:

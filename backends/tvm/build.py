@@ -53,6 +53,10 @@ def import_model(model: ir.Model) -> Imported:
             )
     except Exception as exc:
         raise EdgecError(f"TVM's ONNX importer failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    if ir.compute_precision(model.graph) == "fp16":
+        from edgec.backends.tvm import fp16
+
+        mod = fp16.with_fp32_arithmetic(mod)
     returned = mod["main"].ret_ty
     types = list(returned.fields) if hasattr(returned, "fields") else [returned]
     outputs = [

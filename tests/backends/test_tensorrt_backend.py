@@ -123,6 +123,10 @@ def test_o_fp16_is_widened_to_float32_on_fp16_rounded_weights(build, name):
     # float16 as the engine's fp16 kernels do (edgec.fp16_emulation): measured max rel err
     # 1.2e-3 (MobileNetV2), 1.0e-3 (PP-LCNet), judged against float next to the IR.
     assert check["ok"] and check["cosine"] >= 0.9999 and check["max_rel_err"] <= 3e-3
+    # ...by the float-relative rule: on deep models (PP-OCRv4's detector) the widening was 37.4 dB
+    # from the IR, the IR's own float16 noise, and closer to float than the IR.
+    assert check["tolerance"]["max_sqnr_loss_vs_float_db"] == 1.0
+    assert check["tolerance"]["sqnr_vs_float_enough_db"] == 30.0
     assert info["precision"] == "fp16" and info["ir_precision"] == "fp16"
     proto = _assert_trt82(result.output_dir / "model.trt.onnx")
     assert "Cast" not in {n.op_type for n in proto.graph.node}

@@ -287,4 +287,6 @@ def test_fp16_accumulates_in_float32_like_the_ir(tmp_path):
     result = edgec.compile(_long_sums_model(), "x86-64", opt="fp16", backend="tvm", output_dir=tmp_path / "o")
     check = result.report["backend_check"]
     assert result.ok and check["ok"], check
-    assert np.isfinite(check["max_abs_err"]) and check["sqnr_db"] >= 50  # measured 76.2 dB (an inf output without)
+    # Measured: identical outputs (the report writes an infinite SQNR as None); 76.2 dB with the
+    # bias added after the Cast to float16; an inf output with float16 sums.
+    assert np.isfinite(check["max_abs_err"]) and (check["sqnr_db"] is None or check["sqnr_db"] >= 50)

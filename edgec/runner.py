@@ -95,8 +95,9 @@ def run(session: ort.InferenceSession, samples: Sequence[Feeds]) -> list[dict[st
 
 
 # Models whose outputs run_model_shared remembers: the check before a pass, the pass's own
-# judgement of its result and the check after it (quantize's recovery) run at most these.
-SHARED_RUNS = 3
+# judgement of its result and the check after it (quantize's recovery), and quantize's float
+# graph with the three bias-correction candidates scored on the check samples.
+SHARED_RUNS = 5
 
 
 def run_model_shared(

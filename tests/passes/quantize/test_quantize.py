@@ -339,13 +339,51 @@ def test_calib_auto_scores_methods_on_samples_it_did_not_calibrate_on():
     scored = [float(s["x"][0]) for s in scoring]
     assert AUTO_SAMPLES == 8 and scored == [2, 6, 10, 14, 18, 22, 26, 30]  # one in every 4
     assert len(fitted) == 32 - AUTO_SAMPLES and not set(fitted) & set(scored)
-    # 100 samples of 10 sources, 10 crops each in source order: 8 sources scored, none twice.
+    # 100 samples of 10 sources, 10 crops each in source order: from 64 samples up 16 are held
+    # out (8 made a method's score swing from best to worst), every source scored.
     fitting, scoring = _fit_and_score_split(calibration(100))
     sources = [int(s["x"][0]) // 10 for s in scoring]
-    assert len(fitting) == 92 and sources == [0, 1, 3, 4, 5, 6, 8, 9]
+    assert len(fitting) == 84 and sources == [0, 0, 1, 2, 2, 3, 4, 4, 5, 5, 6, 7, 7, 8, 9, 9]
+    assert len(_fit_and_score_split(calibration(63))[1]) == 8 and len(_fit_and_score_split(calibration(64))[1]) == 16
     small = calibration(2 * AUTO_SAMPLES - 1)
     fitting, scoring = _fit_and_score_split(small)
     assert fitting is small and [float(s["x"][0]) for s in scoring] == [0, 2, 4, 6, 8, 10, 12, 14]
+
+
+def test_calib_auto_scores_on_the_check_samples_when_they_are_the_same(tmp_path):
+    """The checks take 16 samples spread over the calibration set, the very samples calib=auto
+    holds out from 64 up: it scores on the check's sample objects, so the float outputs are
+    computed once for the scoring, the bias correction's choice and the budget check."""
+    from edgec import runner
+    from edgec.passes.quantize.quantize import _fit_and_score_split, _scoring_samples
+
+    stack = np.random.default_rng(0).standard_normal((80, 1, 1, 28, 28)).astype(np.float32)
+    model = ir.load(registry.get("lenet5").path())
+    data = calib.load(stack, model)
+    checks = data.take_spread(16)
+    samples, shared = _scoring_samples(_fit_and_score_split(data)[1], PassContext(samples=checks, calibration=data))
+    assert shared and all(a is b for a, b in zip(samples, checks))
+    samples, shared = _scoring_samples(_fit_and_score_split(data)[1], PassContext(samples=checks[:8], calibration=data))
+    assert not shared and len(samples) == 16
+
+    runs = []
+    original = runner.run_model
+
+    def counted(model, samples, optimize=False):
+        runs.append(len(samples))
+        return original(model, samples, optimize)
+
+    runner.run_model = counted
+    try:
+        result = edgec.compile("zoo:lenet5", target="raspberry-pi-4", backend="onnx", opt="int8", calib=stack, output_dir=tmp_path / "o")
+    finally:
+        runner.run_model = original
+    step = last_pipeline_pass(result.report)
+    assert result.ok and step["stats"]["calib_scored_on"] == 16
+    # The float reference once (the check's), 4 methods, 3 bias-correction candidates at most;
+    # the budget check and the check after the pass reuse the adopted candidate's outputs; the
+    # bias probe runs 32 fitting samples. Measured: exactly these 8 runs on 16 and one on 32.
+    assert runs.count(16) <= 1 + 4 + 3 and set(runs) <= {16, 32}, runs
 
 
 def test_calib_auto_breaks_a_tie_by_clipping_least():

@@ -66,6 +66,12 @@ class TvmBackend(Backend):
         recurrent = ("GRU", "LSTM", "DynamicQuantizeLSTM")  # the last becomes an LSTM first
         return "unroll-recurrent" if any(n.op in recurrent for n in ir.iter_nodes(graph)) else ""
 
+    def preflight(self, model: ir.Model, target) -> None:
+        # SLANet's Loop was refused only at lower(), after 8 minutes of -O fp16.
+        from edgec.backends.tvm import build
+
+        build.require_converters(model)
+
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         precision = ir.compute_precision(model.graph)
         return {"int8": self.quantized_check(), "fp16": self.fp16_check()}.get(precision, self.tolerance)

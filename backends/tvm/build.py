@@ -28,12 +28,8 @@ def import_model(model: ir.Model) -> Imported:
     """IR -> ONNX -> Relax, weights embedded as constants. TVM compiles static shapes, so a
     symbolic dimension (a batch) becomes 1, which is what the checks and `edgec bench` feed."""
     from tvm.relax.frontend.onnx import from_onnx
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    known = set(_get_convert_map()) | {"If", "Constant"}
-    missing = sorted({n.op for n in ir.iter_nodes(model.graph)} - known)
-    if missing:
-        raise EdgecError(f"TVM's ONNX importer (Relax) has no converter for: {', '.join(missing)}")
+    require_converters(model)
     notes, inputs = [], []
     for spec in model.input_specs():
         shape = [d if isinstance(d, int) else 1 for d in spec["shape"] or ()]
@@ -66,6 +62,16 @@ def import_model(model: ir.Model) -> Imported:
     for port in inputs + outputs:
         port["layout"] = ir.port_layout(model, port["name"])
     return Imported(mod, inputs, outputs, notes)
+
+
+def require_converters(model: ir.Model) -> None:
+    """Raise EdgecError naming the operators TVM's ONNX importer has no converter for."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    known = set(_get_convert_map()) | {"If", "Constant"}
+    missing = sorted({n.op for n in ir.iter_nodes(model.graph)} - known)
+    if missing:
+        raise EdgecError(f"TVM's ONNX importer (Relax) has no converter for: {', '.join(missing)}")
 
 
 def fuse(mod, tvm_target, database=None):

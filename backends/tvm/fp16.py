@@ -100,9 +100,8 @@ def _mutator_class():
                 return None
             inner = cast.args[0]
             source = self.lookup_binding(inner) if isinstance(inner, relax.Var) else inner
-            if isinstance(source, relax.Call) and getattr(source.op, "name", "") in ACCUMULATING and _dtype(inner) == "float32":
-                return inner
-            return None
+            accumulates = isinstance(source, relax.Call) and getattr(source.op, "name", "") in ACCUMULATING
+            return inner if accumulates and _dtype(inner) == "float32" else None
 
     return Fp32Arithmetic
 
@@ -116,7 +115,8 @@ def _is_constant(expr, mutator) -> bool:
         if isinstance(expr, tvm.ir.expr.Constant):
             return True
         bound = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-        if not (isinstance(bound, relax.Call) and getattr(bound.op, "name", "") in ("relax.reshape", "relax.broadcast_to")):
+        reshaped = isinstance(bound, relax.Call) and getattr(bound.op, "name", "") in ("relax.reshape", "relax.broadcast_to")
+        if not reshaped:
             return False
         expr = bound.args[0]
 

@@ -375,7 +375,9 @@ def test_calib_auto_scores_on_the_check_samples_when_they_are_the_same(tmp_path)
 
     runner.run_model = counted
     try:
-        result = edgec.compile("zoo:lenet5", target="raspberry-pi-4", backend="onnx", opt="int8", calib=stack, output_dir=tmp_path / "o")
+        result = edgec.compile(
+            "zoo:lenet5", target="raspberry-pi-4", backend="onnx", opt="int8", calib=stack, output_dir=tmp_path / "o"
+        )
     finally:
         runner.run_model = original
     step = last_pipeline_pass(result.report)

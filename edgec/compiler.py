@@ -279,7 +279,11 @@ def compile(  # noqa: A001 - the public name mirrors the command
             control, meter, preprocess, keep_going,
         )
     except _BackendLostAccuracy as lost:
-        return compile(**{**arguments, "opt": None, "passes": lost.pipeline, "_rebuilt_because": lost.why})
+        try:
+            return compile(**{**arguments, "opt": None, "passes": lost.pipeline, "_rebuilt_because": lost.why})
+        except CheckFailed as again:
+            # The rebuild's own failure alone would read as a budget nobody asked for.
+            raise CheckFailed(f"{lost}; {lost.why}; that build failed too: {again}") from again
 
 
 class _BackendLostAccuracy(CheckFailed):

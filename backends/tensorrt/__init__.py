@@ -99,10 +99,11 @@ class TensorrtBackend(Backend):
             self._check or {"fp32": "fp32", "fp16": "fp16", "int8": "int8-explicit"}[ir.compute_precision(model.graph)]
         )
         if kind == "fp16":
-            # fp16-level (max rel err <= 1e-4, 78 dB on the bench models). The widening computes in float32 what the IR rounds to float16 op by op, so the two
-            # differ by the IR's own rounding noise, which convert-fp16 already judged against
-            # float32: PP-OCRv4's detector and MediaPipe's selfie segmenter were 37.4 dB from
-            # their IRs. Judged by the float-relative rule as the other backends' fp16 artifacts.
+            # fp16-level (max rel err <= 1e-4, 78 dB on the bench models). The widening computes
+            # in float32 what the IR rounds to float16 op by op, so the two differ by the IR's own
+            # rounding noise, which convert-fp16 already judged against float32: PP-OCRv4's
+            # detector and MediaPipe's selfie segmenter were 37.4 dB from their IRs. Judged by the
+            # float-relative rule, as the other backends' fp16 artifacts are.
             return self.fp16_check()
         return TOLERANCES[kind]
 

@@ -287,7 +287,7 @@ def bench_model(name: str, calib: Path, x: np.ndarray, labels: np.ndarray, work:
 # Design choices behind -O int8's defaults, measured on the same data: the calibration method,
 # and the two accuracy helpers (enabled by default only if they help here).
 VARIANTS = {
-    "calib=auto (default: the best of the four below, by output SQNR on 8 samples)": "quantize",
+    "calib=auto (default: the best of the four below, by output SQNR on 16 held-out samples)": "quantize",
     "calib=minmax": "quantize{calib=minmax}",
     "calib=percentile": "quantize{calib=percentile}",
     "calib=entropy": "quantize{calib=entropy}",

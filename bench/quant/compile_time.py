@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench import machine
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
@@ -246,7 +247,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", default="resnet18,resnet50,resnet101")
     args = parser.parse_args(argv)
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "rounds": args.rounds, "models": {}, "runs": {}}
+    results = {"machine": machine(), "rounds": args.rounds, "models": {}, "runs": {}}
     for name in args.models.split(","):
         model, calib = prepare(name)
         rounds = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -28,6 +27,7 @@ import onnx
 import onnxruntime as ort
 
 import edgec
+from bench import machine
 from edgec.models import fashion_mnist, registry
 from edgec.quant import evaluation
 
@@ -424,7 +424,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args(argv)
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "onnxruntime": ort.__version__,
         "openvino": _openvino_version(),
         "edgec": edgec.__version__,

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import machine
 from bench.realmodels import data
 from bench.realmodels.corpus import BY_NAME, CORPUS, ROOT, Entry
 
@@ -802,7 +803,11 @@ def markdown(results: dict) -> str:
         commits = "; ".join(
             f"`{c}` ({len(bs)} builds: {', '.join(sorted(set(bs)))})" for c, bs in sorted(by_commit.items(), key=lambda i: -len(i[1]))
         )
-        lines += [f"edgec commits: {commits}; machine: {results.get('machine', '?')}", ""]
+        hosts: dict[str, int] = {}
+        for b in builds.values():
+            hosts[b.get("machine", "not recorded")] = hosts.get(b.get("machine", "not recorded"), 0) + 1
+        machines = "; ".join(f"{m} ({n} builds)" for m, n in sorted(hosts.items(), key=lambda i: -i[1]))
+        lines += [f"edgec commits: {commits}", "", f"machines: {machines}", ""]
     lines += ["## Corpus", "", "| model | package | format | MB | kind | origin | features |", "|---|---|---|---|---|---|---|"]
     for e in CORPUS:
         lines.append(
@@ -935,22 +940,6 @@ def reclassify(results: dict) -> None:
         result["line"] = line[:400]
 
 
-def machine() -> str:
-    """Cores, CPU model and whether it has VNNI: int8 results depend on it (without VNNI,
-    onnxruntime's u8 x s8 kernels sum pairs in 16 bits and edgec measures its weight range)."""
-    model, flags = "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    vnni = "VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "no VNNI"
-    return f"{os.cpu_count()} cores, {model}, {vnni}"
-
-
 def plan(args) -> list[tuple[Entry, str, str]]:
     entries = [BY_NAME[n] for n in args.only] if args.only else CORPUS
     todo = []
@@ -1029,6 +1018,7 @@ def main(argv=None) -> int:
             break
         result = run_build(entry, backend, config)
         result["edgec_commit"] = commit
+        result["machine"] = results["machine"]
         results["builds"][k] = result
         sqnr = result.get("sqnr", {})
         print(

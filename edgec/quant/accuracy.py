@@ -22,7 +22,6 @@ from edgec.pass_infra import PassContext, apply_pass
 from edgec.pass_manager import Instrument
 from edgec.progress import Progress
 from edgec.quant import evaluation, qdq
-from edgec.quant import scheme as schemes
 from edgec.quant.evaluation import EvalSet
 from edgec.quant.scheme import SHARED_OPS, ABSORBED_ACTIVATIONS
 
@@ -174,7 +173,7 @@ def _sensitivity(model, quantize, quantized, scorer, part, progress) -> list[dic
     """Each quantized layer alone in float: how much of the loss comes back."""
     graph = model.graph.copy()
     ir.infer_shapes(graph)
-    scheme = schemes.get(quantize.scheme, quantize.activations or None)
+    scheme = quantize.active_scheme()
     plan = qdq.plan(graph, scheme, set(quantize.fallback))
     candidates = [n for n in plan.nodes if n.op not in SHARED_OPS + ABSORBED_ACTIVATIONS]
     baseline = scorer.score(quantized([]), part)

@@ -132,7 +132,8 @@ SCHEMES = {
 }
 
 
-def get(name: str, activation_dtype: str | None = None) -> Scheme:
+def get(name: str, activation_dtype: str | None = None, symmetric: bool = False) -> Scheme:
+    """`symmetric`: activations with negative values quantized zero-centred (see activation_params)."""
     if name not in SCHEMES:
         raise EdgecError(f"unknown quantization scheme '{name}' (schemes: {', '.join(SCHEMES)})")
     scheme = SCHEMES[name]
@@ -140,6 +141,8 @@ def get(name: str, activation_dtype: str | None = None) -> Scheme:
         if name in ("tflite", "tensorrt"):
             raise EdgecError(f"scheme {name} requires {scheme.activation_dtype} activations")
         scheme = dataclasses.replace(scheme, activation_dtype=activation_dtype)
+    if symmetric and not scheme.symmetric_activations:
+        scheme = dataclasses.replace(scheme, symmetric_activations=True)
     return scheme
 
 
@@ -152,6 +155,13 @@ def activation_params(lo: float, hi: float, scheme: Scheme) -> tuple[np.float32,
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if hi - lo < 1e-12:  # an (all but) constant-zero tensor: any scale represents it exactly
         return np.float32(1.0), scheme.np_dtype.type(0 if scheme.symmetric_activations else qmin)
+    if scheme.symmetric_activations and scheme.activation_dtype == "uint8":
+        # Zero-centred on the unsigned grid: a tensor with negative values gets zero point 128
+        # (the range [-128, 127] steps, what OpenVINO reads as signed int8 without a zero point),
+        # one without keeps [0, 255] from 0.
+        if lo >= 0:
+            return np.float32(hi / qmax), scheme.np_dtype.type(0)
+        return np.float32(max(-lo, hi) / 127), scheme.np_dtype.type(128)
     if scheme.symmetric_activations:
         return np.float32(max(-lo, hi) / qmax), scheme.np_dtype.type(0)
     scale = (hi - lo) / (qmax - qmin)

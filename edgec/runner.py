@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 from edgec import external_data, fingerprint, fp16_emulation, ir
 
@@ -120,7 +121,67 @@ def run_model_shared(
 
 def run_model(model: ir.Model, samples: Sequence[Feeds], optimize: bool = False) -> list[dict[str, np.ndarray]]:
     """The model's outputs per sample; a float16 graph computes as float16 hardware does, every
-    op's output rounded (edgec.fp16_emulation), not in float32 as onnxruntime's CPU provider would."""
+    op's output rounded (edgec.fp16_emulation), not in float32 as onnxruntime's CPU provider would.
+    Unoptimized runs (the checks) take int8 weights already dequantized: the same values bit for
+    bit, computed once instead of in every run (see dequantized_weights)."""
     if ir.holds_float16(model.graph) and not external_data.needed(model.graph):
         return run(make_session(fp16_emulation.emulated(model.to_onnx(value_info=True)), optimize=optimize), samples)
+    if not optimize and not external_data.needed(model.graph):
+        return run(make_session(dequantized_weights(model.to_onnx())), samples)
     return run(make_session(model, optimize=optimize), samples)
+
+
+# The most float32 bytes dequantized_weights writes: a check session then holds the weights
+# 4x larger than in int8, which is what a float model of that size needs anyway.
+DEQUANTIZED_WEIGHT_BYTES = 512 << 20
+_DEQUANTIZABLE = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32)}
+
+
+def dequantized_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` (changed in place) with each DequantizeLinear of constants replaced by its float32
+    result. With graph optimizations off, onnxruntime dequantizes every weight in every run into
+    fresh buffers: ResNet-50 Q/DQ, 48 runs, 7.3 CPU s (2.1 of them page faults) against 4.7 with
+    the weights dequantized once. Computed as onnxruntime's kernel does, (float)(q - zero_point)
+    * scale, so the outputs are bit for bit the same (tested); blocked quantization, float16
+    scales and subgraphs are left as they are."""
+    graph = proto.graph
+    initializers = {i.name: i for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    folded, kept, written = {}, [], 0
+    for node in graph.node:
+        dequantizes = node.op_type == "DequantizeLinear" and node.output[0] not in outputs
+        values = _dequantized(node, initializers) if dequantizes else None
+        if values is None or written + values.nbytes > DEQUANTIZED_WEIGHT_BYTES:
+            kept.append(node)
+            continue
+        folded[node.output[0]] = values
+        written += values.nbytes
+    if not folded:
+        return proto
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in kept for name in node.input} | outputs
+    remaining = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(remaining)
+    graph.initializer.extend(numpy_helper.from_array(values, name) for name, values in folded.items())
+    return proto
+
+
+def _dequantized(node: onnx.NodeProto, initializers: dict) -> np.ndarray | None:
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if attributes.get("block_size") or "output_dtype" in attributes:
+        return None
+    if any(name not in initializers for name in node.input if name) or len(node.input) < 2:
+        return None
+    q = numpy_helper.to_array(initializers[node.input[0]])
+    scale = numpy_helper.to_array(initializers[node.input[1]])
+    zero_point = numpy_helper.to_array(initializers[node.input[2]]) if len(node.input) > 2 and node.input[2] else None
+    if q.dtype not in _DEQUANTIZABLE or scale.dtype != np.float32 or scale.ndim > 1:
+        return None
+    zero_point = np.zeros(scale.shape, np.int64) if zero_point is None else zero_point.astype(np.int64)
+    if scale.ndim == 1 and q.ndim:  # per axis
+        shape = [1] * q.ndim
+        shape[attributes.get("axis", 1) % q.ndim] = -1
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return ((q.astype(np.int64) - zero_point).astype(np.float32) * scale).astype(np.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import onnx
@@ -35,14 +35,17 @@ def needed(graph: gs.Graph) -> bool:
 
 
 @contextmanager
-def placeholders(graph: gs.Graph) -> Iterator[dict[str, gs.Constant]]:
-    """Temporarily give every large constant an empty value, so gs exports a small proto.
-    Yields the swapped constants by name; their real values come back on exit."""
+def placeholders(
+    graph: gs.Graph, only: Callable[[gs.Constant], bool] | None = None
+) -> Iterator[dict[str, gs.Constant]]:
+    """Temporarily give every large constant (for which `only` holds, when given) an empty value,
+    so gs exports a small proto. Yields the swapped constants by name; their real values come
+    back on exit."""
     from edgec.ir import constants
 
     swapped: dict[str, tuple[gs.Constant, object]] = {}
     for const in constants(graph).values():
-        if const.values.nbytes >= MIN_EXTERNAL_BYTES:
+        if const.values.nbytes >= MIN_EXTERNAL_BYTES and (only is None or only(const)):
             swapped[const.name] = (const, const._values)  # gs keeps LazyValues or an array here
             const._values = np.empty((0,), dtype=const.values.dtype)
     try:
@@ -89,8 +92,10 @@ def save(proto_for, graph: gs.Graph, path: Path) -> list[Path]:
     return [path, path.with_name(location)]
 
 
-def skeleton(proto_for, graph: gs.Graph) -> tuple[onnx.ModelProto, int]:
+def skeleton(
+    proto_for, graph: gs.Graph, only: Callable[[gs.Constant], bool] | None = None
+) -> tuple[onnx.ModelProto, int]:
     """A shape-only skeleton (weights referenced, never written) and the bytes it leaves out."""
-    with placeholders(graph) as swapped:
+    with placeholders(graph, only) as swapped:
         proto = proto_for()
     return proto, point_outside(proto, swapped, None, SKELETON_LOCATION)

@@ -185,3 +185,43 @@ def test_a_declared_output_shape_stays_where_inference_knows_nothing():
     model = ir.Model(gs.import_onnx(proto), {}, "<test>")
     ir.infer_shapes(model)
     assert model.graph.outputs[0].shape == [3, 4]
+
+
+@pytest.mark.parametrize("name", ["lenet5", "mobilenetv2_fmnist"])
+def test_shapes_inferred_without_weight_values_are_the_full_inference_shapes(name, monkeypatch):
+    """infer_shapes hands ONNX the weights that only Conv/Gemm/MatMul-like ops read as unwritten
+    references (their dims are all inference needs); every tensor's shape and type must come
+    out as inference with every value written gives them."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "models" / f"{name}.onnx"
+    skeleton, full = ir.load(path), ir.load(path)
+    seen = []
+    real_infer = ir._infer
+    def counting(proto, strip=False):
+        seen.append(proto.ByteSize())
+        return real_infer(proto, strip)
+
+    monkeypatch.setattr(ir, "_infer", counting)
+    ir.infer_shapes(skeleton)
+    monkeypatch.setattr(ir, "_never_shape_data", lambda constant: False)
+    ir.infer_shapes(full)
+    assert seen[0] < seen[1] / 4  # the weights stayed out
+    shapes = {n: (t.shape, t.dtype) for n, t in skeleton.graph.tensors().items() if isinstance(t, gs.Variable)}
+    expected = {n: (t.shape, t.dtype) for n, t in full.graph.tensors().items() if isinstance(t, gs.Variable)}
+    assert shapes == expected and all(shape is not None for shape, _ in shapes.values())
+
+
+def test_constants_read_as_shape_data_keep_their_values_for_inference():
+    """A constant anything but a weight reader reads may feed data propagation (a Reshape's target
+    shape computed from it): it is written out in full."""
+    b = GraphBuilder()
+    x = b.input("x", [1, 4, 6, 6])
+    table = b.const(np.concatenate([[1, 144], np.zeros(400)]).astype(np.float32))  # >= 1 KiB
+    head = b.op("Slice", [table, b.const(np.array([0])), b.const(np.array([2]))])
+    shape = b.op("Cast", [head], to=onnx.TensorProto.INT64)
+    weight = b.weight(4, 4, 3, 3)
+    b.output(b.op("Reshape", [b.op("Conv", [x, weight], pads=[1, 1, 1, 1]), shape]))
+    model = b.model()
+    constants = {c.name: c for c in ir.constants(model.graph).values()}
+    assert ir._never_shape_data(constants[weight]) and not ir._never_shape_data(constants[table])

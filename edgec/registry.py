@@ -36,6 +36,7 @@ BUILTIN_PASSES = {
     "quantize-minmax-inputs": "edgec.passes.quantize.quantize_minmax_inputs:QuantizeMinmaxInputsPass",
     "protect-float-layers": "edgec.passes.quantize.protect_float_layers:ProtectFloatLayersPass",
     "equalize-cross-layer": "edgec.passes.quantize.equalize_cross_layer:EqualizeCrossLayerPass",
+    "smooth-quant": "edgec.passes.quantize.smooth_quant:SmoothQuantPass",
     "correct-bias": "edgec.passes.quantize.correct_bias:CorrectBiasPass",
     "prune-magnitude": "edgec.passes.prune.prune_magnitude:PruneMagnitudePass",
     "prune-channels": "edgec.passes.prune.prune_channels:PruneChannelsPass",

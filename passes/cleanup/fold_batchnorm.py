@@ -16,6 +16,7 @@ from edgec.graph_utils import (
 )
 from edgec.ir import iter_graphs
 from edgec.pass_infra import Pass, PassContext, PassResult
+from edgec.quant import range_check
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -30,6 +31,9 @@ class FoldBatchNormPass(Pass):
         affine = 0
         for g in list(iter_graphs(graph)):
             for bn in [n for n in g.nodes if n.op == "BatchNormalization"]:
+                if _inference_with_constants(bn):  # for quantize's data-free range check
+                    gamma, beta = (constant_value(t) for t in bn.inputs[1:3])
+                    range_check.record(ctx.cache, bn.outputs[0].name, gamma, beta)
                 producer = _foldable_producer(g, bn)
                 if producer is not None:
                     x = bn.inputs[0]

@@ -14,7 +14,7 @@ from edgec.errors import EdgecError
 from edgec.graph_utils import NameGen, constant_value
 from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
 from edgec.quant import bias_correction as mean_shifts
-from edgec.quant import collect, op_costs, qdq, recovery
+from edgec.quant import collect, op_costs, qdq, range_check, recovery
 from edgec.quant import scheme as schemes
 from edgec.quant.scheme import COMPUTE_OPS
 from edgec.quant.speed import FLOAT_WEIGHT_BUDGET, latency_search
@@ -122,6 +122,7 @@ class QuantizePass(Pass):
             )
         self.settle(graph, ctx)
         observers = self.observers(graph, scheme, ctx)
+        range_sanity = _check_ranges_data_free(graph, observers, ctx)
         search = self._search
         weights_before = ir.param_bytes(graph)
         recovering = self.recover and bool(ctx.samples)
@@ -165,6 +166,8 @@ class QuantizePass(Pass):
             "float_compute": list(self.float_compute),
             "weight_bytes": {"before": weights_before, "after": ir.param_bytes(graph)},
         }
+        if range_sanity is not None:
+            stats["data_free_range_check"] = range_sanity
         if corrected is not None:
             stats["bias_correction"] = corrected
         if search is not None:
@@ -496,6 +499,36 @@ class QuantizePass(Pass):
                     scale, zero_point = schemes.activation_params(float(values.min()), float(values.max()), scheme)
                     q = np.clip(np.round(values / scale) + zero_point, *scheme.qrange).astype(scheme.np_dtype)
                     qdq._dequantized_input(graph, node, index, q, scale, zero_point, None, names, f"{tensor.name}_q")
+
+
+def _check_ranges_data_free(graph: gs.Graph, observers: dict, ctx: PassContext) -> dict | None:
+    """Calibrated ranges against what the folded BatchNorms' statistics predict (edgec.quant.
+    range_check): a warning when the calibration samples look preprocessed unlike the training
+    data. None when no BatchNorm statistics were recorded."""
+    statistics = ctx.cache.get(range_check.CACHE_KEY)
+    if not statistics:
+        return None
+    observed = {name: (o.min, o.max) for name, o in observers.items() if np.isfinite(o.min) and np.isfinite(o.max)}
+    spans = range_check.compare(graph, observed, statistics)
+    found = [span for span in spans if span.mismatched]
+    if found:
+        worst = found[0]
+        message = (
+            f"quantize: the calibration samples do not look like the data this model's BatchNorm "
+            f"statistics were measured on: {len(found)} of {len(spans)} tensors span "
+            f"{range_check.MISMATCH_FACTOR:g}x more or less than those predict (worst: {worst.tensor}, "
+            f"[{worst.observed[0]:.3g}, {worst.observed[1]:.3g}] against [{worst.predicted[0]:.3g}, "
+            f"{worst.predicted[1]:.3g}]); check the calibration preprocessing (scale, mean, channel order)"
+        )
+        if message not in ctx.warnings:  # accuracy control runs the pass again on the same data
+            ctx.warn(message)
+    return {
+        "checked": len(spans),
+        "mismatched": len(found),
+        # observed / predicted span; near 1 when the samples are preprocessed as in training
+        "median_span_ratio": round(float(np.median([s.ratio for s in spans])), 3) if spans else None,
+        "worst": [{"tensor": m.tensor, "span_ratio": round(m.ratio, 3)} for m in found[:3]],
+    }
 
 
 def _fit_and_score_split(calibration) -> tuple:

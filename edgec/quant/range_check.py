@@ -54,10 +54,12 @@ def record(cache: dict, output: str, gamma: np.ndarray, beta: np.ndarray) -> Non
     cache.setdefault(CACHE_KEY, {})[output] = (beta, np.abs(gamma))
 
 
-def predicted_range(graph: gs.Graph, name: str, statistics: dict) -> tuple[float, float] | None:
+def predicted_range(
+    graph: gs.Graph, name: str, statistics: dict, tensors: dict | None = None
+) -> tuple[float, float] | None:
     """The range BatchNorm statistics predict for a tensor: one a BatchNorm wrote, or one a chain
-    of Relu/MaxPool computes from it."""
-    tensors = graph.tensors()
+    of Relu/MaxPool computes from it. `tensors`: graph.tensors(), when the caller has it."""
+    tensors = graph.tensors() if tensors is None else tensors
     tensor, clamped = tensors.get(name), False
     while tensor is not None and tensor.name not in statistics:
         writer = tensor.inputs[0] if isinstance(tensor, gs.Variable) and len(tensor.inputs) == 1 else None
@@ -77,9 +79,9 @@ def predicted_range(graph: gs.Graph, name: str, statistics: dict) -> tuple[float
 def compare(graph: gs.Graph, observed: dict[str, tuple[float, float]], statistics: dict) -> list[Span]:
     """Every observed tensor with a predicted range, the mismatched ones (see Span.mismatched)
     first, worst first."""
-    spans = []
+    spans, tensors = [], graph.tensors()
     for name, (lo, hi) in sorted(observed.items()):
-        predicted = predicted_range(graph, name, statistics)
+        predicted = predicted_range(graph, name, statistics, tensors)
         if predicted is not None and predicted[1] - predicted[0] > 0:
             spans.append(Span(name, (min(lo, 0.0), max(hi, 0.0)), predicted))
     return sorted(spans, key=lambda m: -abs(np.log(max(m.ratio, 1e-30))))

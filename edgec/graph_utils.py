@@ -92,6 +92,17 @@ def absorb_into_producer(graph: gs.Graph, node: gs.Node, x: gs.Tensor) -> None:
     graph.outputs = [x if t is y else t for t in graph.outputs]
 
 
+def reduce_node(
+    op: str, tensor: gs.Tensor, output: gs.Variable, axes: list[int], opset: int, axes_name: str, keepdims: int = 0
+) -> gs.Node:
+    """A Reduce* node over `axes`: an attribute before opset 18, an input (a constant named
+    `axes_name`) from opset 18 on."""
+    if opset >= 18:
+        axes_input = gs.Constant(axes_name, np.array(axes, np.int64))
+        return gs.Node(op, attrs={"keepdims": keepdims}, inputs=[tensor, axes_input], outputs=[output])
+    return gs.Node(op, attrs={"keepdims": keepdims, "axes": list(axes)}, inputs=[tensor], outputs=[output])
+
+
 def set_constant_input(node: gs.Node, index: int, values: np.ndarray, names: "NameGen", base: str) -> None:
     """Give `node` new constant data at input `index` (appending empty inputs as needed).
     A constant that only this node reads is updated in place; a shared one is never touched."""

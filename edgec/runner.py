@@ -12,6 +12,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from edgec import external_data, fingerprint, fp16_emulation, ir
+from edgec.quant import qdq
 
 # edgec reports runtime failures itself, in one line; onnxruntime would also print them in red.
 ort.set_default_logger_severity(4)
@@ -179,9 +180,4 @@ def _dequantized(node: onnx.NodeProto, initializers: dict) -> np.ndarray | None:
     zero_point = numpy_helper.to_array(initializers[node.input[2]]) if len(node.input) > 2 and node.input[2] else None
     if q.dtype not in _DEQUANTIZABLE or scale.dtype != np.float32 or scale.ndim > 1:
         return None
-    zero_point = np.zeros(scale.shape, np.int64) if zero_point is None else zero_point.astype(np.int64)
-    if scale.ndim == 1 and q.ndim:  # per axis
-        shape = [1] * q.ndim
-        shape[attributes.get("axis", 1) % q.ndim] = -1
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-    return ((q.astype(np.int64) - zero_point).astype(np.float32) * scale).astype(np.float32)
+    return qdq.dequantize(q, scale, zero_point, attributes.get("axis", 1))

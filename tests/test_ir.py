@@ -198,6 +198,7 @@ def test_shapes_inferred_without_weight_values_are_the_full_inference_shapes(nam
     skeleton, full = ir.load(path), ir.load(path)
     seen = []
     real_infer = ir._infer
+
     def counting(proto, strip=False):
         seen.append(proto.ByteSize())
         return real_infer(proto, strip)

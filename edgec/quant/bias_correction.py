@@ -19,7 +19,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from edgec import ir, runner
-from edgec.graph_utils import constant_value
+from edgec.graph_utils import constant_value, reduce_node
 from edgec.quant import qdq
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm")
@@ -118,11 +118,7 @@ def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> ir.Model:
         difference = gs.Variable(f"fbc{i}_diff", dtype=np.float32)
         mean = gs.Variable(f"fbc{i}_mean", dtype=np.float32)
         axes = [0] + list(range(2, rank))
-        reduce = (
-            gs.Node("ReduceMean", attrs={"keepdims": 0}, inputs=[difference, gs.Constant(f"fbc{i}_axes", np.array(axes, np.int64))], outputs=[mean])
-            if probe.opset >= 18
-            else gs.Node("ReduceMean", attrs={"axes": axes, "keepdims": 0}, inputs=[difference], outputs=[mean])
-        )
+        reduce = reduce_node("ReduceMean", difference, mean, axes, probe.opset, f"fbc{i}_axes")
         probe.nodes += [
             gs.Node("QuantizeLinear", attrs=dict(layer.quantize.attrs), inputs=[tensors[layer.source], *q_params], outputs=[codes]),
             gs.Node("DequantizeLinear", attrs=dict(layer.dequantize.attrs), inputs=[codes, *dq_params], outputs=[restored]),

@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 
 from edgec import ir, runner
 from edgec.progress import Progress
-from edgec.graph_utils import NameGen
+from edgec.graph_utils import NameGen, reduce_node
 from edgec.quant.observers import HistogramObserver
 
 BATCH = 32
@@ -247,11 +247,7 @@ def _channel_extremes(summarized: ir.Model, names: Sequence[str]) -> dict[str, t
         pair = []
         for op in ("ReduceMin", "ReduceMax"):
             out = gs.Variable(fresh(f"{name}__channel_{op[6:].lower()}"), dtype=tensor.dtype)
-            if graph.opset >= 18:  # axes became an input
-                axes_input = gs.Constant(fresh(f"{name}__channel_axes"), np.array(axes, np.int64))
-                graph.nodes.append(gs.Node(op, attrs={"keepdims": 0}, inputs=[tensor, axes_input], outputs=[out]))
-            else:
-                graph.nodes.append(gs.Node(op, attrs={"keepdims": 0, "axes": axes}, inputs=[tensor], outputs=[out]))
+            graph.nodes.append(reduce_node(op, tensor, out, axes, graph.opset, fresh(f"{name}__channel_axes")))
             graph.outputs.append(out)
             pair.append(out.name)
         found[name] = tuple(pair)

@@ -362,14 +362,20 @@ def widen_stored_weight(node: gs.Node, index: int, qmax: int) -> None:
 
 
 def dequantized_constant(dq: gs.Node) -> np.ndarray:
-    """The output of a DequantizeLinear of constants as onnxruntime computes it:
-    float32(q - zero_point) * scale, per channel along `axis` when the scale has one per channel."""
-    stored = np.asarray(constant_value(dq.inputs[0]))
-    scale = np.asarray(constant_value(dq.inputs[1]), np.float32)
-    zero = np.asarray(constant_value(dq.inputs[2]) if len(dq.inputs) > 2 and not dq.inputs[2].is_empty() else 0)
+    """The output of a DequantizeLinear of constants as onnxruntime computes it (see dequantize)."""
+    zero = constant_value(dq.inputs[2]) if len(dq.inputs) > 2 and not dq.inputs[2].is_empty() else None
+    return dequantize(constant_value(dq.inputs[0]), constant_value(dq.inputs[1]), zero, int(dq.attrs.get("axis", 1)))
+
+
+def dequantize(stored: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1) -> np.ndarray:
+    """DequantizeLinear as onnxruntime computes it: float32(q - zero_point) * scale, per channel
+    along `axis` when the scale has one per channel."""
+    stored = np.asarray(stored)
+    scale = np.asarray(scale, np.float32)
+    zero = np.asarray(0 if zero_point is None else zero_point)
     if scale.ndim == 1 and stored.ndim > 1:
         shape = [1] * stored.ndim
-        shape[int(dq.attrs.get("axis", 1)) % stored.ndim] = -1
+        shape[axis % stored.ndim] = -1
         scale, zero = scale.reshape(shape), zero.reshape(shape) if zero.ndim == 1 else zero
     # int64: an int32 bias minus its zero point cannot wrap; np.asarray keeps a 0-d result an array.
     return np.asarray(((stored.astype(np.int64) - zero.astype(np.int64)).astype(np.float32) * scale), np.float32)

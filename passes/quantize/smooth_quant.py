@@ -28,7 +28,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from edgec import ir, runner
-from edgec.graph_utils import NameGen, constant_value, is_graph_output, producer, set_constant_input
+from edgec.graph_utils import NameGen, constant_value, is_graph_output, producer, reduce_node, set_constant_input
 from edgec.pass_infra import Pass, PassContext, PassResult, option
 from edgec.quant import collect
 
@@ -138,11 +138,7 @@ def _channel_maxima(graph: gs.Graph, groups: list[_Group], ctx: PassContext) -> 
         magnitude = gs.Variable(fresh(f"{tensor.name}__abs"), dtype=tensor.dtype)
         peak = gs.Variable(fresh(f"{tensor.name}__channel_peak"), dtype=tensor.dtype)
         axes = list(range(len(tensor.shape) - 1))
-        if probe.opset >= 18:  # axes became an input
-            axes_input = gs.Constant(fresh(f"{tensor.name}__axes"), np.array(axes, np.int64))
-            reduce = gs.Node("ReduceMax", attrs={"keepdims": 0}, inputs=[magnitude, axes_input], outputs=[peak])
-        else:
-            reduce = gs.Node("ReduceMax", attrs={"keepdims": 0, "axes": axes}, inputs=[magnitude], outputs=[peak])
+        reduce = reduce_node("ReduceMax", magnitude, peak, axes, probe.opset, fresh(f"{tensor.name}__axes"))
         probe.nodes += [gs.Node("Abs", inputs=[tensor], outputs=[magnitude]), reduce]
         outputs[group.activation.name] = peak
     probe.outputs = list(outputs.values())

@@ -297,6 +297,8 @@ VARIANTS = {
     "calib=percentile": "quantize{calib=percentile}",
     "calib=entropy": "quantize{calib=entropy}",
     "calib=mse": "quantize{calib=mse}",
+    # each tensor's own method where a quarter of the set, held out, shows a significant gain
+    "calib=per-layer": "quantize{calib=per-layer}",
     "correct-bias + quantize": "correct-bias,quantize",
     "equalize-cross-layer + quantize": "equalize-cross-layer,quantize",
 }

@@ -10,12 +10,13 @@ import onnx_graphsurgeon as gs
 
 from edgec import ir
 from edgec.compare import Tolerance
-from edgec.errors import EdgecError
+from edgec.errors import EdgecError, PipelineError
 from edgec.graph_utils import NameGen, constant_value
 from edgec.pass_infra import Numerics, Pass, PassContext, PassResult, option
 from edgec.quant import bias_correction as mean_shifts
-from edgec.quant import collect, op_costs, qdq, range_check, recovery
+from edgec.quant import collect, op_costs, per_layer, qdq, range_check, recovery
 from edgec.quant import scheme as schemes
+from edgec.quant.observers import METHODS as observers_methods
 from edgec.quant.scheme import COMPUTE_OPS
 from edgec.quant.speed import FLOAT_WEIGHT_BUDGET, latency_search
 from edgec.targets import host_int8_pair_sums_saturate
@@ -29,6 +30,10 @@ from edgec.targets import host_int8_pair_sums_saturate
 AUTO_SAMPLES = 8
 AUTO_SAMPLES_LARGE = 16
 HELD_OUT_16_FROM = 64
+# calib=per-layer decides per tensor, from smaller effects than one method for the whole model:
+# it holds out a quarter of the set, up to this many samples (16 could not tell any change on the
+# bench models from one sample's noise).
+PER_LAYER_SCORED = 64
 # The most samples fast bias correction measures its mean shifts on (spread over the set). Its
 # gains on the real-model corpus were measured with 24 (32 samples, 8 held out); on ResNet-50
 # with 100 samples the probe over 92 was 35% of the build.
@@ -48,7 +53,11 @@ class QuantizePass(Pass):
     # "auto" tries percentile, entropy, MSE and min-max ranges (all read off one calibration pass)
     # and keeps the one whose quantized model is closest to float32 on calibration samples:
     # no single method wins on every model (see bench/quant/results.md).
-    calib: Literal["auto", "minmax", "percentile", "entropy", "mse"] = "auto"
+    # "per-layer": auto's choice for the model, then each tensor's own method where the held-out
+    # samples say so (edgec.quant.per_layer); the choices land in calib_layers.
+    calib: Literal["auto", "per-layer", "minmax", "percentile", "entropy", "mse"] = "auto"
+    # "METHOD:TENSOR" entries: these activation tensors take METHOD's range instead of calib's.
+    calib_layers: tuple[str, ...] = ()
     percentile: float = option(99.99, min=1, max=100)
     # The observed extremes: exact (onnxruntime reduces every tensor in the calibration run: 0.7 s
     # of 32 PP-LCNet samples, 9 s of PP-OCRv4's detector at 640x640) or those of the strided
@@ -94,6 +103,7 @@ class QuantizePass(Pass):
     _search: ClassVar[dict | None] = None  # set on the instance once the latency search has run
     _calib_scores: ClassVar[dict | None] = None  # output SQNR per method, when calib=auto chose
     _calib_scored_on: ClassVar[int] = 0  # on how many held-out samples
+    _per_layer: ClassVar[dict | None] = None  # calib=per-layer's search, when it ran
     _range_scores: ClassVar[dict | None] = None  # output SQNR per weight range, when auto measured
     _first_layers: ClassVar[set] = set()  # layers reading a model input (weight_range=first)
     _chosen: ClassVar[tuple | None] = None  # calib=auto's winning rewrite, reused by run()
@@ -101,6 +111,23 @@ class QuantizePass(Pass):
     # its winner's rewrite, that rewrite's score: the bias correction scores on the same samples.
     _scored: ClassVar[tuple | None] = None
     _float_concats: ClassVar[list] = []  # Concats of mixed quantities the last rewrite kept float
+
+    def check_options(self) -> None:
+        super().check_options()
+        self._layer_methods()
+
+    def _layer_methods(self) -> dict[str, str]:
+        """calib_layers as tensor -> method."""
+        methods = {}
+        for entry in self.calib_layers:
+            method, _, tensor = entry.partition(":")
+            if method not in observers_methods or not tensor:
+                raise PipelineError(
+                    f"pass 'quantize' option calib_layers: {entry!r} is not METHOD:TENSOR with METHOD one of "
+                    f"{', '.join(observers_methods)}"
+                )
+            methods[tensor] = method
+        return methods
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         scheme = self.active_scheme()
@@ -158,6 +185,8 @@ class QuantizePass(Pass):
                 else {}
             ),
             **({"weight_range_scores_db": self._range_scores} if self._range_scores else {}),
+            **({"calib_layers": len(self.calib_layers)} if self.calib_layers else {}),
+            **({"per_layer_search": self._per_layer} if self._per_layer else {}),
             "quantized_nodes": len(plan.nodes),
             "quantized_ops": ops,
             "activation_tensors": len(plan.tensors),
@@ -203,7 +232,7 @@ class QuantizePass(Pass):
         inputs failed its check at cosine 0.971 after the correction of its recovered graph)."""
         from edgec import runner
 
-        fitting, scoring = _fit_and_score_split(ctx.calibration)
+        fitting, scoring = _fit_and_score_split(ctx.calibration, self._per_layer_split)
         if len(fitting) > BIAS_PROBE_SAMPLES:  # the probe runs every layer twice: the costliest run of the pass
             fitting = fitting.subset(fitting.spread(BIAS_PROBE_SAMPLES), "bias correction")
         try:
@@ -318,7 +347,7 @@ class QuantizePass(Pass):
             self.weight_range = "reduced" if saturates else "full"
         if measure_range:  # first: the method's scores move with the weights' rounding (ddddocr-det: mse wins on full)
             self._choose_weight_range(graph, ctx)
-        if self.calib == "auto":
+        if self.calib in ("auto", "per-layer"):
             self._choose_calibration(graph, ctx)
         if self.select == "latency":
             self._settle_selection(graph, ctx)
@@ -330,8 +359,9 @@ class QuantizePass(Pass):
 
         scheme = self.active_scheme()
         ir.infer_shapes(graph)
-        fitting, scoring = _fit_and_score_split(ctx.calibration)
+        fitting, scoring = _fit_and_score_split(ctx.calibration, self._per_layer_split)
         samples, shared = _scoring_samples(scoring, ctx)
+        per_tensor = self.calib == "per-layer"
         observers = self.observers(graph, scheme, ctx, part="all" if fitting is ctx.calibration else "fitting")
         reference = runner.run_model_shared(ir.Model(graph), samples, ctx.cache if shared else None)
         scores, trials = {}, {}
@@ -348,9 +378,33 @@ class QuantizePass(Pass):
         self.calib = max(scores, key=lambda m: (scores[m], coverage[m]))
         self._calib_scores, self._calib_scored_on = scores, len(samples)
         self._scored = (samples, reference, None)
+        if per_tensor:
+            if self._choose_per_layer(graph, scheme, observers, trials[self.calib], samples, reference):
+                return  # the build rewrites with the tensors' own methods
+            # No tensor changed: the pipeline prints calib=METHOD alone, whose replay scores the
+            # bias correction on the usual held-out samples, so this build must too.
+            self._scored = None
+            if fitting is not _fit_and_score_split(ctx.calibration)[0]:
+                return
         if fitting is ctx.calibration:  # else the build rewrites with every sample's statistics
             self._chosen = (graph, self._rewrite_key, *trials[self.calib])
             self._scored = (samples, reference, scores[self.calib])
+
+    def _choose_per_layer(self, graph: gs.Graph, scheme, observers: dict, chosen: tuple, samples, reference) -> bool:
+        """calib=per-layer after the model-wide choice: each tensor's own method where the scoring
+        samples gain (edgec.quant.per_layer). Whether any tensor changed."""
+        quantized, plan = chosen
+        levels = scheme.qrange[1] - scheme.qrange[0] + 1
+        method_ranges = {
+            name: {m: observers[name].range(m, self.percentile, levels) for m in observers_methods}
+            for name in plan.tensors
+            if name in observers
+        }
+        found = per_layer.search(graph, plan, quantized, method_ranges, self.calib, scheme, samples, reference)
+        methods = found.pop("methods")
+        self._per_layer = found | {"changed": len(methods)}
+        self.calib_layers = tuple(f"{m}:{name}" for name, m in sorted(methods.items()))
+        return bool(methods)
 
     def _choose_weight_range(self, graph: gs.Graph, ctx: PassContext) -> None:
         """Full-range weights are ~6 dB closer to float than [-64, 64] (mtcnn-pnet: 23.7 vs 18.4 dB),
@@ -371,7 +425,8 @@ class QuantizePass(Pass):
             candidates.insert(1, "first")
         scores, trials = {}, {}
         calib = self.calib
-        self.calib = "percentile" if calib == "auto" else calib  # saturation hardly depends on the method
+        # saturation hardly depends on the method
+        self.calib = "percentile" if calib in ("auto", "per-layer") else calib
         for candidate in candidates:
             self.weight_range = candidate
             trial = ir.Model(graph).copy()
@@ -395,7 +450,7 @@ class QuantizePass(Pass):
     @property
     def _rewrite_key(self) -> tuple:
         """The options a rewrite of one graph depends on (calib=auto's winner is reused when equal)."""
-        return (self.calib, self.weight_range, self.fallback, self.float_compute)
+        return (self.calib, self.calib_layers, self.weight_range, self.fallback, self.float_compute)
 
     def _settle_cost_selection(self, graph: gs.Graph, ctx: PassContext) -> None:
         rows = op_costs.table(ctx.target.name, self.scheme) if ctx.target is not None else None
@@ -431,7 +486,12 @@ class QuantizePass(Pass):
         plan = qdq.plan(graph, scheme, fallback | float_compute)
         self._first_layers = qdq.layers_reading_inputs(graph) if self.weight_range == "first" else set()
         levels = scheme.qrange[1] - scheme.qrange[0] + 1
-        ranges = {n: observers[n].range(self.calib, self.percentile, levels) for n in plan.tensors if n in observers}
+        methods = self._layer_methods()
+        ranges = {
+            n: observers[n].range(methods.get(n, self.calib), self.percentile, levels)
+            for n in plan.tensors
+            if n in observers
+        }
         mixed = qdq.mixed_concats(plan, ranges)
         if mixed:  # one int8 scale would erase the small quantity: the Concat stays float
             plan = qdq.plan(graph, scheme, fallback | float_compute | mixed)
@@ -460,17 +520,26 @@ class QuantizePass(Pass):
         on the same graph. part="fitting": of the samples calib=auto does not score on (the same
         run collects both)."""
         exact = self.extremes == "exact"
-        key = ("quantize-observers", id(ctx.calibration), scheme.name, exact, tuple((n.op, n.name) for n in graph.nodes))
+        wide = self._per_layer_split
+        nodes = tuple((n.op, n.name) for n in graph.nodes)
+        # The split is in the key: the histograms of "all" merge in another order with another split.
+        key = ("quantize-observers", id(ctx.calibration), scheme.name, exact, wide, nodes)
         if key not in ctx.cache:
             full = qdq.plan(graph, scheme, set())
-            fitting, _ = _fit_and_score_split(ctx.calibration)
-            held_out = () if fitting is ctx.calibration else ctx.calibration.spread(_scored_count(ctx.calibration))
+            fitting, _ = _fit_and_score_split(ctx.calibration, wide)
+            scored = _scored_count(ctx.calibration, wide)
+            held_out = () if fitting is ctx.calibration else ctx.calibration.spread(scored)
             found = collect.observe(
                 ir.Model(graph), ctx.calibration, full.tensors, ctx.progress, exact_extremes=exact, held_out=held_out,
-                fitting_too=self.calib == "auto", channelwise=full.channelwise,
+                fitting_too=self.calib in ("auto", "per-layer"), channelwise=full.channelwise,
             )
             ctx.cache[key] = dict(zip(("fitting", "all"), found)) if held_out else {"fitting": found, "all": found}
         return ctx.cache[key][part]
+
+    @property
+    def _per_layer_split(self) -> bool:
+        """Whether the held-out samples are calib=per-layer's wider share (see PER_LAYER_SCORED)."""
+        return self.calib == "per-layer" or bool(self.calib_layers)
 
     def _weight_qmax(self, node: gs.Node) -> int:
         reduced = self.weight_range == "reduced" or node.name in self._first_layers
@@ -531,7 +600,7 @@ def _check_ranges_data_free(graph: gs.Graph, observers: dict, ctx: PassContext) 
     }
 
 
-def _fit_and_score_split(calibration) -> tuple:
+def _fit_and_score_split(calibration, per_layer: bool = False) -> tuple:
     """(samples to calibrate on, samples to score on) for calib=auto. With enough data
     AUTO_SAMPLES spread over the set are held out: scored on the samples it was fitted to,
     percentile won on oww-hey-jarvis by fitting their outliers (61 dB in-sample) and then clipped a
@@ -540,13 +609,15 @@ def _fit_and_score_split(calibration) -> tuple:
     count = len(calibration)
     if count < 2 * AUTO_SAMPLES:
         return calibration, calibration.subset(calibration.spread(AUTO_SAMPLES), "calib=auto scoring")
-    scored = calibration.spread(_scored_count(calibration))
+    scored = calibration.spread(_scored_count(calibration, per_layer))
     fitting = calibration.subset(sorted(set(range(count)) - set(scored)), "calib=auto fitting")
     return fitting, calibration.subset(scored, "calib=auto scoring")
 
 
-def _scored_count(calibration) -> int:
-    return AUTO_SAMPLES_LARGE if len(calibration) >= HELD_OUT_16_FROM else AUTO_SAMPLES
+def _scored_count(calibration, per_layer: bool = False) -> int:
+    if len(calibration) < HELD_OUT_16_FROM:
+        return AUTO_SAMPLES
+    return max(AUTO_SAMPLES_LARGE, min(PER_LAYER_SCORED, len(calibration) // 4)) if per_layer else AUTO_SAMPLES_LARGE
 
 
 def _scoring_samples(scoring, ctx: PassContext) -> tuple[list, bool]:

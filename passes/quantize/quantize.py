@@ -359,9 +359,11 @@ class QuantizePass(Pass):
 
         scheme = self.active_scheme()
         ir.infer_shapes(graph)
-        fitting, scoring = _fit_and_score_split(ctx.calibration, self._per_layer_split)
-        samples, shared = _scoring_samples(scoring, ctx)
         per_tensor = self.calib == "per-layer"
+        if per_tensor:
+            self.calib = "auto"  # the model's method is auto's, on auto's samples
+        fitting, scoring = _fit_and_score_split(ctx.calibration)
+        samples, shared = _scoring_samples(scoring, ctx)
         observers = self.observers(graph, scheme, ctx, part="all" if fitting is ctx.calibration else "fitting")
         reference = runner.run_model_shared(ir.Model(graph), samples, ctx.cache if shared else None)
         scores, trials = {}, {}
@@ -378,32 +380,38 @@ class QuantizePass(Pass):
         self.calib = max(scores, key=lambda m: (scores[m], coverage[m]))
         self._calib_scores, self._calib_scored_on = scores, len(samples)
         self._scored = (samples, reference, None)
-        if per_tensor:
-            if self._choose_per_layer(graph, scheme, observers, trials[self.calib], samples, reference):
-                return  # the build rewrites with the tensors' own methods
-            # No tensor changed: the pipeline prints calib=METHOD alone, whose replay scores the
-            # bias correction on the usual held-out samples, so this build must too.
-            self._scored = None
-            if fitting is not _fit_and_score_split(ctx.calibration)[0]:
-                return
+        if per_tensor and self._choose_per_layer(graph, scheme, ctx):
+            return  # the build rewrites with the tensors' own methods, on the wider split
         if fitting is ctx.calibration:  # else the build rewrites with every sample's statistics
             self._chosen = (graph, self._rewrite_key, *trials[self.calib])
             self._scored = (samples, reference, scores[self.calib])
 
-    def _choose_per_layer(self, graph: gs.Graph, scheme, observers: dict, chosen: tuple, samples, reference) -> bool:
-        """calib=per-layer after the model-wide choice: each tensor's own method where the scoring
-        samples gain (edgec.quant.per_layer). Whether any tensor changed."""
-        quantized, plan = chosen
+    def _choose_per_layer(self, graph: gs.Graph, scheme, ctx: PassContext) -> bool:
+        """calib=per-layer after auto's choice for the model: each tensor's own method where a
+        wider held-out share of the set gains (edgec.quant.per_layer; its ranges fitted without
+        those samples: another calibration run). Whether any tensor changed; if none did, the
+        build is calib=auto's to the byte."""
+        from edgec import runner
+
+        fitting, scoring = _fit_and_score_split(ctx.calibration, per_layer=True)
+        part = "all" if fitting is ctx.calibration else "fitting"
+        observers = self.observers(graph, scheme, ctx, part=part, wide=True)
+        samples = list(scoring)
+        reference = runner.run_model(ir.Model(graph), samples)
+        quantized = ir.Model(graph).copy()
+        plan = self._rewrite(quantized.graph, scheme, observers, set(self.float_compute), set(self.fallback))
         levels = scheme.qrange[1] - scheme.qrange[0] + 1
         method_ranges = {
             name: {m: observers[name].range(m, self.percentile, levels) for m in observers_methods}
             for name in plan.tensors
             if name in observers
         }
-        found = per_layer.search(graph, plan, quantized, method_ranges, self.calib, scheme, samples, reference)
+        found = per_layer.search(graph, plan, quantized.graph, method_ranges, self.calib, scheme, samples, reference)
         methods = found.pop("methods")
-        self._per_layer = found | {"changed": len(methods)}
+        self._per_layer = found | {"changed": len(methods), "scored_on": len(samples)}
         self.calib_layers = tuple(f"{m}:{name}" for name, m in sorted(methods.items()))
+        if methods:
+            self._scored = (samples, reference, None)  # the bias correction's samples on the wider split
         return bool(methods)
 
     def _choose_weight_range(self, graph: gs.Graph, ctx: PassContext) -> None:
@@ -514,13 +522,15 @@ class QuantizePass(Pass):
         graph.toposort(recurse_subgraphs=False)
         return plan
 
-    def observers(self, graph: gs.Graph, scheme, ctx: PassContext, part: str = "all") -> dict:
+    def observers(
+        self, graph: gs.Graph, scheme, ctx: PassContext, part: str = "all", wide: bool | None = None
+    ) -> dict:
         """Statistics of every tensor the plan without fallbacks quantizes (a superset of any
         plan with fallbacks), collected once per graph: accuracy control tries many fallback sets
         on the same graph. part="fitting": of the samples calib=auto does not score on (the same
         run collects both)."""
         exact = self.extremes == "exact"
-        wide = self._per_layer_split
+        wide = self._per_layer_split if wide is None else wide
         nodes = tuple((n.op, n.name) for n in graph.nodes)
         # The split is in the key: the histograms of "all" merge in another order with another split.
         key = ("quantize-observers", id(ctx.calibration), scheme.name, exact, wide, nodes)
@@ -531,15 +541,16 @@ class QuantizePass(Pass):
             held_out = () if fitting is ctx.calibration else ctx.calibration.spread(scored)
             found = collect.observe(
                 ir.Model(graph), ctx.calibration, full.tensors, ctx.progress, exact_extremes=exact, held_out=held_out,
-                fitting_too=self.calib in ("auto", "per-layer"), channelwise=full.channelwise,
+                fitting_too=self.calib in ("auto", "per-layer") or part == "fitting", channelwise=full.channelwise,
             )
             ctx.cache[key] = dict(zip(("fitting", "all"), found)) if held_out else {"fitting": found, "all": found}
         return ctx.cache[key][part]
 
     @property
     def _per_layer_split(self) -> bool:
-        """Whether the held-out samples are calib=per-layer's wider share (see PER_LAYER_SCORED)."""
-        return self.calib == "per-layer" or bool(self.calib_layers)
+        """Whether the held-out samples are calib=per-layer's wider share (see PER_LAYER_SCORED): once
+        it gave tensors their own methods, the bias correction scores on the samples it chose on."""
+        return bool(self.calib_layers)
 
     def _weight_qmax(self, node: gs.Node) -> int:
         reduced = self.weight_range == "reduced" or node.name in self._first_layers

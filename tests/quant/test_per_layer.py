@@ -129,9 +129,15 @@ def test_per_layer_settles_into_a_replayable_pipeline(tmp_path, fmnist_calib, mo
     assert result.ok and "calib=per-layer" not in result.report["pipeline"]
     search = stats["per_layer_search"]
     assert search["trials"] > 0 and search["after_db"] >= search["before_db"]
-    assert stats["calib_scored_on"] == min(PER_LAYER_SCORED, 512 // 4)  # a quarter of the set, capped
+    # the model's method on auto's 16 samples; the tensors' on a quarter of the set, capped
+    assert stats["calib_scored_on"] == 16 and search["scored_on"] == min(PER_LAYER_SCORED, 512 // 4)
     assert ("calib_layers" in stats) == (search["changed"] > 0)
     again = edgec.compile(f"zoo:{model}", target="x86-64", backend="onnx", passes=result.report["pipeline"],
                           calib=fmnist_calib, output_dir=tmp_path / "a")
     assert "per_layer_search" not in last_pipeline_pass(again.report)["stats"]
     assert (tmp_path / "o" / "model.onnx").read_bytes() == (tmp_path / "a" / "model.onnx").read_bytes()
+    if not search["changed"]:  # nothing changed: calib=auto's build to the byte
+        auto = edgec.compile(f"zoo:{model}", target="x86-64", backend="onnx", passes=presets.expand("2") + ",quantize",
+                             calib=fmnist_calib, output_dir=tmp_path / "auto")
+        assert auto.report["pipeline"] == result.report["pipeline"]
+        assert (tmp_path / "o" / "model.onnx").read_bytes() == (tmp_path / "auto" / "model.onnx").read_bytes()

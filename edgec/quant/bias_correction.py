@@ -108,19 +108,21 @@ def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> ir.Model:
 
         q_params = [constant(f"q{k}", t) for k, t in enumerate(layer.quantize.inputs[1:]) if t.name]
         dq_params = [constant(f"dq{k}", t) for k, t in enumerate(layer.dequantize.inputs[1:]) if t.name]
-        codes = gs.Variable(f"fbc{i}_codes", dtype=layer.quantize.outputs[0].dtype)
-        restored = gs.Variable(f"fbc{i}_input", dtype=np.float32)
+        # Shapes as the tensors they copy: runner.arena_pays sizes the run by them.
+        source, reference = tensors[layer.source], tensors[layer.output]
+        codes = gs.Variable(f"fbc{i}_codes", dtype=layer.quantize.outputs[0].dtype, shape=source.shape)
+        restored = gs.Variable(f"fbc{i}_input", dtype=np.float32, shape=source.shape)
         weight = gs.Constant(f"fbc{i}_w", _dequantized(layer.node.inputs[1]))
         bias = gs.Constant(f"fbc{i}_b", _dequantized(layer.node.inputs[2]))
-        result = gs.Variable(f"fbc{i}_out", dtype=np.float32)
-        reference = tensors[layer.output]
+        result = gs.Variable(f"fbc{i}_out", dtype=np.float32, shape=reference.shape)
         rank = 2 if layer.node.op == "Gemm" else weight.values.ndim  # a convolution's output has its weight's rank
-        difference = gs.Variable(f"fbc{i}_diff", dtype=np.float32)
-        mean = gs.Variable(f"fbc{i}_mean", dtype=np.float32)
+        difference = gs.Variable(f"fbc{i}_diff", dtype=np.float32, shape=reference.shape)
+        channels = reference.shape[1] if reference.shape and len(reference.shape) > 1 else None
+        mean = gs.Variable(f"fbc{i}_mean", dtype=np.float32, shape=None if channels is None else [channels])
         axes = [0] + list(range(2, rank))
         reduce = reduce_node("ReduceMean", difference, mean, axes, probe.opset, f"fbc{i}_axes")
         probe.nodes += [
-            gs.Node("QuantizeLinear", attrs=dict(layer.quantize.attrs), inputs=[tensors[layer.source], *q_params], outputs=[codes]),
+            gs.Node("QuantizeLinear", attrs=dict(layer.quantize.attrs), inputs=[source, *q_params], outputs=[codes]),
             gs.Node("DequantizeLinear", attrs=dict(layer.dequantize.attrs), inputs=[codes, *dq_params], outputs=[restored]),
             gs.Node(layer.node.op, attrs=dict(layer.node.attrs), inputs=[restored, weight, bias], outputs=[result]),
             gs.Node("Sub", inputs=[reference, result], outputs=[difference]),

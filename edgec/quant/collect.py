@@ -109,7 +109,7 @@ def observe(
     summarized, outputs = _summarizing(model, names, per_run, exact_extremes)
     channels = _channel_extremes(summarized, [n for n in channelwise if n in outputs])
     # Graph optimizations on: every observed tensor is a graph output, which fusions preserve.
-    session = runner.make_session(summarized, optimize=True)
+    session = runner.make_session(summarized, optimize=True, arena=runner.arena_pays(summarized.graph, batch_size(model)))
     available = {o.name for o in session.get_outputs()}
     wanted = [n for n in names if n in outputs and all(o in available for o in outputs[n][:3] if o)]
     fetch = [o for n in wanted for o in outputs[n][:3] if o]
@@ -211,9 +211,9 @@ def _summarizing(
             extremes = (lo.name, hi.name)
         size = _static_size(tensor)
         if size and size > per_run:
-            flat = gs.Variable(fresh(f"{name}__flat"), dtype=tensor.dtype)
-            sample = gs.Variable(fresh(f"{name}__sample"), dtype=tensor.dtype)
             stride = next(p for p in _PRIMES if p >= size // per_run)
+            flat = gs.Variable(fresh(f"{name}__flat"), dtype=tensor.dtype, shape=[size])
+            sample = gs.Variable(fresh(f"{name}__sample"), dtype=tensor.dtype, shape=[len(range(stride // 2, size, stride))])
             steps = [
                 gs.Constant(fresh(f"{name}__{k}"), np.array([v], np.int64))
                 for k, v in (("start", stride // 2), ("end", size), ("axes", 0), ("step", stride))

@@ -530,7 +530,8 @@ class QuantizePass(Pass):
         """Statistics of every tensor the plan without fallbacks quantizes (a superset of any
         plan with fallbacks), collected once per graph: accuracy control tries many fallback sets
         on the same graph. part="fitting": of the samples calib=auto does not score on (the same
-        run collects both)."""
+        run collects both). `wide`: with calib=per-layer's wider held-out share (default: the
+        share this pass's options imply)."""
         exact = self.extremes == "exact"
         wide = self._per_layer_split if wide is None else wide
         nodes = tuple((n.op, n.name) for n in graph.nodes)

@@ -103,13 +103,14 @@ def observe(
     The `channelwise` tensors also get their per-channel (axis 1) extremes, reduced in the graph.
     """
     alone = frozenset(held_out)
-    runs = max(1, -(-(len(calibration) - len(alone)) // batch_size(model))) + len(alone)
+    per_batch = batch_size(model)
+    runs = max(1, -(-(len(calibration) - len(alone)) // per_batch)) + len(alone)
     # About 2^20 sampled values per tensor over the whole set, never fewer than 4096 per run.
     per_run = max(4096, (1 << 20) // runs)
     summarized, outputs = _summarizing(model, names, per_run, exact_extremes)
     channels = _channel_extremes(summarized, [n for n in channelwise if n in outputs])
     # Graph optimizations on: every observed tensor is a graph output, which fusions preserve.
-    session = runner.make_session(summarized, optimize=True, arena=runner.arena_pays(summarized.graph, batch_size(model)))
+    session = runner.make_session(summarized, optimize=True, arena=runner.arena_pays(summarized.graph, per_batch))
     available = {o.name for o in session.get_outputs()}
     wanted = [n for n in names if n in outputs and all(o in available for o in outputs[n][:3] if o)]
     fetch = [o for n in wanted for o in outputs[n][:3] if o]
@@ -120,7 +121,7 @@ def observe(
     feeds_names = [i.name for i in session.get_inputs()]
     with Progress(len(calibration), label, enabled=progress) as bar:
         position = 0
-        for feeds, count in batches(calibration, model, alone=alone):
+        for feeds, count in batches(calibration, model, per_batch, alone=alone):
             values = dict(zip(fetch, session.run(fetch, {k: feeds[k] for k in feeds_names})))
             held = count == 1 and position in alone
             for name in wanted:
@@ -213,7 +214,8 @@ def _summarizing(
         if size and size > per_run:
             stride = next(p for p in _PRIMES if p >= size // per_run)
             flat = gs.Variable(fresh(f"{name}__flat"), dtype=tensor.dtype, shape=[size])
-            sample = gs.Variable(fresh(f"{name}__sample"), dtype=tensor.dtype, shape=[len(range(stride // 2, size, stride))])
+            sampled = len(range(stride // 2, size, stride))
+            sample = gs.Variable(fresh(f"{name}__sample"), dtype=tensor.dtype, shape=[sampled])
             steps = [
                 gs.Constant(fresh(f"{name}__{k}"), np.array([v], np.int64))
                 for k, v in (("start", stride // 2), ("end", size), ("axes", 0), ("step", stride))

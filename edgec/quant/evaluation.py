@@ -117,3 +117,9 @@ def sqnr_db(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
     got = np.concatenate([np.ravel(o) for o in outputs]).astype(np.float64)
     noise = float(np.sum((ref - got) ** 2))
     return math.inf if noise == 0 else 10 * math.log10(float(np.sum(ref**2)) / noise)
+
+
+def worst_output_db(outputs: list[dict], reference: list[dict]) -> float:
+    """The lowest SQNR over a model's named outputs, each pooled over the samples: how quantize's
+    candidates (methods, corrections, per-layer choices) are scored."""
+    return min(sqnr_db([o[k] for o in outputs], [r[k] for r in reference]) for k in reference[0])

@@ -139,7 +139,7 @@ def search(
             tuned[scale_in] = np.asarray(scale, np.float32)
             tuned[zero_in] = np.asarray(zero_point)
         outputs = runner.run(session, [{**sample, **tuned} for sample in samples])
-        worst = min(evaluation.sqnr_db([o[k] for o in outputs], [r[k] for r in reference]) for k in reference[0])
+        worst = evaluation.worst_output_db(outputs, reference)
         errors = np.array([
             sum(float(np.sum(np.square(o[k] - r[k], dtype=np.float64))) / max(energy[k], 1e-30) for k in r)
             for o, r in zip(outputs, reference)

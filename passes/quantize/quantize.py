@@ -720,4 +720,4 @@ def _worst_output_db(outputs: list[dict], reference: list[dict]) -> float:
     """The lowest SQNR over the model's outputs (calib=auto and weight_range=auto score by it)."""
     from edgec.quant import evaluation
 
-    return round(min(evaluation.sqnr_db([o[k] for o in outputs], [r[k] for r in reference]) for k in reference[0]), 2)
+    return round(evaluation.worst_output_db(outputs, reference), 2)

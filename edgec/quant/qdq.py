@@ -20,6 +20,7 @@ import onnx_graphsurgeon as gs
 
 from edgec.graph_utils import NameGen, constant_value, is_graph_output
 from edgec.quant import scheme as schemes
+from edgec.quant.normalization import float_normalization_nodes
 from edgec.quant.scheme import ABSORBED_ACTIVATIONS, COMPUTE_OPS, SHARED_OPS, Scheme
 
 
@@ -54,7 +55,12 @@ def _stored_int8(tensor: gs.Tensor) -> bool:
 
 def plan(graph: gs.Graph, scheme: Scheme, fallback: set[str]) -> Plan:
     """Decide which nodes and tensors to quantize (main graph; subgraphs stay float)."""
-    candidates = [n for n in graph.nodes if n.op in scheme.quantized_ops and n.name not in fallback and _activations(n)]
+    kept_float = float_normalization_nodes(graph) if scheme.float_normalizations else set()
+    candidates = [
+        n
+        for n in graph.nodes
+        if n.op in scheme.quantized_ops and n.name not in fallback and id(n) not in kept_float and _activations(n)
+    ]
     if scheme.residual_adds_only:
         candidates = [n for n in candidates if n.op != "Add" or len(_activations(n)) >= 2]
     chosen = {id(n) for n in candidates}

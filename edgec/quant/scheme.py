@@ -68,6 +68,10 @@ class Scheme:
     depthwise_inputs: str = "per-tensor"
     # An Add is quantized only when both operands are computed (a residual join), not a constant.
     residual_adds_only: bool = False
+    # Spelled-out LayerNorms stay float (edgec.quant.normalization): runtimes whose int8 kernels
+    # end at the Conv/Gemm/MatMul and run the rest in float. TFLite's are int8 end to end; the
+    # openvino scheme quantizes neither a Mul nor an Add of a constant anyway.
+    float_normalizations: bool = False
 
     @property
     def qrange(self) -> tuple[int, int]:
@@ -88,7 +92,7 @@ _ORT_OPS = (
 )
 
 SCHEMES = {
-    "onnx": Scheme("onnx", "uint8", False, _ORT_OPS, depthwise_inputs="float-if-unfused"),
+    "onnx": Scheme("onnx", "uint8", False, _ORT_OPS, depthwise_inputs="float-if-unfused", float_normalizations=True),
     # NNCF's placement: Q/DQ on the inputs of the layers OpenVINO runs in int8 and of residual
     # Adds. Quantizing each Conv's output as well (onnxruntime's fusion pattern) rounds the
     # pre-activation: PP-LCNet on held-out real images 19.2 dB that way, 30.6 this way (run by
@@ -128,7 +132,7 @@ SCHEMES = {
         fixed_outputs={"Softmax": (1 / 256, -128), "Sigmoid": (1 / 256, -128), "Tanh": (1 / 128, 0)},
         float_outputs=False,
     ),
-    "tensorrt": Scheme("tensorrt", "int8", True, COMPUTE_OPS + ("Add",), output_qdq=False),
+    "tensorrt": Scheme("tensorrt", "int8", True, COMPUTE_OPS + ("Add",), output_qdq=False, float_normalizations=True),
 }
 
 

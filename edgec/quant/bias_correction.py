@@ -9,6 +9,12 @@ upstream: each layer's correction is its own, and all are applied at once withou
 double-counting (correcting every layer from the quantized model's means instead diverged on
 PP-OCR's classifier: 29.4 -> 22.3 -> 15.1 dB over two rounds). The shift goes into the bias, in
 int32 steps where the bias is stored int32.
+
+A layer is linear, so the mean of a 1x1 convolution's or a Gemm's output needs no copy of the
+layer: it is the weights times the mean of the input rows (per channel, over the positions the
+strides visit), plus the bias. For those layers the probe computes the input's channel means,
+float and after its Q/DQ, and the weights apply in numpy: ResNet-50 (36 of its 54 layers 1x1)
+probes in 5.9 instead of 8.1 CPU s on 32 samples. Larger kernels keep their quantized copy.
 """
 
 from __future__ import annotations
@@ -96,12 +102,68 @@ def _layers(quantized: gs.Graph, float_names: set[str]) -> list[_Layer]:
     return found
 
 
-def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> ir.Model:
-    """The float graph plus, per layer, its quantized copy reading the float input; outputs: per
-    layer, the per-channel mean of (float output - quantized output)."""
+@dataclass
+class _Moments:
+    """How a layer's output mean follows from its input's per-offset means (see the module doc)."""
+
+    weight: np.ndarray  # the float layer's weights (the quantized layer's come from _Layer.node)
+    bias: np.ndarray
+
+
+def _moments(layer: _Layer, float_node: gs.Node | None) -> _Moments | None:
+    """The moments plan for a layer, or None when it needs its quantized copy."""
+    if float_node is None or float_node.op != layer.node.op or len(float_node.inputs) < 3:
+        return None
+    weight, bias = _dequantized(float_node.inputs[1]), _dequantized(float_node.inputs[2])
+    if weight is None or bias is None or np.ndim(bias) != 1:
+        return None
+    if layer.node.op == "Gemm":
+        ok = int(layer.node.attrs.get("transA", 0)) == 0 and weight.ndim == 2
+        return _Moments(weight, bias) if ok else None
+    if layer.node.op != "Conv" or weight.ndim < 3:
+        return None
+    # A 1x1 convolution's output mean is its weights times the input's channel means (over the
+    # positions its strides visit). A larger kernel needs the mean per kernel offset, computed as
+    # a one-hot depthwise convolution or shifted slices: measured no cheaper than the layer itself
+    # in onnxruntime (DNSMOS's 3x3 layers 30 -> 46 CPU s), so those layers keep their copy.
+    if int(np.prod(weight.shape[2:])) != 1 or _padded(layer.node):
+        return None
+    return _Moments(weight, bias)
+
+
+def _padded(conv: gs.Node) -> bool:
+    attrs = conv.attrs
+    return any(int(v) != 0 for v in attrs.get("pads", [])) or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
+
+
+def _input_means(probe: gs.Graph, i: int, tag: str, tensor: gs.Tensor, layer: _Layer, moments: _Moments) -> gs.Variable:
+    """Nodes computing the input's mean per channel over the positions the layer reads."""
+    out = gs.Variable(f"fbc{i}_m{tag}", dtype=np.float32)
+    if layer.node.op == "Gemm":
+        probe.nodes.append(reduce_node("ReduceMean", tensor, out, [0], probe.opset, f"fbc{i}_{tag}_axes"))
+        return out
+    spatial = list(range(2, moments.weight.ndim))
+    strides = [int(v) for v in layer.node.attrs.get("strides", [1] * len(spatial))]
+    if any(v != 1 for v in strides):  # the positions a strided 1x1 layer reads
+        visited = gs.Variable(f"fbc{i}_visited{tag}", dtype=np.float32)
+        bounds = [
+            gs.Constant(f"fbc{i}_{tag}_{name}", np.array(values, np.int64))
+            for name, values in (("starts", [0] * len(spatial)), ("ends", [2**62] * len(spatial)), ("axes", spatial), ("steps", strides))
+        ]
+        probe.nodes.append(gs.Node("Slice", inputs=[tensor, *bounds], outputs=[visited]))
+        tensor = visited
+    probe.nodes.append(reduce_node("ReduceMean", tensor, out, [0, *spatial], probe.opset, f"fbc{i}_{tag}_axes"))
+    return out
+
+
+def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> tuple[ir.Model, dict[int, _Moments]]:
+    """The float graph plus, per layer, its input's Q/DQ and either the per-offset means of both
+    (layers in the returned plan) or its quantized copy reading the float input, whose output
+    is the per-channel mean of (float output - quantized output)."""
     probe = float_graph.copy()
     tensors = probe.tensors()
     outputs = []
+    plans: dict[int, _Moments] = {}
     for i, layer in enumerate(layers):
         def constant(name, tensor):
             return gs.Constant(f"fbc{i}_{name}", np.asarray(constant_value(tensor)))
@@ -112,6 +174,15 @@ def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> ir.Model:
         source, reference = tensors[layer.source], tensors[layer.output]
         codes = gs.Variable(f"fbc{i}_codes", dtype=layer.quantize.outputs[0].dtype, shape=source.shape)
         restored = gs.Variable(f"fbc{i}_input", dtype=np.float32, shape=source.shape)
+        probe.nodes += [
+            gs.Node("QuantizeLinear", attrs=dict(layer.quantize.attrs), inputs=[source, *q_params], outputs=[codes]),
+            gs.Node("DequantizeLinear", attrs=dict(layer.dequantize.attrs), inputs=[codes, *dq_params], outputs=[restored]),
+        ]
+        moments = _moments(layer, reference.inputs[0] if len(reference.inputs) == 1 else None)
+        if moments is not None:
+            plans[i] = moments
+            outputs += [_input_means(probe, i, "x", source, layer, moments), _input_means(probe, i, "q", restored, layer, moments)]
+            continue
         weight = gs.Constant(f"fbc{i}_w", _dequantized(layer.node.inputs[1]))
         bias = gs.Constant(f"fbc{i}_b", _dequantized(layer.node.inputs[2]))
         result = gs.Variable(f"fbc{i}_out", dtype=np.float32, shape=reference.shape)
@@ -122,8 +193,6 @@ def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> ir.Model:
         axes = [0] + list(range(2, rank))
         reduce = reduce_node("ReduceMean", difference, mean, axes, probe.opset, f"fbc{i}_axes")
         probe.nodes += [
-            gs.Node("QuantizeLinear", attrs=dict(layer.quantize.attrs), inputs=[source, *q_params], outputs=[codes]),
-            gs.Node("DequantizeLinear", attrs=dict(layer.dequantize.attrs), inputs=[codes, *dq_params], outputs=[restored]),
             gs.Node(layer.node.op, attrs=dict(layer.node.attrs), inputs=[restored, weight, bias], outputs=[result]),
             gs.Node("Sub", inputs=[reference, result], outputs=[difference]),
             reduce,
@@ -131,7 +200,22 @@ def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> ir.Model:
         outputs.append(mean)
     probe.outputs = outputs
     probe.cleanup(remove_unused_graph_inputs=False).toposort()
-    return ir.Model(probe)
+    return ir.Model(probe), plans
+
+
+def _output_means(weight: np.ndarray, bias: np.ndarray, means: np.ndarray, layer: _Layer) -> np.ndarray:
+    """Per sample and output channel, the mean of the layer's output (weights, bias), from its
+    input's channel means ([samples, channels]); a 1x1 layer only."""
+    weight, bias, means = weight.astype(np.float64), bias.astype(np.float64), means.astype(np.float64)
+    if layer.node.op == "Gemm":
+        attrs = layer.node.attrs
+        rows = weight if int(attrs.get("transB", 0)) else weight.T  # [out, in]
+        return float(attrs.get("alpha", 1.0)) * (means @ rows.T) + float(attrs.get("beta", 1.0)) * bias
+    groups = int(layer.node.attrs.get("group", 1))
+    out_channels, per_group = weight.shape[0], weight.shape[1]
+    taps = weight.reshape(groups, out_channels // groups, -1)  # [g, out/g, in/g]
+    seen = means.reshape(len(means), groups, taps.shape[-1]).transpose(1, 2, 0)  # [g, in/g, samples]
+    return np.matmul(taps, seen).transpose(2, 0, 1).reshape(len(means), out_channels) + bias
 
 
 def _shrunk_mean(per_sample: np.ndarray) -> np.ndarray:
@@ -161,17 +245,35 @@ def too_large(shift: np.ndarray, bias: np.ndarray) -> bool:
 def measure(float_graph: gs.Graph, quantized: gs.Graph, samples) -> dict[str, tuple[np.ndarray, bool]]:
     """Per correctable layer of `quantized` (by node name): the bias shift its measured mean
     error over `samples` calls for, and whether NNCF's guard would leave the layer alone."""
-    layers = _layers(quantized, set(float_graph.tensors()))
+    return measure_together(float_graph, [quantized], samples)[0]
+
+
+def measure_together(float_graph: gs.Graph, quantized: list[gs.Graph], samples) -> list[dict[str, tuple[np.ndarray, bool]]]:
+    """measure() for several quantizations of one float graph in one run: the float graph, the
+    probe's largest cost, computes once (calib=auto's winner and runner-up)."""
+    float_names = set(float_graph.tensors())
+    layers = [layer for graph in quantized for layer in _layers(graph, float_names)]
+    owner = [k for k, graph in enumerate(quantized) for _ in _layers(graph, float_names)]
+    shifts: list[dict] = [{} for _ in quantized]
     if not layers:
-        return {}
-    results = runner.run_model(_probe(float_graph, layers), samples)
-    shifts = {}
+        return shifts
+    probe, plans = _probe(float_graph, layers)
+    results = runner.run_model(probe, samples)
     for i, layer in enumerate(layers):
-        per_sample = np.stack([r[f"fbc{i}_mean"] for r in results]).astype(np.float64)
+        moments = plans.get(i)
+        if moments is None:
+            per_sample = np.stack([r[f"fbc{i}_mean"] for r in results]).astype(np.float64)
+        else:
+            seen_float = np.stack([r[f"fbc{i}_mx"] for r in results])
+            seen_quantized = np.stack([r[f"fbc{i}_mq"] for r in results])
+            quantized_weight, quantized_bias = _dequantized(layer.node.inputs[1]), _dequantized(layer.node.inputs[2])
+            per_sample = _output_means(moments.weight, moments.bias, seen_float, layer) - _output_means(
+                quantized_weight, quantized_bias, seen_quantized, layer
+            )
         shift = _shrunk_mean(per_sample)
         if layer.node.op == "Gemm":  # the bias enters as beta * C
             shift /= float(layer.node.attrs.get("beta", 1.0)) or 1.0
-        shifts[layer.node.name] = (shift, too_large(shift, _dequantized(layer.node.inputs[2])))
+        shifts[owner[i]][layer.node.name] = (shift, too_large(shift, _dequantized(layer.node.inputs[2])))
     return shifts
 
 

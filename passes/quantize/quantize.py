@@ -176,12 +176,14 @@ class QuantizePass(Pass):
             plan = self._rewrite(graph, scheme, observers, set(self.float_compute), set(self.fallback))
             scored = scored and (*scored[:2], None)  # the same samples and float outputs, another graph
         holds = self._budget_holds(float_model, ctx) if recovering else None
-        corrected = self._correct_biases(float_model, graph, ctx, holds, scored) if correcting else None
         runner_up, self._runner_up = self._runner_up, None
-        if corrected is not None and runner_up is not None and "scored_db" in corrected and not self.calib_layers:
-            joint = self._correct_runner_up(
-                float_model, graph, scheme, observers, ctx, holds, scored, corrected, runner_up
-            )
+        rival = None  # calib=auto's runner-up, rewritten: its correction is measured in the same probe
+        if correcting and runner_up is not None and not self.calib_layers:
+            rival = (runner_up, *self._rewrite_with(runner_up, float_model, scheme, observers))
+        shifts = self._bias_shifts(float_model, [graph] + ([rival[1].graph] if rival else []), ctx) if correcting else None
+        corrected = self._correct_biases(float_model, graph, ctx, holds, scored, shifts[0]) if correcting else None
+        if corrected is not None and rival is not None and "scored_db" in corrected:
+            joint = self._correct_runner_up(float_model, graph, ctx, holds, scored, corrected, rival, shifts[1])
             if joint is not None:
                 plan, corrected = joint
         recovered = self._recover(float_model, graph, scheme, observers, ctx) if recovering else None
@@ -239,27 +241,38 @@ class QuantizePass(Pass):
 
         return holds
 
+    def _bias_shifts(self, float_model: ir.Model, graphs: list[gs.Graph], ctx: PassContext) -> list:
+        """Per graph, fast bias correction's measured shifts (one probe run for all of them),
+        measured on the calibration samples calib=auto does not score on; or the error that
+        stopped the measurement (a str), the same for every graph."""
+        fitting, _ = _fit_and_score_split(ctx.calibration, self._per_layer_split)
+        if len(fitting) > BIAS_PROBE_SAMPLES:  # the probe runs every layer twice: the costliest run of the pass
+            fitting = fitting.subset(fitting.spread(BIAS_PROBE_SAMPLES), "bias correction")
+        try:
+            return mean_shifts.measure_together(float_model.graph, graphs, fitting)
+        except Exception as exc:  # noqa: BLE001 - an optional refinement: the build goes on without it
+            ctx.warn(f"quantize: fast bias correction skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+            return [f"{type(exc).__name__}: {str(exc)[:300]}"] * len(graphs)
+
     def _correct_biases(
-        self, float_model: ir.Model, graph: gs.Graph, ctx: PassContext, holds=None, scored: tuple | None = None
+        self, float_model: ir.Model, graph: gs.Graph, ctx: PassContext, holds=None, scored: tuple | None = None,
+        shifts: dict | str | None = None,
     ) -> dict:
-        """Fast bias correction measured on the calibration samples calib=auto does not score on;
-        the samples it scores on (held out) choose among no correction, NNCF's guarded set of
+        """Fast bias correction (`shifts` from _bias_shifts, measured here when not given); the
+        samples calib=auto scores on (held out) choose among no correction, NNCF's guarded set of
         layers and every layer (see bias_correction.too_large); a tie keeps the smaller change.
         With `holds` (recovery on), candidates that meet the budget on the check samples come
         first: a correction must not undo what recovery settled (PP-OCRv4's detector from random
         inputs failed its check at cosine 0.971 after the correction of its recovered graph)."""
         from edgec import runner
 
-        fitting, scoring = _fit_and_score_split(ctx.calibration, self._per_layer_split)
-        if len(fitting) > BIAS_PROBE_SAMPLES:  # the probe runs every layer twice: the costliest run of the pass
-            fitting = fitting.subset(fitting.spread(BIAS_PROBE_SAMPLES), "bias correction")
-        try:
-            shifts = mean_shifts.measure(float_model.graph, graph, fitting)
-        except Exception as exc:  # noqa: BLE001 - an optional refinement: the build goes on without it
-            ctx.warn(f"quantize: fast bias correction skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
-            return {"layers": 0, "chosen": "none", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        if shifts is None:
+            shifts = self._bias_shifts(float_model, [graph], ctx)[0]
+        if isinstance(shifts, str):
+            return {"layers": 0, "chosen": "none", "error": shifts}
         if not shifts:
             return {"layers": 0, "chosen": "none"}
+        _, scoring = _fit_and_score_split(ctx.calibration, self._per_layer_split)
         # (samples, float outputs, score of `graph` as it is) when calib=auto scored this very graph
         samples, reference, known = scored if scored is not None else (list(scoring), None, None)
         # On the check samples themselves (see _scoring_samples), the float outputs are shared
@@ -302,20 +315,30 @@ class QuantizePass(Pass):
         chosen = {"layers": len(shifts), "guarded": len(guarded), "chosen": best, "scored_db": scores}
         return chosen | ({"meets_budget": held} if held else {})
 
-    def _correct_runner_up(self, float_model, graph, scheme, observers, ctx, holds, scored, corrected, runner_up):
-        """calib=auto's runner-up, bias-corrected as the winner was: the better corrected graph wins
-        (method and correction decided together). (plan, corrected) when the runner-up won."""
+    def _rewrite_with(self, calib: str, float_model: ir.Model, scheme, observers) -> tuple:
+        """(model, plan, its float Concats): the float model rewritten with another calibration
+        method's ranges; the pass's own method and float Concats stay as they were."""
+        own, concats, self.calib = self.calib, self._float_concats, calib
+        try:
+            other = float_model.copy()
+            plan = self._rewrite(other.graph, scheme, observers, set(self.float_compute), set(self.fallback))
+            return other, plan, self._float_concats
+        finally:
+            self.calib, self._float_concats = own, concats
+
+    def _correct_runner_up(self, float_model, graph, ctx, holds, scored, corrected, rival, shifts):
+        """calib=auto's runner-up (`rival`: method and _rewrite_with's result), bias-corrected as
+        the winner was: the better corrected graph wins (method and correction decided together).
+        (plan, corrected) when the runner-up won."""
+        runner_up, other, plan, concats = rival
         winner = self.calib
         own = corrected["scored_db"][corrected["chosen"]]
-        self.calib = runner_up
-        other = float_model.copy()
-        plan = self._rewrite(other.graph, scheme, observers, set(self.float_compute), set(self.fallback))
-        fixed = self._correct_biases(float_model, other.graph, ctx, holds, scored and (*scored[:2], None))
+        fixed = self._correct_biases(float_model, other.graph, ctx, holds, scored and (*scored[:2], None), shifts)
         score = fixed.get("scored_db", {}).get(fixed.get("chosen"), -np.inf)
         if not score > own:
-            self.calib = winner
             corrected["runner_up"] = {"calib": runner_up, "scored_db": score}
             return None
+        self.calib, self._float_concats = runner_up, concats
         graph.nodes, graph.inputs, graph.outputs = other.graph.nodes, other.graph.inputs, other.graph.outputs
         return plan, fixed | {"runner_up": {"calib": winner, "scored_db": own}}
 

@@ -133,7 +133,7 @@ def test_a_correction_that_fails_leaves_the_quantized_model_and_says_why(monkeyp
     def broken(*args, **kwargs):
         raise ValueError("injected")
 
-    monkeypatch.setattr(bias_correction, "measure", broken)
+    monkeypatch.setattr(bias_correction, "measure_together", broken)
     model = _model()
     corrected, stats = _quantized(model, _samples(32, 0), "fast")
     plain, _ = _quantized(model, _samples(32, 0), "off")
@@ -148,12 +148,58 @@ def test_the_probe_measures_at_most_bias_probe_samples_spread_over_the_set(monke
     from edgec.passes.quantize import quantize as quantize_module
 
     measured = []
-    original = bias_correction.measure
+    original = bias_correction.measure_together
 
     def counting(float_graph, quantized, samples):
         measured.append(len(list(samples)))
         return original(float_graph, quantized, samples)
 
-    monkeypatch.setattr(quantize_module.mean_shifts, "measure", counting)
+    monkeypatch.setattr(quantize_module.mean_shifts, "measure_together", counting)
     _quantized(_model(), _samples(100, 0), "fast")
     assert measured == [quantize_module.BIAS_PROBE_SAMPLES]
+
+
+def _linear_layers():
+    """The layers whose output mean the probe computes from input means: a strided 1x1 Conv, a
+    grouped 1x1 Conv, Gemms with and without transB (alpha, beta), and a 3x3 Conv that keeps
+    its quantized copy."""
+    b = GraphBuilder(seed=9)
+    rng = np.random.default_rng(5)
+    x = b.input("x", [1, 4, 9, 9])
+    h = b.op("Conv", [x, b.weight(8, 4, 1, 1), b.const(rng.standard_normal(8).astype(np.float32))], strides=[2, 2])
+    h = b.op("Relu", [b.op("Conv", [h, b.weight(8, 4, 1, 1), b.const(rng.standard_normal(8).astype(np.float32))], group=2)])
+    h = b.op("Conv", [h, b.weight(6, 8, 3, 3), b.const(rng.standard_normal(6).astype(np.float32))], pads=[1, 1, 1, 1])
+    flat = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
+    g = b.op("Gemm", [flat, b.weight(6, 5), b.const(rng.standard_normal(5).astype(np.float32))], alpha=0.7, beta=1.5)
+    b.output(b.op("Gemm", [g, b.weight(3, 5), b.const(rng.standard_normal(3).astype(np.float32))], transB=1))
+    return b.model()
+
+
+def test_input_means_measure_what_the_quantized_copy_measures(monkeypatch):
+    """Linearity: for 1x1 layers and Gemms the shifts from input means equal (to float32
+    rounding) the shifts from running a quantized copy of the layer; two graphs measured in one
+    probe get what each gets alone."""
+    model = _linear_layers()
+    stack = (np.random.default_rng(2).standard_t(3, (24, 1, 4, 9, 9)) + 0.3).astype(np.float32)
+    quantize = QuantizePass(calib="percentile", percentile=99.0, bias_correction="off", recover=False)
+    wide, narrow = model.copy(), model.copy()
+    apply_pass(quantize, wide.graph, PassContext(calibration=calib.load(stack, model)))
+    quantize = QuantizePass(calib="percentile", percentile=90.0, bias_correction="off", recover=False)
+    apply_pass(quantize, narrow.graph, PassContext(calibration=calib.load(stack, model)))
+    samples = [{"x": s} for s in stack]
+    layers = bias_correction._layers(wide.graph, set(model.graph.tensors()))
+    _, planned = bias_correction._probe(model.graph, layers)
+    assert sorted(layers[i].node.op for i in planned) == ["Conv", "Conv", "Gemm", "Gemm"]  # not the 3x3
+
+    together = bias_correction.measure_together(model.graph, [wide.graph, narrow.graph], samples)
+    alone = [bias_correction.measure(model.graph, g, samples) for g in (wide.graph, narrow.graph)]
+    monkeypatch.setattr(bias_correction, "_moments", lambda *args: None)
+    copied = bias_correction.measure(model.graph, wide.graph, samples)
+    assert set(copied) == set(together[0]) and len(copied) == 5
+    assert sum(np.abs(shift).max() > 1e-3 for shift, _ in copied.values()) >= 3  # something to agree on
+    for name, (shift, _) in copied.items():
+        np.testing.assert_allclose(together[0][name][0], shift, rtol=1e-3, atol=1e-6)
+    for one, other in zip(together, alone):
+        assert set(one) == set(other)
+        for name in one:
+            np.testing.assert_array_equal(one[name][0], other[name][0])

@@ -151,16 +151,21 @@ def run_model_shared(
     return cache[key]
 
 
-def run_model(model: ir.Model, samples: Sequence[Feeds], optimize: bool = False) -> list[dict[str, np.ndarray]]:
+def run_model(
+    model: ir.Model, samples: Sequence[Feeds], optimize: bool = False, float_weights: bool | None = None
+) -> list[dict[str, np.ndarray]]:
     """The model's outputs per sample; a float16 graph computes as float16 hardware does, every
     op's output rounded (edgec.fp16_emulation), not in float32 as onnxruntime's CPU provider would.
     Unoptimized runs (the checks) take int8 weights already dequantized: the same values bit for
-    bit, computed once instead of in every run (see dequantized_weights)."""
+    bit, computed once instead of in every run (see dequantized_weights). `float_weights` does
+    that for an optimized run too, which then has no int8 kernels but no per-run dequantization."""
+    float_weights = not optimize if float_weights is None else float_weights
     if ir.holds_float16(model.graph) and not external_data.needed(model.graph):
         proto = fp16_emulation.emulated(model.to_onnx(value_info=True))
         return run(make_session(proto, optimize=optimize, arena=arena_pays(model.graph)), samples)
-    if not optimize and not external_data.needed(model.graph):
-        return run(make_session(dequantized_weights(model.to_onnx()), arena=arena_pays(model.graph)), samples)
+    if float_weights and not external_data.needed(model.graph):
+        proto = dequantized_weights(model.to_onnx())
+        return run(make_session(proto, optimize=optimize, arena=arena_pays(model.graph)), samples)
     return run(make_session(model, optimize=optimize, arena=arena_pays(model.graph)), samples)
 
 

@@ -180,7 +180,8 @@ class QuantizePass(Pass):
         rival = None  # calib=auto's runner-up, rewritten: its correction is measured in the same probe
         if correcting and runner_up is not None and not self.calib_layers:
             rival = (runner_up, *self._rewrite_with(runner_up, float_model, scheme, observers))
-        shifts = self._bias_shifts(float_model, [graph] + ([rival[1].graph] if rival else []), ctx) if correcting else None
+        probed = [graph] + ([rival[1].graph] if rival else [])
+        shifts = self._bias_shifts(float_model, probed, ctx) if correcting else None
         corrected = self._correct_biases(float_model, graph, ctx, holds, scored, shifts[0]) if correcting else None
         if corrected is not None and rival is not None and "scored_db" in corrected:
             joint = self._correct_runner_up(float_model, graph, ctx, holds, scored, corrected, rival, shifts[1])
@@ -296,7 +297,7 @@ class QuantizePass(Pass):
             if name == "none" and known is not None:
                 scores[name] = known
             else:
-                scores[name] = _worst_output_db(_scoring_outputs(trial, samples), reference)
+                scores[name] = _worst_output_db(_scoring_outputs(trial, samples, self.active_scheme()), reference)
             trials[name] = trial
         # Best score first (a tie keeps the smaller change); with `holds`, the first that meets the
         # budget: each budget check runs the check samples, so only as many as it takes.
@@ -429,7 +430,7 @@ class QuantizePass(Pass):
             self.calib = method
             trial = ir.Model(graph).copy()
             plan = self._rewrite(trial.graph, scheme, observers, set(self.float_compute), set(self.fallback))
-            scores[method] = _worst_output_db(_scoring_outputs(trial, samples), reference)
+            scores[method] = _worst_output_db(_scoring_outputs(trial, samples, scheme), reference)
             trials[method] = (trial.graph, plan)
         # Methods the scoring samples cannot tell apart (oww-hey-jarvis: a saturated sigmoid score,
         # three methods at 51.7 dB on 8 samples) are told apart by how much they clip: new inputs
@@ -722,16 +723,24 @@ def _range_coverage(observers: dict, percentile: float, scheme) -> dict[str, flo
     return {m: float(np.mean(v)) if v else 1.0 for m, v in shares.items()}
 
 
-def _scoring_outputs(model: ir.Model, samples: list) -> list[dict]:
+def _scoring_outputs(model: ir.Model, samples: list, scheme) -> list[dict]:
     """A candidate's outputs (calib=auto's methods, the bias corrections) in onnxruntime's fused
     int8 kernels: 4x faster runs than the exact Q/DQ graph (ResNet-50 -O int8: 41.8 -> 31.3 CPU
     s in all, the same choices, every score within 0.05 dB), and the kernels the onnx backend
     deploys to. Their requantization rounds unlike the Q/DQ graph's float arithmetic; the checks
     stay exact. The candidate gets protect-float-layers first (exact), as the onnx backend gives
     it, so its float layers stay float. Not on hosts whose u8 x s8 kernels saturate: there the
-    fused kernels would score the host's saturation, not the candidate."""
+    fused kernels would score the host's saturation, not the candidate.
+    Schemes without Q/DQ on layer outputs (openvino, tensorrt) give onnxruntime nothing to fuse
+    into int8 kernels: those candidates run on dequantized weights with the float fusions on
+    (ResNet-50, openvino backend: 139 -> 25 ms a sample; the Q/DQ graph's arithmetic up to float32
+    summation order, which flips some activation roundings: 44 dB from the exact run, the
+    weights-dequantized-per-run session 48 dB; bench SQNR LeNet-5 43.4 -> 43.0, MobileNetV2 32.7
+    -> 32.7, PP-LCNet 32.8 -> 33.1)."""
     from edgec import runner
 
+    if not scheme.output_qdq:
+        return runner.run_model(model, samples, optimize=True, float_weights=True)
     if host_int8_pair_sums_saturate():
         return runner.run_model(model, samples)
     protected = model.copy()

@@ -59,10 +59,15 @@ def _dequantized(tensor: gs.Tensor) -> np.ndarray | None:
     """The float values of a constant or of DequantizeLinear(constants), as onnxruntime computes them."""
     if isinstance(tensor, gs.Constant):
         return constant_value(tensor)
+    return qdq.dequantized_constant(tensor.inputs[0]) if _stored(tensor) else None
+
+
+def _stored(tensor: gs.Tensor) -> bool:
+    """Whether _dequantized has values for the tensor (without computing them)."""
+    if isinstance(tensor, gs.Constant):
+        return True
     dq = _produced_by(tensor, "DequantizeLinear")
-    if dq is None or not all(isinstance(t, gs.Constant) for t in dq.inputs if t.name):
-        return None
-    return qdq.dequantized_constant(dq)
+    return dq is not None and all(isinstance(t, gs.Constant) for t in dq.inputs if t.name)
 
 
 def _float_name(tensor: gs.Tensor, quantized: gs.Graph) -> str:
@@ -86,7 +91,7 @@ def _layers(quantized: gs.Graph, float_names: set[str]) -> list[_Layer]:
         if q is None or not (_constant_inputs(q) and _constant_inputs(dq)):
             continue
         source, output = _float_name(q.inputs[0], quantized), _float_name(node.outputs[0], quantized)
-        if source not in float_names or output not in float_names or _dequantized(node.inputs[1]) is None:
+        if source not in float_names or output not in float_names or not _stored(node.inputs[1]):
             continue
         bias = node.inputs[2]
         bias_dq = _produced_by(bias, "DequantizeLinear")
@@ -263,8 +268,9 @@ def measure_together(
     """measure() for several quantizations of one float graph in one run: the float graph, the
     probe's largest cost, computes once (calib=auto's winner and runner-up)."""
     float_names = set(float_graph.tensors())
-    layers = [layer for graph in quantized for layer in _layers(graph, float_names)]
-    owner = [k for k, graph in enumerate(quantized) for _ in _layers(graph, float_names)]
+    found = [_layers(graph, float_names) for graph in quantized]
+    layers = [layer for each in found for layer in each]
+    owner = [k for k, each in enumerate(found) for _ in each]
     shifts: list[dict] = [{} for _ in quantized]
     if not layers:
         return shifts

@@ -340,13 +340,24 @@ def quantize_weight_input(
     names: NameGen,
     min_scale=None,
     qmax: int = schemes.WEIGHT_QMAX,
+    memo: dict | None = None,
 ):
-    """Replace a float constant input by int8 + DequantizeLinear; returns the scale (or None)."""
+    """Replace a float constant input by int8 + DequantizeLinear; returns the scale (or None).
+    `memo`: rounded weights by the float array they came from, reused by the next rewrite of
+    the same float graph (calib=auto's candidates differ in activation ranges only)."""
     weight = node.inputs[index]
     values = constant_value(weight)
     if values is None or not np.issubdtype(values.dtype, np.floating):
         return None
-    q, scale = schemes.quantize_weights(values, axis, min_scale, qmax)
+    key = (id(values), axis, qmax)
+    known = memo.get(key) if memo is not None else None
+    if known is None or known[0] is not values:  # the array itself is kept: its id cannot be reused
+        known = (values, *schemes.quantize_weights(values, axis, None, qmax))
+        if memo is not None:
+            memo[key] = known
+    q, scale = known[1].copy(), known[2]
+    if min_scale is not None and np.any(np.asarray(min_scale) > scale):  # the bias would not fit int32
+        q, scale = schemes.quantize_weights(values, axis, min_scale, qmax)
     _dequantized_input(
         graph, node, index, q, scale, _symmetric_zero(node, np.int8, scale), axis, names, f"{weight.name}_q"
     )

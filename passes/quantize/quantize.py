@@ -122,6 +122,7 @@ class QuantizePass(Pass):
     # its winner's rewrite, that rewrite's score: the bias correction scores on the same samples.
     _scored: ClassVar[tuple | None] = None
     _float_concats: ClassVar[list] = []  # Concats of mixed quantities the last rewrite kept float
+    _weight_memo: ClassVar[dict | None] = None  # during run(): rounded weights shared by its rewrites
 
     def check_options(self) -> None:
         super().check_options()
@@ -141,6 +142,13 @@ class QuantizePass(Pass):
         return methods
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        self._weight_memo = {}
+        try:
+            return self._quantize(graph, ctx)
+        finally:
+            self._weight_memo = None  # the int8 copies of every weight: not kept past the pass
+
+    def _quantize(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         scheme = self.active_scheme()
         ir.infer_shapes(graph)
         ir.name_nodes(graph)  # layers are kept in float by name: no two may share one
@@ -631,7 +639,9 @@ class QuantizePass(Pass):
             min_scale = None
             if bias is not None and bias.ndim == 1 and axis is not None:
                 min_scale = schemes.bias_safe_weight_scale(bias, float(input_params[0]))
-            weight_scale = qdq.quantize_weight_input(graph, node, 1, axis, names, min_scale, self._weight_qmax(node))
+            weight_scale = qdq.quantize_weight_input(
+                graph, node, 1, axis, names, min_scale, self._weight_qmax(node), self._weight_memo
+            )
             if int32_bias:
                 qdq.quantize_bias_input(graph, node, 2, input_params[0], weight_scale, names)
         elif node.op in ("Add", "Mul") and scheme.output_qdq:

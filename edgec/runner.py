@@ -22,9 +22,15 @@ Feeds = Mapping[str, np.ndarray]
 
 
 def session_options(
-    optimize: bool = False, threads: int | None = None, spinning: bool = False, arena: bool = False
+    optimize: bool = False, threads: int | None = None, spinning: bool = False, arena: bool = False,
+    int8_fusion: bool = True,
 ) -> ort.SessionOptions:
     options = ort.SessionOptions()
+    if not int8_fusion:
+        # The Q/DQ arithmetic in float with the float fusions on: onnxruntime otherwise quantizes
+        # float weights between Q/DQ pairs itself (its own rounding, not the graph's) and fused a
+        # per-channel activation quantizer into a QLinearConv it then refused (PP-OCRv4 rec).
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     if not spinning:
         # Idle pool threads otherwise spin between the ops of each run: a build's own runs
         # (calibration, checks) cost CPU time, not latency. ResNet-50 Q/DQ, 8 runs: 1.48 CPU s
@@ -61,8 +67,9 @@ def make_session(
     threads: int | None = None,
     spinning: bool = False,
     arena: bool = False,
+    int8_fusion: bool = True,
 ) -> ort.InferenceSession:
-    options = session_options(optimize, threads, spinning, arena)
+    options = session_options(optimize, threads, spinning, arena, int8_fusion)
     providers = ["CPUExecutionProvider"]
     if isinstance(model, (str, os.PathLike)):
         return ort.InferenceSession(str(model), options, providers=providers)
@@ -158,14 +165,15 @@ def run_model(
     op's output rounded (edgec.fp16_emulation), not in float32 as onnxruntime's CPU provider would.
     Unoptimized runs (the checks) take int8 weights already dequantized: the same values bit for
     bit, computed once instead of in every run (see dequantized_weights). `float_weights` does
-    that for an optimized run too, which then has no int8 kernels but no per-run dequantization."""
+    that for an optimized run too: float kernels with their fusions, no int8 ones, no per-run
+    dequantization."""
     float_weights = not optimize if float_weights is None else float_weights
     if ir.holds_float16(model.graph) and not external_data.needed(model.graph):
         proto = fp16_emulation.emulated(model.to_onnx(value_info=True))
         return run(make_session(proto, optimize=optimize, arena=arena_pays(model.graph)), samples)
     if float_weights and not external_data.needed(model.graph):
         proto = dequantized_weights(model.to_onnx())
-        return run(make_session(proto, optimize=optimize, arena=arena_pays(model.graph)), samples)
+        return run(make_session(proto, optimize=optimize, arena=arena_pays(model.graph), int8_fusion=False), samples)
     return run(make_session(model, optimize=optimize, arena=arena_pays(model.graph)), samples)
 
 

@@ -742,11 +742,12 @@ def _scoring_outputs(model: ir.Model, samples: list, scheme) -> list[dict]:
     it, so its float layers stay float. Not on hosts whose u8 x s8 kernels saturate: there the
     fused kernels would score the host's saturation, not the candidate.
     Schemes without Q/DQ on layer outputs (openvino, tensorrt) give onnxruntime nothing to fuse
-    into int8 kernels: those candidates run on dequantized weights with the float fusions on
-    (ResNet-50, openvino backend: 139 -> 25 ms a sample; the Q/DQ graph's arithmetic up to float32
-    summation order, which flips some activation roundings: 44 dB from the exact run, the
-    weights-dequantized-per-run session 48 dB; bench SQNR LeNet-5 43.4 -> 43.0, MobileNetV2 32.7
-    -> 32.7, PP-LCNet 32.8 -> 33.1)."""
+    into int8 kernels: those candidates run on dequantized weights with the float fusions on and
+    onnxruntime's Q/DQ fusions off (runner.run_model float_weights; ResNet-50, openvino backend:
+    139 -> 80 ms a sample). The Q/DQ graph's arithmetic up to float32 summation order, which
+    flips a few activation roundings: 48 dB from the exact run (the weights-dequantized-per-run
+    session before: 48 dB too); bench SQNR LeNet-5 43.4 -> 43.0, MobileNetV2 32.7 -> 32.7,
+    PP-LCNet 32.8 -> 32.8."""
     from edgec import runner
 
     if not scheme.output_qdq:

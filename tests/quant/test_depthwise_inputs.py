@@ -114,3 +114,19 @@ def test_openvino_scheme_quantizes_layer_inputs_and_residual_adds_only():
     openvino = qdq.plan(graph, schemes.get("openvino"), set())
     assert set(openvino.tensors) == {"x", a, shifted, joined}
     assert scaled in qdq.plan(graph, schemes.get("onnx"), set()).tensors  # onnxruntime's QLinearMul/Add pattern
+
+
+@pytest.mark.parametrize("activation", ["Identity", "HardSwish"])
+def test_openvino_candidates_score_in_float_kernels_with_per_channel_quantizers(tmp_path, activation):
+    """calib=auto scores the openvino scheme's candidates on dequantized weights with onnxruntime's
+    Q/DQ fusions off: left on, onnxruntime quantized the float weights itself and fused the
+    per-channel quantizer into a QLinearConv it then refused (PP-OCRv4 rec, exit 3)."""
+    pytest.importorskip("openvino")
+    source = _pp_lcnet_block(tmp_path, activation)
+    result = edgec.compile(
+        source, target="x86-64", backend="openvino", passes="quantize{scheme=openvino,recover=false}",
+        calib="random:32", output_dir=tmp_path / "o",
+    )
+    stats = next(p for p in result.report["passes"] if p["name"] == "quantize")["stats"]
+    assert result.ok and len(stats["calib_scores_db"]) == 4
+    assert min(stats["calib_scores_db"].values()) > 20

@@ -52,3 +52,17 @@ def test_the_arena_only_for_runs_whose_activations_fit():
     assert not runner.arena_pays(large.graph)
     assert runner.session_options(arena=True).enable_cpu_mem_arena
     assert not runner.session_options().enable_cpu_mem_arena
+
+
+def test_arena_sessions_give_their_unused_chunks_back_after_each_run():
+    """Without the shrinkage an arena's memory outlived its session (DNSMOS -O int8: 2.27 GB peak,
+    666 MB without the arena, 771 MB with the shrinkage); onnxruntime refuses the option on a
+    session without an arena, so only arena sessions get it, and both kinds run."""
+    import numpy as np
+
+    feeds = [{"x": np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)}]
+    with_arena, without = runner.make_session(_model(), arena=True), runner.make_session(_model())
+    assert runner.run_options(with_arena).get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    assert runner.run_options(without) is None
+    for session in (with_arena, without):
+        np.testing.assert_array_equal(runner.run(session, feeds)[0][session.get_outputs()[0].name], [[0, 2, 0, 4]])

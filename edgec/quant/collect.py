@@ -119,10 +119,11 @@ def observe(
     observers = {name: HistogramObserver() for name in wanted}
     fitting = {name: HistogramObserver() for name in wanted} if alone and fitting_too else None
     feeds_names = [i.name for i in session.get_inputs()]
+    options = runner.run_options(session)
     with Progress(len(calibration), label, enabled=progress) as bar:
         position = 0
         for feeds, count in batches(calibration, model, per_batch, alone=alone):
-            values = dict(zip(fetch, session.run(fetch, {k: feeds[k] for k in feeds_names})))
+            values = dict(zip(fetch, session.run(fetch, {k: feeds[k] for k in feeds_names}, options)))
             held = count == 1 and position in alone
             for name in wanted:
                 tensor, lo, hi = (values.get(o) for o in outputs[name][:3])

@@ -10,11 +10,15 @@ double-counting (correcting every layer from the quantized model's means instead
 PP-OCR's classifier: 29.4 -> 22.3 -> 15.1 dB over two rounds). The shift goes into the bias, in
 int32 steps where the bias is stored int32.
 
-A layer is linear, so the mean of a 1x1 convolution's or a Gemm's output needs no copy of the
+A layer is linear, so the mean of a convolution's or a Gemm's output needs no copy of the
 layer: it is the weights times the mean of the input rows (per channel, over the positions the
 strides visit), plus the bias. For those layers the probe computes the input's channel means,
 float and after its Q/DQ, and the weights apply in numpy: ResNet-50 (36 of its 54 layers 1x1)
-probes in 6.4 instead of 8.2 CPU s on 32 samples. Larger kernels keep their quantized copy.
+probes in 6.4 instead of 8.2 CPU s on 32 samples. A larger kernel (or padding) reads a
+different set of positions per kernel offset; per offset, the sum over that set is
+U^T x V, with U and V counting which rows and columns the offset visits (strides, dilations and
+zero padding included, so the mean is exact): two small MatMuls per input instead of the layer.
+Only 3-D convolutions, transposed ones and inputs of unknown size keep their quantized copy.
 """
 
 from __future__ import annotations
@@ -109,10 +113,14 @@ def _layers(quantized: gs.Graph, float_names: set[str]) -> list[_Layer]:
 
 @dataclass
 class _Moments:
-    """A 1x1 layer's output mean follows from its input's channel means (see the module doc)."""
+    """A layer's output mean follows from its input's channel means (see the module doc)."""
 
     weight: np.ndarray  # the float layer's weights (the quantized layer's come from _Layer.node)
     bias: np.ndarray
+    # Per spatial axis of a convolution read per kernel offset: [input size, kernel size] counts of
+    # the output positions whose offset lands on each input position (None: a 1x1 layer's means).
+    visits: list[np.ndarray] | None = None
+    positions: int = 1  # how many output positions (per sample) the offset sums add up
 
 
 def _moments(layer: _Layer, float_node: gs.Node | None) -> _Moments | None:
@@ -129,12 +137,20 @@ def _moments(layer: _Layer, float_node: gs.Node | None) -> _Moments | None:
     if layer.node.op != "Conv" or weight.ndim < 3:
         return None
     # A 1x1 convolution's output mean is its weights times the input's channel means (over the
-    # positions its strides visit). A larger kernel needs the mean per kernel offset, computed as
-    # a one-hot depthwise convolution or shifted slices: measured no cheaper than the layer itself
-    # in onnxruntime (DNSMOS's 3x3 layers 30 -> 46 CPU s), so those layers keep their copy.
-    if int(np.prod(weight.shape[2:])) != 1 or _padded(layer.node):
+    # positions its strides visit). Other kernels sum per kernel offset (see the module doc); a
+    # one-hot depthwise convolution for the same sums was no cheaper than the layer itself in
+    # onnxruntime (DNSMOS's 3x3 layers 30 -> 46 CPU s).
+    if int(np.prod(weight.shape[2:])) == 1 and not _padded(layer.node):
+        return _Moments(weight, bias)
+    sizes = float_node.inputs[0].shape
+    if weight.ndim > 4 or not sizes or len(sizes) != weight.ndim or not all(
+        isinstance(d, (int, np.integer)) and d > 0 for d in sizes[2:]
+    ):
         return None
-    return _Moments(weight, bias)
+    visits = _visits(layer.node, [int(d) for d in sizes[2:]], list(weight.shape[2:]))
+    if visits is None:
+        return None
+    return _Moments(weight, bias, [counts for counts, _ in visits], int(np.prod([out for _, out in visits])))
 
 
 def _padded(conv: gs.Node) -> bool:
@@ -143,11 +159,58 @@ def _padded(conv: gs.Node) -> bool:
     return padding or any(int(v) != 0 for v in attrs.get("pads", []))
 
 
+def _visits(conv: gs.Node, sizes: list[int], kernel: list[int]) -> list[tuple[np.ndarray, int]] | None:
+    """Per spatial axis, ([input size, kernel size]: how many output positions read input
+    position h through kernel offset a (0 or 1), the output size), as onnx's Conv defines the
+    positions; None when the attributes give no output."""
+    attrs, rank = conv.attrs, len(sizes)
+    strides = [int(v) for v in attrs.get("strides", [1] * rank)]
+    dilations = [int(v) for v in attrs.get("dilations", [1] * rank)]
+    pads = [int(v) for v in attrs.get("pads", [0] * (2 * rank))]
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    visits = []
+    for axis, (size, k, stride, dilation) in enumerate(zip(sizes, kernel, strides, dilations)):
+        span = (k - 1) * dilation + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out = -(-size // stride)
+            total = max(0, (out - 1) * stride + span - size)
+            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+        else:
+            begin, end = (0, 0) if auto_pad == "VALID" else (pads[axis], pads[axis + rank])
+            out = (size + begin + end - span) // stride + 1
+        if out <= 0:
+            return None
+        read = np.arange(out)[:, None] * stride + np.arange(k)[None, :] * dilation - begin  # [out, k]
+        counts = np.zeros((size, k), np.float32)
+        for a in range(k):
+            inside = read[:, a][(read[:, a] >= 0) & (read[:, a] < size)]
+            np.add.at(counts[:, a], inside, 1.0)
+        visits.append((counts, out))
+    return visits
+
+
 def _input_means(
     probe: gs.Graph, i: int, tag: str, tensor: gs.Tensor, layer: _Layer, moments: _Moments
 ) -> gs.Variable:
-    """Nodes computing the input's mean per channel over the positions the layer reads."""
+    """Nodes computing the input's mean per channel over the positions the layer reads (its sum
+    per channel and kernel offset, [N, C, k1(, k2)], for a layer with visits)."""
     out = gs.Variable(f"fbc{i}_m{tag}", dtype=np.float32)
+    if moments.visits is not None:
+        # x [N, C, H(, W)] @ V [W, k2] -> [N, C, H, k2]; transposed, @ U [H, k1] -> [N, C, k2, k1]
+        summed, rank = tensor, len(moments.visits)
+        for axis in reversed(range(rank)):
+            counts = gs.Constant(f"fbc{i}_{tag}_visits{axis}", moments.visits[axis])
+            product = gs.Variable(f"fbc{i}_{tag}_sums{axis}", dtype=np.float32)
+            probe.nodes.append(gs.Node("MatMul", inputs=[summed, counts], outputs=[product]))
+            summed = product
+            if axis:  # bring the next axis last
+                moved = gs.Variable(f"fbc{i}_{tag}_moved{axis}", dtype=np.float32)
+                perm = [0, 1, *range(2, 2 + rank - 2), 2 + rank - 1, 2 + rank - 2]
+                probe.nodes.append(gs.Node("Transpose", attrs={"perm": perm}, inputs=[summed], outputs=[moved]))
+                summed = moved
+        probe.nodes.append(gs.Node("Identity", inputs=[summed], outputs=[out]))
+        return out
     if layer.node.op == "Gemm":
         probe.nodes.append(reduce_node("ReduceMean", tensor, out, [0], probe.opset, f"fbc{i}_{tag}_axes"))
         return out
@@ -219,7 +282,8 @@ def _probe(float_graph: gs.Graph, layers: list[_Layer]) -> tuple[ir.Model, dict[
 
 def _output_means(weight: np.ndarray, bias: np.ndarray, means: np.ndarray, layer: _Layer) -> np.ndarray:
     """Per sample and output channel, the mean of the layer's output (weights, bias), from its
-    input's channel means ([samples, channels]); a 1x1 layer only."""
+    input's channel means ([samples, channels], or [samples, channels x kernel offsets] in the
+    weight's order for a layer with visits)."""
     weight, bias, means = weight.astype(np.float64), bias.astype(np.float64), means.astype(np.float64)
     if layer.node.op == "Gemm":
         attrs = layer.node.attrs
@@ -230,6 +294,17 @@ def _output_means(weight: np.ndarray, bias: np.ndarray, means: np.ndarray, layer
     taps = weight.reshape(groups, out_channels // groups, -1)  # [g, out/g, in/g]
     seen = means.reshape(len(means), groups, taps.shape[-1]).transpose(1, 2, 0)  # [g, in/g, samples]
     return np.matmul(taps, seen).transpose(2, 0, 1).reshape(len(means), out_channels) + bias
+
+
+def _channel_means(outputs: list[np.ndarray], moments: _Moments) -> np.ndarray:
+    """[samples, channels (x kernel offsets)]: the probe's per-sample outputs as _output_means
+    takes them; offset sums ([N, C, k2, k1]) become means over the batch and output positions."""
+    if moments.visits is None:
+        return np.stack(outputs)
+    sums = np.stack([np.asarray(o, np.float64).sum(axis=0) for o in outputs])  # [samples, C, k2(, k1)]
+    sums = sums.transpose(0, 1, *range(sums.ndim - 1, 1, -1))  # kernel axes in the weight's order
+    batch = outputs[0].shape[0] if outputs else 1
+    return sums.reshape(len(sums), -1) / (batch * moments.positions)
 
 
 def _shrunk_mean(per_sample: np.ndarray) -> np.ndarray:
@@ -281,8 +356,8 @@ def measure_together(
         if moments is None:
             per_sample = np.stack([r[f"fbc{i}_mean"] for r in results]).astype(np.float64)
         else:
-            seen_float = np.stack([r[f"fbc{i}_mx"] for r in results])
-            seen_quantized = np.stack([r[f"fbc{i}_mq"] for r in results])
+            seen_float = _channel_means([r[f"fbc{i}_mx"] for r in results], moments)
+            seen_quantized = _channel_means([r[f"fbc{i}_mq"] for r in results], moments)
             quantized_weight, quantized_bias = _dequantized(layer.node.inputs[1]), _dequantized(layer.node.inputs[2])
             per_sample = _output_means(moments.weight, moments.bias, seen_float, layer) - _output_means(
                 quantized_weight, quantized_bias, seen_quantized, layer

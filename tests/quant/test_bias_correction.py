@@ -4,6 +4,7 @@ layer on the float layer's own input."""
 
 import numpy as np
 import onnx_graphsurgeon as gs
+import pytest
 
 from edgec import calib, runner
 from edgec.graph_utils import constant_value
@@ -160,28 +161,46 @@ def test_the_probe_measures_at_most_bias_probe_samples_spread_over_the_set(monke
 
 
 def _linear_layers():
-    """The layers whose output mean the probe computes from input means: a strided 1x1 Conv, a
-    grouped 1x1 Conv, Gemms with and without transB (alpha, beta), and a 3x3 Conv that keeps
-    its quantized copy."""
+    """Layers whose output mean the probe computes from input means: a strided 1x1 Conv, a
+    grouped 1x1 Conv, a padded 3x3 Conv, a depthwise SAME_LOWER stride-2 Conv, a strided and
+    dilated 3x2 Conv with asymmetric pads, and Gemms with and without transB (alpha, beta)."""
     b = GraphBuilder(seed=9)
     rng = np.random.default_rng(5)
+
+    def bias(n):
+        return b.const(rng.standard_normal(n).astype(np.float32))
+
     x = b.input("x", [1, 4, 9, 9])
-    h = b.op("Conv", [x, b.weight(8, 4, 1, 1), b.const(rng.standard_normal(8).astype(np.float32))], strides=[2, 2])
-    grouped = b.op("Conv", [h, b.weight(8, 4, 1, 1), b.const(rng.standard_normal(8).astype(np.float32))], group=2)
+    h = b.op("Conv", [x, b.weight(8, 4, 1, 1), bias(8)], strides=[2, 2])
+    grouped = b.op("Conv", [h, b.weight(8, 4, 1, 1), bias(8)], group=2)
     h = b.op("Relu", [grouped])
-    h = b.op("Conv", [h, b.weight(6, 8, 3, 3), b.const(rng.standard_normal(6).astype(np.float32))], pads=[1, 1, 1, 1])
+    h = b.op("Conv", [h, b.weight(6, 8, 3, 3), bias(6)], pads=[1, 1, 1, 1])
+    h = b.op("Conv", [h, b.weight(6, 1, 3, 3), bias(6)], group=6, auto_pad="SAME_LOWER", strides=[2, 2])
+    h = b.op("Conv", [h, b.weight(6, 6, 3, 2), bias(6)], strides=[2, 1], dilations=[1, 2], pads=[2, 0, 1, 1])
     flat = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
-    g = b.op("Gemm", [flat, b.weight(6, 5), b.const(rng.standard_normal(5).astype(np.float32))], alpha=0.7, beta=1.5)
-    b.output(b.op("Gemm", [g, b.weight(3, 5), b.const(rng.standard_normal(3).astype(np.float32))], transB=1))
-    return b.model()
+    g = b.op("Gemm", [flat, b.weight(6, 5), bias(5)], alpha=0.7, beta=1.5)
+    b.output(b.op("Gemm", [g, b.weight(3, 5), bias(3)], transB=1))
+    return b.model(), [1, 4, 9, 9]
 
 
-def test_input_means_measure_what_the_quantized_copy_measures(monkeypatch):
-    """Linearity: for 1x1 layers and Gemms the shifts from input means equal (to float32
-    rounding) the shifts from running a quantized copy of the layer; two graphs measured in one
-    probe get what each gets alone."""
-    model = _linear_layers()
-    stack = (np.random.default_rng(2).standard_t(3, (24, 1, 4, 9, 9)) + 0.3).astype(np.float32)
+def _sequence_layers():
+    """A 1-D convolution (kernel 5, stride 3, pads 2/1) into a Gemm."""
+    b = GraphBuilder(seed=3)
+    rng = np.random.default_rng(6)
+    x = b.input("x", [1, 3, 20])
+    h = b.op("Conv", [x, b.weight(4, 3, 5), b.const(rng.standard_normal(4).astype(np.float32))], strides=[3], pads=[2, 1])
+    flat = b.op("Flatten", [b.op("GlobalAveragePool", [b.op("Relu", [h])])])
+    b.output(b.op("Gemm", [flat, b.weight(4, 2), b.const(rng.standard_normal(2).astype(np.float32))]))
+    return b.model(), [1, 3, 20]
+
+
+@pytest.mark.parametrize("build", [_linear_layers, _sequence_layers])
+def test_input_means_measure_what_the_quantized_copy_measures(monkeypatch, build):
+    """Linearity: the shifts from input means (per channel, or per channel and kernel offset
+    with strides, dilations and padding) equal, to float32 rounding, the shifts from running a
+    quantized copy of the layer; two graphs measured in one probe get what each gets alone."""
+    model, shape = build()
+    stack = (np.random.default_rng(2).standard_t(3, (24, *shape)) + 0.3).astype(np.float32)
     quantize = QuantizePass(calib="percentile", percentile=99.0, bias_correction="off", recover=False)
     wide, narrow = model.copy(), model.copy()
     apply_pass(quantize, wide.graph, PassContext(calibration=calib.load(stack, model)))
@@ -190,16 +209,20 @@ def test_input_means_measure_what_the_quantized_copy_measures(monkeypatch):
     samples = [{"x": s} for s in stack]
     layers = bias_correction._layers(wide.graph, set(model.graph.tensors()))
     _, planned = bias_correction._probe(model.graph, layers)
-    assert sorted(layers[i].node.op for i in planned) == ["Conv", "Conv", "Gemm", "Gemm"]  # not the 3x3
+    assert len(planned) == len(layers)  # no layer needs its copy
+    assert sum(planned[i].visits is not None for i in planned) == (3 if build is _linear_layers else 1)
 
     together = bias_correction.measure_together(model.graph, [wide.graph, narrow.graph], samples)
     alone = [bias_correction.measure(model.graph, g, samples) for g in (wide.graph, narrow.graph)]
     monkeypatch.setattr(bias_correction, "_moments", lambda *args: None)
-    copied = bias_correction.measure(model.graph, wide.graph, samples)
-    assert set(copied) == set(together[0]) and len(copied) == 5
-    assert sum(np.abs(shift).max() > 1e-3 for shift, _ in copied.values()) >= 3  # something to agree on
-    for name, (shift, _) in copied.items():
-        np.testing.assert_allclose(together[0][name][0], shift, rtol=1e-3, atol=1e-6)
+    copied = [bias_correction.measure(model.graph, g, samples) for g in (wide.graph, narrow.graph)]
+    offsets = [layers[i].node.name for i in planned if planned[i].visits is not None]
+    # something to agree on: the 90th percentile's clipping shifts every offset layer
+    assert all(np.abs(copied[1][name][0]).max() > 1e-3 for name in offsets)
+    for measured, copy in zip(together, copied):
+        assert set(copy) == set(measured) and len(copy) == len(layers)
+        for name, (shift, _) in copy.items():
+            np.testing.assert_allclose(measured[name][0], shift, rtol=1e-3, atol=1e-6)
     for one, other in zip(together, alone):
         assert set(one) == set(other)
         for name in one:

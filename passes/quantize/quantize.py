@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -190,11 +190,12 @@ class QuantizePass(Pass):
             rival = (runner_up, *self._rewrite_with(runner_up, float_model, scheme, observers))
         probed = [graph] + ([rival[1].graph] if rival else [])
         shifts = self._bias_shifts(float_model, probed, ctx) if correcting else None
-        corrected = self._correct_biases(float_model, graph, ctx, holds, scored, shifts[0]) if correcting else None
-        if corrected is not None and rival is not None and "scored_db" in corrected:
-            joint = self._correct_runner_up(float_model, graph, ctx, holds, scored, corrected, rival, shifts[1])
-            if joint is not None:
-                plan, corrected = joint
+        corrected = None
+        if correcting and rival is not None:
+            adopted, corrected = self._correct_jointly(float_model, graph, ctx, holds, scored, rival, shifts)
+            plan = adopted or plan
+        elif correcting:
+            corrected = self._correct_biases(float_model, graph, ctx, holds, scored, shifts[0])
         recovered = self._recover(float_model, graph, scheme, observers, ctx) if recovering else None
         if recovered is not None and recovered["ok"]:
             plan = recovered.pop("plan")
@@ -273,10 +274,20 @@ class QuantizePass(Pass):
         With `holds` (recovery on), candidates that meet the budget on the check samples come
         first: a correction must not undo what recovery settled (PP-OCRv4's detector from random
         inputs failed its check at cosine 0.971 after the correction of its recovered graph)."""
-        from edgec import runner
-
         if shifts is None:
             shifts = self._bias_shifts(float_model, [graph], ctx)[0]
+        candidates = self._bias_candidates(float_model, graph, ctx, scored, shifts)
+        if not isinstance(candidates, list):
+            return candidates
+        best, held = _first_that_holds(candidates, holds)
+        return self._adopt_correction(graph, candidates, best, held)
+
+    def _bias_candidates(self, float_model, graph, ctx, scored, shifts) -> list | dict:
+        """The correction candidates of `graph` (name, score on the held-out samples, trial
+        model, what the report says), best first; or the report's entry when there is nothing
+        to choose."""
+        from edgec import runner
+
         if isinstance(shifts, str):
             return {"layers": 0, "chosen": "none", "error": shifts}
         if not shifts:
@@ -298,30 +309,24 @@ class QuantizePass(Pass):
         candidates = {"none": {}, "guarded": guarded, "all": {name: shift for name, (shift, _) in shifts.items()}}
         if len(guarded) in (0, len(shifts)):
             del candidates["guarded"]  # the same as none or as all
-        scores, trials = {}, {}
+        found = []
         for name, chosen in candidates.items():
             trial = ir.Model(graph).copy() if chosen else ir.Model(graph)  # "none" is the graph as it is
             mean_shifts.apply(trial.graph, chosen)
             if name == "none" and known is not None:
-                scores[name] = known
+                score = known
             else:
-                scores[name] = _worst_output_db(_scoring_outputs(trial, samples, self.active_scheme()), reference)
-            trials[name] = trial
-        # Best score first (a tie keeps the smaller change); with `holds`, the first that meets the
-        # budget: each budget check runs the check samples, so only as many as it takes.
-        ranked = sorted(scores, key=lambda name: (-scores[name], list(candidates).index(name)))
-        held: dict[str, bool] = {}
-        best = ranked[0]
-        if holds is not None:
-            for name in ranked:
-                held[name] = holds(trials[name])
-                if held[name]:
-                    best = name
-                    break
-        if best != "none":
-            adopted = trials[best].graph
+                score = _worst_output_db(_scoring_outputs(trial, samples, self.active_scheme()), reference)
+            found.append(_Correction(name, score, trial, {"layers": len(shifts), "guarded": len(guarded)}))
+        # Best score first; a tie keeps the smaller change (the order above).
+        return sorted(found, key=lambda c: -c.score)
+
+    @staticmethod
+    def _adopt_correction(graph: gs.Graph, candidates: list, best, held: dict) -> dict:
+        if best.name != "none":
+            adopted = best.trial.graph
             graph.nodes, graph.inputs, graph.outputs = adopted.nodes, adopted.inputs, adopted.outputs
-        chosen = {"layers": len(shifts), "guarded": len(guarded), "chosen": best, "scored_db": scores}
+        chosen = best.report | {"chosen": best.name, "scored_db": {c.name: c.score for c in _in_order(candidates)}}
         return chosen | ({"meets_budget": held} if held else {})
 
     def _rewrite_with(self, calib: str, float_model: ir.Model, scheme, observers) -> tuple:
@@ -335,21 +340,39 @@ class QuantizePass(Pass):
         finally:
             self.calib, self._float_concats = own, concats
 
-    def _correct_runner_up(self, float_model, graph, ctx, holds, scored, corrected, rival, shifts):
-        """calib=auto's runner-up (`rival`: method and _rewrite_with's result), bias-corrected as
-        the winner was: the better corrected graph wins (method and correction decided together).
-        (plan, corrected) when the runner-up won."""
+    def _correct_jointly(self, float_model, graph, ctx, holds, scored, rival, shifts):
+        """Fast bias correction for calib=auto's winner (`graph`) and runner-up (`rival`: method
+        and _rewrite_with's result) together: the best corrected graph of either wins (method and
+        correction decided together); with `holds`, the best that meets the budget, checked best
+        first across both (each check is an exact run of the check samples: only as many as it
+        takes). (plan or None when the winner stays, the report's bias_correction entry)."""
         runner_up, other, plan, concats = rival
         winner = self.calib
-        own = corrected["scored_db"][corrected["chosen"]]
-        fixed = self._correct_biases(float_model, other.graph, ctx, holds, scored and (*scored[:2], None), shifts)
-        score = fixed.get("scored_db", {}).get(fixed.get("chosen"), -np.inf)
-        if not score > own:
-            corrected["runner_up"] = {"calib": runner_up, "scored_db": score}
-            return None
+        own = self._bias_candidates(float_model, graph, ctx, scored, shifts[0])
+        theirs = self._bias_candidates(float_model, other.graph, ctx, scored and (*scored[:2], None), shifts[1])
+        if not isinstance(own, list):
+            return None, own
+        if not isinstance(theirs, list):
+            return None, self._adopt_correction(graph, own, *_first_that_holds(own, holds)) | {
+                "runner_up": {"calib": runner_up, "scored_db": -np.inf}
+            }
+        for method, candidates in ((winner, own), (runner_up, theirs)):
+            for candidate in candidates:
+                candidate.label = f"{method}:{candidate.name}"
+        # A tie keeps the winner's graph: the runner-up's candidates rank after its equals.
+        tagged = sorted([(c, True) for c in own] + [(c, False) for c in theirs], key=lambda t: (-t[0].score, not t[1]))
+        best, held = _first_that_holds([c for c, _ in tagged], holds)
+        ours = any(c is best for c in own)
+        best_of = {True: max(c.score for c in own), False: max(c.score for c in theirs)}
+        if ours:
+            return None, self._adopt_correction(graph, own, best, held) | {
+                "runner_up": {"calib": runner_up, "scored_db": best_of[False]}
+            }
         self.calib, self._float_concats = runner_up, concats
         graph.nodes, graph.inputs, graph.outputs = other.graph.nodes, other.graph.inputs, other.graph.outputs
-        return plan, fixed | {"runner_up": {"calib": winner, "scored_db": own}}
+        return plan, self._adopt_correction(graph, theirs, best, held) | {
+            "runner_up": {"calib": winner, "scored_db": best_of[True]}
+        }
 
     def _recover(self, float_model: ir.Model, graph: gs.Graph, scheme, observers, ctx: PassContext) -> dict | None:
         """The budget missed: the most sensitive layers go back to float until it holds (see
@@ -682,6 +705,40 @@ def _check_ranges_data_free(graph: gs.Graph, observers: dict, ctx: PassContext) 
         "median_span_ratio": round(float(np.median([s.ratio for s in spans])), 3) if spans else None,
         "worst": [{"tensor": m.tensor, "span_ratio": round(m.ratio, 3)} for m in found[:3]],
     }
+
+
+@dataclass
+class _Correction:
+    """A fast-bias-correction candidate: which layers move ("none", "guarded", "all"), its
+    score on the held-out samples, the corrected model, and the report's counts."""
+
+    name: str
+    score: float
+    trial: ir.Model
+    report: dict
+    label: str = ""  # in the report's meets_budget: the name, or "method:name" when two methods compete
+
+    def __post_init__(self):
+        self.label = self.label or self.name
+
+
+_CORRECTIONS = ("none", "guarded", "all")
+
+
+def _in_order(candidates: list) -> list:
+    return sorted(candidates, key=lambda c: _CORRECTIONS.index(c.name))
+
+
+def _first_that_holds(ranked: list, holds) -> tuple:
+    """(the first of `ranked` that meets the budget, or the first when none does or there is no
+    budget to meet; {name: met} for each checked)."""
+    held: dict[str, bool] = {}
+    if holds is not None:
+        for candidate in ranked:
+            held[candidate.label] = holds(candidate.trial)
+            if held[candidate.label]:
+                return candidate, held
+    return ranked[0], held
 
 
 def _fit_and_score_split(calibration, per_layer: bool = False) -> tuple:

@@ -68,7 +68,10 @@ def make_session(
     spinning: bool = False,
     arena: bool = False,
     int8_fusion: bool = True,
+    dequantize_weights: bool = False,
 ) -> ort.InferenceSession:
+    """A CPU session. `dequantize_weights` (an ir.Model only): constant int8 weights go in
+    dequantized (see dequantized_weights)."""
     options = session_options(optimize, threads, spinning, arena, int8_fusion)
     providers = ["CPUExecutionProvider"]
     if isinstance(model, (str, os.PathLike)):
@@ -80,7 +83,7 @@ def make_session(
             path = ir.save(model, os.path.join(tmp, "model.onnx"))[0]
             return ort.InferenceSession(str(path), options, providers=providers)
     if isinstance(model, ir.Model):
-        return _session_reading_weights_in_place(model, options, providers)
+        return _session_reading_weights_in_place(model, options, providers, dequantize_weights)
     return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
 
 
@@ -92,7 +95,7 @@ _IN_PLACE_DTYPES = frozenset(
 _IN_MEMORY_LOCATION = "__in_memory__.data"  # never read: every such initializer is supplied
 
 
-def _session_reading_weights_in_place(model: ir.Model, options, providers) -> ort.InferenceSession:
+def _session_reading_weights_in_place(model: ir.Model, options, providers, dequantize: bool = False) -> ort.InferenceSession:
     """A session whose large weights onnxruntime reads from the graph's own arrays
     (SessionOptions.add_external_initializers) instead of a serialized copy: the proto holds the
     graph only. Serializing every weight into the proto and parsing it back was ~0.3 CPU s per
@@ -107,11 +110,12 @@ def _session_reading_weights_in_place(model: ir.Model, options, providers) -> or
     with external_data.placeholders(model.graph, in_place) as swapped:
         proto = model._proto()
     external_data.point_outside(proto, swapped, None, _IN_MEMORY_LOCATION)
-    arrays = [np.ascontiguousarray(c.values) for c in swapped.values()]
+    weights = {name: np.ascontiguousarray(c.values) for name, c in swapped.items()}
+    if dequantize:
+        proto = dequantized_weights(proto, weights)
+    arrays = list(weights.values())
     if arrays:
-        options.add_external_initializers(
-            list(swapped), [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
-        )
+        options.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
     session._edgec_weights = arrays  # onnxruntime reads these buffers for as long as the session lives
     return session
@@ -222,8 +226,10 @@ def run_model(
         proto = fp16_emulation.emulated(model.to_onnx(value_info=True))
         return run(make_session(proto, optimize=optimize, arena=arena_pays(model.graph)), samples)
     if float_weights and not external_data.needed(model.graph):
-        proto = dequantized_weights(model.to_onnx())
-        return run(make_session(proto, optimize=optimize, arena=arena_pays(model.graph), int8_fusion=False), samples)
+        session = make_session(
+            model, optimize=optimize, arena=arena_pays(model.graph), int8_fusion=False, dequantize_weights=True
+        )
+        return run(session, samples)
     return run(make_session(model, optimize=optimize, arena=arena_pays(model.graph)), samples)
 
 
@@ -233,20 +239,27 @@ DEQUANTIZED_WEIGHT_BYTES = 512 << 20
 _DEQUANTIZABLE = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32)}
 
 
-def dequantized_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+def dequantized_weights(proto: onnx.ModelProto, weights: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """`proto` (changed in place) with each DequantizeLinear of constants replaced by its float32
     result. With graph optimizations off, onnxruntime dequantizes every weight in every run into
     fresh buffers: ResNet-50 Q/DQ, 48 runs, 7.3 CPU s (2.1 of them page faults) against 4.7 with
     the weights dequantized once. Computed as onnxruntime's kernel does, (float)(q - zero_point)
     * scale, so the outputs are bit for bit the same (tested); blocked quantization, float16
-    scales and subgraphs are left as they are."""
+    scales and subgraphs are left as they are. `weights`: the arrays of the proto's in-memory
+    external initializers (_session_reading_weights_in_place), changed in place too: the float32
+    results join them."""
     graph = proto.graph
     initializers = {i.name: i for i in graph.initializer}
+    in_memory, weights = weights is not None, {} if weights is None else weights
     outputs = {o.name for o in graph.output}
     folded, kept, written = {}, [], 0
+
+    def value(name: str) -> np.ndarray:
+        return weights[name] if name in weights else numpy_helper.to_array(initializers[name])
+
     for node in graph.node:
         dequantizes = node.op_type == "DequantizeLinear" and node.output[0] not in outputs
-        values = _dequantized(node, initializers) if dequantizes else None
+        values = _dequantized(node, initializers, value) if dequantizes else None
         if values is None or written + values.nbytes > DEQUANTIZED_WEIGHT_BYTES:
             kept.append(node)
             continue
@@ -258,21 +271,30 @@ def dequantized_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(kept)
     used = {name for node in kept for name in node.input} | outputs
     remaining = [i for i in graph.initializer if i.name in used]
+    for name in [name for name in weights if name not in used]:
+        del weights[name]
     del graph.initializer[:]
     graph.initializer.extend(remaining)
-    graph.initializer.extend(numpy_helper.from_array(values, name) for name, values in folded.items())
+    for name, values in folded.items():
+        if not in_memory:
+            graph.initializer.append(numpy_helper.from_array(values, name))
+            continue
+        reference = graph.initializer.add(name=name, data_type=onnx.TensorProto.FLOAT, dims=values.shape)
+        reference.data_location = onnx.TensorProto.EXTERNAL
+        reference.external_data.add(key="location", value=_IN_MEMORY_LOCATION)  # never read
+        weights[name] = values
     return proto
 
 
-def _dequantized(node: onnx.NodeProto, initializers: dict) -> np.ndarray | None:
+def _dequantized(node: onnx.NodeProto, initializers: dict, value) -> np.ndarray | None:
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if attributes.get("block_size") or "output_dtype" in attributes:
         return None
     if any(name not in initializers for name in node.input if name) or len(node.input) < 2:
         return None
-    q = numpy_helper.to_array(initializers[node.input[0]])
-    scale = numpy_helper.to_array(initializers[node.input[1]])
-    zero_point = numpy_helper.to_array(initializers[node.input[2]]) if len(node.input) > 2 and node.input[2] else None
+    q = value(node.input[0])
+    scale = value(node.input[1])
+    zero_point = value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if q.dtype not in _DEQUANTIZABLE or scale.dtype != np.float32 or scale.ndim > 1:
         return None
     return qdq.dequantize(q, scale, zero_point, attributes.get("axis", 1))

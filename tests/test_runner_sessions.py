@@ -66,3 +66,63 @@ def test_arena_sessions_give_their_unused_chunks_back_after_each_run():
     assert runner.run_options(without) is None
     for session in (with_arena, without):
         np.testing.assert_array_equal(runner.run(session, feeds)[0][session.get_outputs()[0].name], [[0, 2, 0, 4]])
+
+
+def _weighted_model():
+    """A 2 MB float weight, int8 weights behind DequantizeLinear, and an If whose branch holds its
+    own 4 KB weight (stays inline: not a top-level initializer)."""
+    import numpy as np
+    from onnx import helper
+
+    b = GraphBuilder(seed=3)
+    x = b.input("x", [2, 512])
+    h = b.op("MatMul", [x, b.weight(512, 1024)])
+    codes = b.const(np.random.default_rng(1).integers(-127, 128, (1024, 64)).astype(np.int8))
+    h = b.op("MatMul", [h, b.op("DequantizeLinear", [codes, b.const(np.float32(0.01)), b.const(np.int8(0))])])
+    branch_weight = helper.make_tensor("branch_w", onnx.TensorProto.FLOAT, [64, 16], np.linspace(-1, 1, 1024).astype(np.float32))
+    then = helper.make_graph(
+        [helper.make_node("MatMul", [h, "branch_w"], ["then_out"])], "then", [],
+        [helper.make_tensor_value_info("then_out", onnx.TensorProto.FLOAT, [2, 16])], [branch_weight],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Slice", [h, b.const(np.array([0], np.int64)), b.const(np.array([16], np.int64)),
+                                    b.const(np.array([1], np.int64))], ["else_out"])], "else", [],
+        [helper.make_tensor_value_info("else_out", onnx.TensorProto.FLOAT, [2, 16])],
+    )
+    flag = b.op("Greater", [b.op("ReduceSum", [x], keepdims=0), b.const(np.float32(0.0))])
+    b.output(b.op("If", [flag], then_branch=then, else_branch=other))
+    return b.model()
+
+
+def test_sessions_read_large_weights_in_place_with_the_same_outputs(monkeypatch):
+    """Top-level weights of 1 KB or more reach onnxruntime as in-memory external initializers,
+    not inside the serialized model: the same outputs bit for bit, with and without optimization
+    and with the int8 weights dequantized, from a proto of a few KB."""
+    import numpy as np
+    import onnxruntime as ort
+
+    model = _weighted_model()
+    samples = [{"x": np.random.default_rng(s).standard_normal((2, 512)).astype(np.float32) * (1 if s else -1)}
+               for s in range(2)]
+    sizes = []
+    original = ort.InferenceSession
+
+    def recording(proto, *args, **kwargs):
+        sizes.append(len(proto))
+        return original(proto, *args, **kwargs)
+
+    for options in ({}, {"optimize": True}, {"dequantize_weights": True}):
+        proto = model.to_onnx()
+        if options.get("dequantize_weights"):
+            proto = runner.dequantized_weights(proto)
+        session_options = runner.session_options(options.get("optimize", False))
+        serialized = original(proto.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
+        expected = [serialized.run(None, s) for s in samples]
+        monkeypatch.setattr(runner.ort, "InferenceSession", recording)
+        session = runner.make_session(model, **options)
+        monkeypatch.setattr(runner.ort, "InferenceSession", original)
+        for sample, want in zip(samples, expected):
+            got = session.run(None, sample)
+            assert all(np.array_equal(a, b) for a, b in zip(got, want)), options
+    assert len(sizes) == 3 and max(sizes) < 16 << 10  # the 2 MB and the int8 weights stayed out
+    assert len(model.to_onnx().SerializeToString()) > 2 << 20

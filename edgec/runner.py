@@ -162,30 +162,32 @@ def run(session: ort.InferenceSession, samples: Sequence[Feeds]) -> list[dict[st
     became float16 is still checked on the same samples)."""
     names = [o.name for o in session.get_outputs()]
     inputs = [(i.name, _ORT_FLOATS.get(i.type)) for i in session.get_inputs()]
-    options = run_options(session)
+    last = len(samples) - 1
     results = []
-    for feeds in samples:
+    for i, feeds in enumerate(samples):
         wanted = {
             name: feeds[name] if dtype is None else np.asarray(feeds[name]).astype(dtype, copy=False)
             for name, dtype in inputs
         }
-        results.append(dict(zip(names, session.run(names, wanted, options))))
+        results.append(dict(zip(names, session.run(names, wanted, run_options(session, last=i == last)))))
     return results
 
 
-# An arena's unused chunks go back after each run: without it, DNSMOS's -O int8 build (351 MB of
-# activations a run) kept ~300-650 MB per arena session after the session ended (RSS 116 ->
-# 1727 MB over five sessions, none alive; malloc_trim did not help), peaking at 2.27 GB instead
-# of 666 MB without the arena; with the shrinkage 771 MB. ResNet-50 -O int8: same bytes and peak,
-# sys 6.5 -> 8.8 CPU s (with a sweep running alongside). Only arena sessions take the option:
-# onnxruntime refuses it on a session without one.
+# An arena's unused chunks go back after a session's last run: without it, DNSMOS's -O int8
+# build (351 MB of activations a run) kept ~300-650 MB per arena session after the session ended
+# (RSS 116 -> 1727 MB over five sessions, none alive; malloc_trim did not help), peaking at
+# 2.27 GB instead of 666 MB without the arena. Shrinking after every run instead (771 MB) undid
+# the arena's point, fresh pages in every run: ResNet-50's calibration run, 100 samples, 11.9
+# instead of 8.9 CPU s. Only arena sessions take the option: onnxruntime refuses it on a
+# session without one.
 _ARENA_RUN = ort.RunOptions()
 _ARENA_RUN.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
-def run_options(session: ort.InferenceSession) -> ort.RunOptions | None:
-    """The options every run of a build session takes (the arena's shrinkage, when it has one)."""
-    return _ARENA_RUN if session.get_session_options().enable_cpu_mem_arena else None
+def run_options(session: ort.InferenceSession, last: bool = True) -> ort.RunOptions | None:
+    """The options of a build session's run: the arena's shrinkage on the `last` run, when the
+    session has an arena."""
+    return _ARENA_RUN if last and session.get_session_options().enable_cpu_mem_arena else None
 
 
 # Models whose outputs run_model_shared remembers: the check before a pass, the pass's own

@@ -119,10 +119,10 @@ def observe(
     observers = {name: HistogramObserver() for name in wanted}
     fitting = {name: HistogramObserver() for name in wanted} if alone and fitting_too else None
     feeds_names = [i.name for i in session.get_inputs()]
-    options = runner.run_options(session)
     with Progress(len(calibration), label, enabled=progress) as bar:
         position = 0
         for feeds, count in batches(calibration, model, per_batch, alone=alone):
+            options = runner.run_options(session, last=position + count >= len(calibration))
             values = dict(zip(fetch, session.run(fetch, {k: feeds[k] for k in feeds_names}, options)))
             held = count == 1 and position in alone
             for name in wanted:

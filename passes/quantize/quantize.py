@@ -282,10 +282,10 @@ class QuantizePass(Pass):
         best, held = _first_that_holds(candidates, holds)
         return self._adopt_correction(graph, candidates, best, held)
 
-    def _bias_candidates(self, float_model, graph, ctx, scored, shifts) -> list | dict:
+    def _bias_candidates(self, float_model, graph, ctx, scored, shifts, uncorrected: bool = True) -> list | dict:
         """The correction candidates of `graph` (name, score on the held-out samples, trial
         model, what the report says), best first; or the report's entry when there is nothing
-        to choose."""
+        to choose. Without `uncorrected`, no "none" candidate."""
         from edgec import runner
 
         if isinstance(shifts, str):
@@ -309,6 +309,8 @@ class QuantizePass(Pass):
         candidates = {"none": {}, "guarded": guarded, "all": {name: shift for name, (shift, _) in shifts.items()}}
         if len(guarded) in (0, len(shifts)):
             del candidates["guarded"]  # the same as none or as all
+        if not uncorrected:
+            del candidates["none"]
         found = []
         for name, chosen in candidates.items():
             trial = ir.Model(graph).copy() if chosen else ir.Model(graph)  # "none" is the graph as it is
@@ -349,7 +351,10 @@ class QuantizePass(Pass):
         runner_up, other, plan, concats = rival
         winner = self.calib
         own = self._bias_candidates(float_model, graph, ctx, scored, shifts[0])
-        theirs = self._bias_candidates(float_model, other.graph, ctx, scored and (*scored[:2], None), shifts[1])
+        # The runner-up uncorrected already lost to the winner uncorrected (calib=auto's scores).
+        theirs = self._bias_candidates(
+            float_model, other.graph, ctx, scored and (*scored[:2], None), shifts[1], uncorrected=False
+        )
         if not isinstance(own, list):
             return None, own
         if not isinstance(theirs, list):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import edgec
+from edgec import blas
 from edgec.errors import EdgecError, PluginError
 
 SUBCOMMANDS = ("inspect", "passes", "targets", "models", "debug-precision", "bench", "build-engine")
@@ -565,6 +566,7 @@ def _configure(args) -> None:
         warnings.simplefilter("ignore")
 
 
+@blas.single_threaded  # every command, not only builds (edgec.blas)
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

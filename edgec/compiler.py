@@ -14,7 +14,7 @@ import numpy as np
 import edgec
 from edgec.calib import preprocess as preprocessing
 from edgec import calib as calib_module  # `calib` is compile()'s argument
-from edgec import bundle, freeze, frontends, ir, noise_floor, pipeline_text, presets, samples as sampling
+from edgec import blas, bundle, freeze, frontends, ir, noise_floor, pipeline_text, presets, samples as sampling
 from edgec.backend import Artifact, Backend
 from edgec.compare import Comparison, Tolerance, compare
 from edgec.errors import CheckFailed, EdgecError, InternalError, PipelineError
@@ -147,6 +147,7 @@ def choose_backend(registry: Registry, target: Target, requested: str | None) ->
     return backend, [f"none of {target.name}'s backends is available ({'; '.join(skipped)}); wrote ONNX instead"]
 
 
+@blas.single_threaded
 def compile(  # noqa: A001 - the public name mirrors the command
     model: Any,
     target: str | Target = "x86-64",

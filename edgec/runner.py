@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -261,7 +262,7 @@ def dequantized_weights(proto: onnx.ModelProto, weights: dict[str, np.ndarray] |
 
     for node in graph.node:
         dequantizes = node.op_type == "DequantizeLinear" and node.output[0] not in outputs
-        values = _dequantized(node, initializers, value) if dequantizes else None
+        values = _dequantized(node, initializers, value, node.input[0] in weights) if dequantizes else None
         if values is None or written + values.nbytes > DEQUANTIZED_WEIGHT_BYTES:
             kept.append(node)
             continue
@@ -288,7 +289,9 @@ def dequantized_weights(proto: onnx.ModelProto, weights: dict[str, np.ndarray] |
     return proto
 
 
-def _dequantized(node: onnx.NodeProto, initializers: dict, value) -> np.ndarray | None:
+def _dequantized(node: onnx.NodeProto, initializers: dict, value, in_memory: bool = False) -> np.ndarray | None:
+    """The float32 values of a DequantizeLinear of initializers (`value` reads one); None when
+    not computed here. `in_memory`: its codes are the graph's own array (shareable by identity)."""
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if attributes.get("block_size") or "output_dtype" in attributes:
         return None
@@ -299,4 +302,30 @@ def _dequantized(node: onnx.NodeProto, initializers: dict, value) -> np.ndarray 
     zero_point = value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if q.dtype not in _DEQUANTIZABLE or scale.dtype != np.float32 or scale.ndim > 1:
         return None
-    return qdq.dequantize(q, scale, zero_point, attributes.get("axis", 1))
+    axis = attributes.get("axis", 1)
+    if _SHARED_DEQUANTIZED is None or not in_memory or q.size <= 64:
+        return qdq.dequantize(q, scale, zero_point, axis)
+    # The stored codes by identity (the memo holds them, so no identity is reused), the rest by value.
+    key = (id(q), scale.tobytes(), None if zero_point is None else zero_point.tobytes(), axis)
+    if key not in _SHARED_DEQUANTIZED:
+        _SHARED_DEQUANTIZED[key] = (qdq.dequantize(q, scale, zero_point, axis), q)
+    return _SHARED_DEQUANTIZED[key][0]
+
+
+# While sharing_dequantized() is active: float32 weights by (codes, scale, zero point, axis).
+_SHARED_DEQUANTIZED: dict | None = None
+
+
+@contextmanager
+def sharing_dequantized():
+    """Within the block, sessions that take dequantized weights (run_model's float_weights) compute
+    each rounded weight's float32 values once: quantize's candidates share their rounded weights
+    (QuantizePass's weight memo), and the openvino scheme scores each of them in a session of
+    float32 weights (ResNet-50: 12 sessions, 2.4 CPU s dequantizing). The values are kept until
+    the block ends."""
+    global _SHARED_DEQUANTIZED
+    outer, _SHARED_DEQUANTIZED = _SHARED_DEQUANTIZED, {} if _SHARED_DEQUANTIZED is None else _SHARED_DEQUANTIZED
+    try:
+        yield
+    finally:
+        _SHARED_DEQUANTIZED = outer

@@ -142,9 +142,12 @@ class QuantizePass(Pass):
         return methods
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        from edgec import runner
+
         self._weight_memo = {}
         try:
-            return self._quantize(graph, ctx)
+            with runner.sharing_dequantized():
+                return self._quantize(graph, ctx)
         finally:
             self._weight_memo = None  # the int8 copies of every weight: not kept past the pass
 

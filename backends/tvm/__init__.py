@@ -23,6 +23,10 @@ LIBRARY = "model.so"
 TUNING_DIR = "tuning"
 
 
+# Operators unroll-recurrent replaces (DynamicQuantizeLSTM becomes an LSTM first).
+RECURRENT = ("GRU", "LSTM", "DynamicQuantizeLSTM")
+
+
 class TvmBackend(Backend):
     name = "tvm"
     summary = "Apache TVM (Relax) shared library model.so for aarch64 / x86-64 Linux CPUs, optionally tuned"
@@ -63,14 +67,15 @@ class TvmBackend(Backend):
     def legalize_passes(self, target, graph, pipeline=()) -> str:
         # Relax converts no GRU/LSTM: unrolled once the cleanup fixed the sequence length
         # (silero-vad's LSTM leaves its If only when the sample rate is frozen).
-        recurrent = ("GRU", "LSTM", "DynamicQuantizeLSTM")  # the last becomes an LSTM first
-        return "unroll-recurrent" if any(n.op in recurrent for n in ir.iter_nodes(graph)) else ""
+        return "unroll-recurrent" if any(n.op in RECURRENT for n in ir.iter_nodes(graph)) else ""
 
     def preflight(self, model: ir.Model, target) -> None:
-        # SLANet's Loop was refused only at lower(), after 8 minutes of -O fp16.
+        # SLANet's Loop was refused only at lower(), after 8 minutes of -O fp16. The recurrent
+        # layers are not refused: legalize_passes unrolls them after the lossy passes (refusing
+        # them turned silero-vad's and ddddocr's -O int8 into refusals).
         from edgec.backends.tvm import build
 
-        build.require_converters(model)
+        build.require_converters(model, unrolled=RECURRENT)
 
     def check_tolerance(self, model: ir.Model) -> Tolerance:
         precision = ir.compute_precision(model.graph)

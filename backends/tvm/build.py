@@ -64,11 +64,12 @@ def import_model(model: ir.Model) -> Imported:
     return Imported(mod, inputs, outputs, notes)
 
 
-def require_converters(model: ir.Model) -> None:
-    """Raise EdgecError naming the operators TVM's ONNX importer has no converter for."""
+def require_converters(model: ir.Model, unrolled: tuple[str, ...] = ()) -> None:
+    """Raise EdgecError naming the operators TVM's ONNX importer has no converter for (the
+    `unrolled` ones are rewritten before it sees them)."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    known = set(_get_convert_map()) | {"If", "Constant"}
+    known = set(_get_convert_map()) | {"If", "Constant"} | set(unrolled)
     missing = sorted({n.op for n in ir.iter_nodes(model.graph)} - known)
     if missing:
         raise EdgecError(f"TVM's ONNX importer (Relax) has no converter for: {', '.join(missing)}")

@@ -67,3 +67,39 @@ def test_an_infinite_output_is_reported_as_minus_inf_db_against_float():
     result = compare(ir_run, overflowed, budget, against="IR", float_reference=floating)
     assert not result.ok
     assert "sqnr vs float -inf dB < 30.0 dB" in result.failures[0]
+
+
+def test_metrics_in_blocks_equal_the_whole_output(monkeypatch):
+    """_metrics works in blocks (bounded memory on a 640x640 detector's outputs): NaNs on both
+    sides, on one side and infinities in different blocks give what one block gives."""
+    import math
+
+    import numpy as np
+
+    from edgec import compare as compare_module
+
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal(10_000)
+    got = ref + rng.standard_normal(10_000) * 1e-3
+    results = []
+    for nan_case in ("none", "both", "one", "inf"):
+        r, g = ref.copy(), got.copy()
+        if nan_case == "both":
+            r[[5, 7_777]] = g[[5, 7_777]] = np.nan
+        elif nan_case == "one":
+            g[8_000] = np.nan
+        elif nan_case == "inf":
+            r[9_999] = np.inf
+        whole = compare_module._metrics(r, g)
+        monkeypatch.setattr(compare_module, "METRIC_BLOCK", 1_000)
+        blocked = compare_module._metrics(r, g)
+        monkeypatch.setattr(compare_module, "METRIC_BLOCK", 1 << 20)
+        for key in whole:
+            if math.isfinite(whole[key]):
+                assert math.isclose(blocked[key], whole[key], rel_tol=1e-12), (nan_case, key)
+            else:
+                assert blocked[key] == whole[key], (nan_case, key)
+        results.append(whole)
+    assert math.isclose(results[0]["sqnr_db"], 60.0, abs_tol=0.2)  # noise 1e-3 of a unit signal
+    assert results[1]["sqnr_db"] == results[0]["sqnr_db"] or abs(results[1]["sqnr_db"] - 60.0) < 0.2
+    assert results[2]["max_abs_err"] == math.inf and results[2]["sqnr_db"] == -math.inf

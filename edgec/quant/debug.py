@@ -57,8 +57,10 @@ def _quantizers(graph: gs.Graph) -> list[tuple[gs.Node, gs.Node]]:
 
 
 # Tensors exposed at once (one sample, float32): a 800x608 layout detector exposes ~4 GB when
-# every quantized tensor is an output of one session; chunks keep each run under this.
-EXPOSED_BYTES = 256 << 20
+# every quantized tensor is an output of one session; chunks keep each run under this. 256 MB
+# took PP-OCRv4 det's -O int8 (640x640) to 1619 MB in recovery's ranking (limit 1581); smaller
+# chunks run the three sessions more often (the rows are the same: tested).
+EXPOSED_BYTES = 128 << 20
 UNKNOWN_TENSOR_BYTES = 64 << 20  # a tensor without a shape is assumed this large
 
 

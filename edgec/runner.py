@@ -96,7 +96,9 @@ _IN_PLACE_DTYPES = frozenset(
 _IN_MEMORY_LOCATION = "__in_memory__.data"  # never read: every such initializer is supplied
 
 
-def _session_reading_weights_in_place(model: ir.Model, options, providers, dequantize: bool = False) -> ort.InferenceSession:
+def _session_reading_weights_in_place(
+    model: ir.Model, options, providers, dequantize: bool = False
+) -> ort.InferenceSession:
     """A session whose large weights onnxruntime reads from the graph's own arrays
     (SessionOptions.add_external_initializers) instead of a serialized copy: the proto holds the
     graph only. Serializing every weight into the proto and parsing it back was ~0.3 CPU s per

@@ -399,7 +399,8 @@ def measure_together(
                 seen_float = _channel_means([r[moments.float_means] for r in results], moments)
                 float_outputs[key] = (_output_means(moments.weight, moments.bias, seen_float, layer), moments)
             seen_quantized = _channel_means([r[f"fbc{i}_mq"] for r in results], moments)
-            quantized_weight, quantized_bias = widened.tensor(layer.node.inputs[1]), widened.tensor(layer.node.inputs[2])
+            quantized_weight = widened.tensor(layer.node.inputs[1])
+            quantized_bias = widened.tensor(layer.node.inputs[2])
             per_sample = float_outputs[key][0] - _output_means(quantized_weight, quantized_bias, seen_quantized, layer)
         shift = _shrunk_mean(per_sample)
         if layer.node.op == "Gemm":  # the bias enters as beta * C

@@ -188,7 +188,8 @@ def _sequence_layers():
     b = GraphBuilder(seed=3)
     rng = np.random.default_rng(6)
     x = b.input("x", [1, 3, 20])
-    h = b.op("Conv", [x, b.weight(4, 3, 5), b.const(rng.standard_normal(4).astype(np.float32))], strides=[3], pads=[2, 1])
+    bias = b.const(rng.standard_normal(4).astype(np.float32))
+    h = b.op("Conv", [x, b.weight(4, 3, 5), bias], strides=[3], pads=[2, 1])
     flat = b.op("Flatten", [b.op("GlobalAveragePool", [b.op("Relu", [h])])])
     b.output(b.op("Gemm", [flat, b.weight(4, 2), b.const(rng.standard_normal(2).astype(np.float32))]))
     return b.model(), [1, 3, 20]

@@ -739,7 +739,7 @@ def _in_order(candidates: list) -> list:
 
 def _first_that_holds(ranked: list, holds) -> tuple:
     """(the first of `ranked` that meets the budget, or the first when none does or there is no
-    budget to meet; {name: met} for each checked)."""
+    budget to meet; {label: met} for each checked)."""
     held: dict[str, bool] = {}
     if holds is not None:
         for candidate in ranked:

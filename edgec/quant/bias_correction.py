@@ -394,14 +394,15 @@ def measure_together(
         if moments is None:
             per_sample = np.stack([r[f"fbc{i}_mean"] for r in results]).astype(np.float64)
         else:
+            # The same float layer in both graphs (`plans` keeps its arrays, so their ids hold).
             key = (moments.float_means, id(moments.weight), id(moments.bias))
-            if key not in float_outputs:  # the same float layer in both graphs
+            if key not in float_outputs:
                 seen_float = _channel_means([r[moments.float_means] for r in results], moments)
-                float_outputs[key] = (_output_means(moments.weight, moments.bias, seen_float, layer), moments)
+                float_outputs[key] = _output_means(moments.weight, moments.bias, seen_float, layer)
             seen_quantized = _channel_means([r[f"fbc{i}_mq"] for r in results], moments)
             quantized_weight = widened.tensor(layer.node.inputs[1])
             quantized_bias = widened.tensor(layer.node.inputs[2])
-            per_sample = float_outputs[key][0] - _output_means(quantized_weight, quantized_bias, seen_quantized, layer)
+            per_sample = float_outputs[key] - _output_means(quantized_weight, quantized_bias, seen_quantized, layer)
         shift = _shrunk_mean(per_sample)
         if layer.node.op == "Gemm":  # the bias enters as beta * C
             shift /= float(layer.node.attrs.get("beta", 1.0)) or 1.0

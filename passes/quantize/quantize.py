@@ -370,16 +370,15 @@ class QuantizePass(Pass):
         # A tie keeps the winner's graph: the runner-up's candidates rank after its equals.
         tagged = sorted([(c, True) for c in own] + [(c, False) for c in theirs], key=lambda t: (-t[0].score, not t[1]))
         best, held = _first_that_holds([c for c, _ in tagged], holds)
-        ours = any(c is best for c in own)
-        best_of = {True: max(c.score for c in own), False: max(c.score for c in theirs)}
-        if ours:
+        own_best, their_best = max(c.score for c in own), max(c.score for c in theirs)
+        if any(c is best for c in own):
             return None, self._adopt_correction(graph, own, best, held) | {
-                "runner_up": {"calib": runner_up, "scored_db": best_of[False]}
+                "runner_up": {"calib": runner_up, "scored_db": their_best}
             }
         self.calib, self._float_concats = runner_up, concats
         graph.nodes, graph.inputs, graph.outputs = other.graph.nodes, other.graph.inputs, other.graph.outputs
         return plan, self._adopt_correction(graph, theirs, best, held) | {
-            "runner_up": {"calib": winner, "scored_db": best_of[True]}
+            "runner_up": {"calib": winner, "scored_db": own_best}
         }
 
     def _recover(self, float_model: ir.Model, graph: gs.Graph, scheme, observers, ctx: PassContext) -> dict | None:

@@ -14,6 +14,13 @@ rounded: edgec.fp16_emulation), so its floor is that of one float16 ulp at the i
 ulp vanishes in the input's own rounding (MobileNetV2 in float16: fold-batchnorm moved the
 logits by 5e-4 relative, against a floor of 0 at float32 ulps).
 
+A graph with Q/DQ (or integer arithmetic) rounds its activations to int8 codes, and an input ulp
+vanishes at its first QuantizeLinear (floor 0). There a reassociation that moves a value across a
+rounding boundary flips one code, which downstream layers amplify: ddddocr's CRNN, int8 with its
+LSTM unrolled for TVM, moved its logits by 5e-3 relative on one flip. Its floor is the largest
+change when those roundings fall the other way: every activation scale nudged (edgec.quant.
+rounding_noise, 1e-6 relative, seeded), which flips exactly the near-ties such a rewrite can flip.
+
 NOISE_FACTOR: measured on PP-OCRv4's detector (60 convolutions), fold-batchnorm's error was 1.15x
 its floor, every conv weight moved by 1 ulp 1.0x, by 8 ulps 2.7x, by 80 ulps 9-32x (depending on
 the inputs), by 800 ulps 320x. 4 accepts rewrites that round, and rejects errors of ~100 ulps per
@@ -29,6 +36,7 @@ import numpy as np
 
 from edgec import ir, runner
 from edgec.compare import Comparison, Tolerance, compare
+from edgec.quant import rounding_noise
 
 NOISE_FACTOR = 4.0
 
@@ -74,18 +82,33 @@ def precision(model: ir.Model) -> type:
 
 
 def measure(model: ir.Model, samples: Sequence[Mapping]) -> dict[str, float] | None:
-    """Per output, the largest change one ulp at the inputs makes (None: no float input to nudge)."""
-    if not any(np.issubdtype(np.asarray(v).dtype, np.floating) for s in samples for v in s.values()):
+    """Per output, the largest change one ulp at the inputs, or (Q/DQ graphs) its int8 near-ties
+    rounding the other way, makes (None: nothing to nudge)."""
+    float_inputs = any(np.issubdtype(np.asarray(v).dtype, np.floating) for s in samples for v in s.values())
+    quantized = ir.has_quantized_numerics(model.graph)
+    if not float_inputs and not quantized:
         return None
     plain = runner.run_model(model, samples)
-    moved = runner.run_model(model, [nudged(s, i, precision(model)) for i, s in enumerate(samples)])
+    runs = []
+    if float_inputs:
+        runs.append(runner.run_model(model, [nudged(s, i, precision(model)) for i, s in enumerate(samples)]))
+    if quantized:
+        runs += [runner.run_model(rounding_noise.nudged(model, seed), samples) for seed in range(rounding_noise.TRIALS)]
     floors = {}
     for name in plain[0]:
         changes = [
-            np.abs(np.asarray(a[name], np.float64) - np.asarray(b[name], np.float64)) for a, b in zip(plain, moved)
+            np.abs(np.asarray(a[name], np.float64) - np.asarray(b[name], np.float64))
+            for moved in runs
+            for a, b in zip(plain, moved)
         ]
         floors[name] = float(max(c[np.isfinite(c)].max(initial=0.0) for c in changes))
     return floors
+
+
+def precision_label(model: ir.Model) -> str:
+    """What the floor nudged, as the check records it."""
+    label = np.dtype(precision(model)).name
+    return f"{label} + int8 roundings" if ir.has_quantized_numerics(model.graph) else label
 
 
 def rejudge(
@@ -118,7 +141,7 @@ def rejudge(
         failures += alone.failures
     values = {f.name: getattr(check, f.name) for f in fields(Comparison)}
     values.update(ok=not still_failing, failures=failures)
-    return FloorJudged(**values, noise_floor=floors, precision=np.dtype(precision(model)).name)
+    return FloorJudged(**values, noise_floor=floors, precision=precision_label(model))
 
 
 def _fields(tolerance: Tolerance) -> dict:

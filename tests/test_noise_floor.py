@@ -81,3 +81,37 @@ def test_a_float16_model_is_judged_on_its_float16_noise_floor(tmp_path):
     assert 0 < fold["max_abs_err"] <= noise_floor.NOISE_FACTOR * floor
     moved = noise_floor.nudged({"x": np.array([1.0], np.float32)}, seed=0, ulp_of=np.float16)["x"]
     assert abs(float(moved[0]) - 1.0) in (2.0**-10, 2.0**-11)  # one float16 step, as float32
+
+
+def _qdq_matmuls() -> "ir.Model":
+    """x -> int8 -> MatMul -> int8 -> MatMul with large weights: one flipped code in the middle moves
+    the output by ~5 x 0.02, as an unrolled LSTM's reassociation did on ddddocr's CRNN."""
+    b = GraphBuilder()
+    zero = b.const(np.int8(0))
+    h = b.input("x", [1, 256, 256])
+    for scale, weight in ((0.03, b.weight(256, 256, scale=0.1)), (0.02, b.weight(256, 8, scale=5.0))):
+        s = b.const(np.float32(scale))
+        h = b.op("MatMul", [b.op("DequantizeLinear", [b.op("QuantizeLinear", [h, s, zero]), s, zero]), weight])
+    b.output(h)
+    return b.model()
+
+
+# The first MatMul's weights moved by one float32 ulp (what a reassociation does) or by 1% (an error).
+@pytest.mark.parametrize("relative, accepted", [(2**-23, True), (1e-2, False)])
+def test_a_qdq_graph_is_judged_on_its_int8_roundings(relative, accepted):
+    """An input ulp vanishes at the first QuantizeLinear (a floor of 0 failed unroll-recurrent on
+    ddddocr's int8 CRNN for TVM); the floor of a Q/DQ graph is its near-ties rounding the other way."""
+    model = _qdq_matmuls()
+    samples = [{"x": np.random.default_rng(i).standard_normal((1, 256, 256)).astype(np.float32)} for i in range(4)]
+    reference = runner.run_model(model, samples)
+    changed = model.copy()
+    first = next(n for n in changed.graph.nodes if n.op == "MatMul").inputs[1]
+    signs = np.random.default_rng(0).choice([-1.0, 1.0], first.values.shape)
+    first.values = (first.values * (1 + relative * signs)).astype(np.float32)
+    outputs = runner.run_model(changed, samples)
+    plain = compare(reference, outputs, EXACT)
+    judged = noise_floor.rejudge(plain, changed, samples, reference, outputs)
+    assert not plain.ok and plain.max_abs_err > 0.05  # flipped codes, amplified (measured 0.28 and 6.5)
+    assert judged.ok is accepted and judged.precision == "float32 + int8 roundings"
+    (floor,) = judged.noise_floor.values()
+    assert floor > 0  # the input ulps alone measure 0 here

@@ -112,8 +112,9 @@ def _session_reading_weights_in_place(
 
     with external_data.placeholders(model.graph, in_place) as swapped:
         proto = model._proto()
+    kept = _without_dead_nodes(proto.graph)
     external_data.point_outside(proto, swapped, None, _IN_MEMORY_LOCATION)
-    weights = {name: np.ascontiguousarray(c.values) for name, c in swapped.items()}
+    weights = {name: np.ascontiguousarray(c.values) for name, c in swapped.items() if name in kept}
     if dequantize:
         proto = dequantized_weights(proto, weights)
     arrays = list(weights.values())
@@ -122,6 +123,38 @@ def _session_reading_weights_in_place(
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
     session._edgec_weights = arrays  # onnxruntime reads these buffers for as long as the session lives
     return session
+
+
+def _without_dead_nodes(graph: onnx.GraphProto) -> set[str]:
+    """Drop the top-level nodes no output depends on, and the initializers only they read, from
+    `graph` (a session's copy); returns the initializer names left. onnxruntime's optimizer folds
+    such a node's DequantizeLinear of weights and then fails to attach the in-memory initializers
+    ("ReplaceInitializedTensorImpl Failed to find existing initializer"): a weight-only int8
+    model's original weights, left behind while quantize scored re-rounded ones."""
+    used = {o.name for o in graph.output}
+    live = []
+    for node in reversed(graph.node):  # ONNX keeps nodes in topological order: one sweep back
+        if any(out in used for out in node.output if out):
+            live.append(node)
+            used |= _names_read(node)
+    if len(live) < len(graph.node):
+        live.reverse()
+        del graph.node[:]
+        graph.node.extend(live)
+        kept = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return {t.name for t in graph.initializer}
+
+
+def _names_read(node: onnx.NodeProto) -> set[str]:
+    """Every name `node` reads, with those its subgraphs read (If/Loop bodies read outer names)."""
+    names = set(node.input)
+    for attribute in node.attribute:
+        for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            for inner in body.node:
+                names |= _names_read(inner)
+    return names
 
 
 # onnxruntime's CPU arena keeps a session's activation buffers from one run to the next. Without

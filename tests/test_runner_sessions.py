@@ -149,3 +149,29 @@ def test_sessions_read_large_weights_in_place_with_the_same_outputs(monkeypatch)
     # onnxruntime only read the graph's arrays: not one changed
     assert all(np.array_equal(before[id(c)], c.values) for c in ir.constants(model.graph).values())
     assert len(model.to_onnx().SerializeToString()) > 2 << 20
+
+
+def test_a_dead_dequantize_of_weights_does_not_break_a_session():
+    """quantize scored re-rounded copies of a weight-only int8 model's weights while their original
+    DequantizeLinear still stood, read by nothing: dequantized for the check session, its float32
+    result became an in-memory initializer no node reads, which onnxruntime drops and then fails to
+    attach ("ReplaceInitializedTensorImpl Failed to find existing initializer"; an internal error
+    on hosts without VNNI, where the weight range is measured). Dead nodes stay out of sessions."""
+    import numpy as np
+    import onnxruntime as ort
+
+    b = GraphBuilder(seed=4)
+    rng = np.random.default_rng(0)
+    b.op("DequantizeLinear", [b.const(rng.integers(-127, 128, (64, 64)).astype(np.int8)), b.const(np.float32(0.02))])
+    live = b.op("DequantizeLinear", [b.const(rng.integers(-127, 128, (64, 8)).astype(np.int8)), b.const(np.float32(0.01))])
+    b.output(b.op("MatMul", [b.op("MatMul", [b.input("x", [1, 64]), b.weight(64, 64)]), live]))
+    model = b.model()
+    sample = {"x": rng.standard_normal((1, 64)).astype(np.float32)}
+    for options in ({}, {"optimize": True}, {"dequantize_weights": True}):
+        serialized = ort.InferenceSession(
+            model.to_onnx().SerializeToString(), runner.session_options(options.get("optimize", False)),
+            providers=["CPUExecutionProvider"],
+        )
+        got = runner.make_session(model, **options).run(None, sample)
+        assert np.array_equal(got[0], serialized.run(None, sample)[0]), options
+    assert len(model.graph.nodes) == 4  # the model keeps its dead DequantizeLinear: only sessions drop it

@@ -151,3 +151,24 @@ def test_a_float_output_activation_reading_a_rounded_tensor_can_fall_back(tmp_pa
     # The Sigmoid, the last Conv and (as the writer of its input) the one before; the first stays int8.
     assert fallback_ops == ["Conv", "Conv", "Sigmoid"]
     assert last_pipeline_pass(result.report)["stats"]["quantized_ops"]["Conv"] == 1
+
+
+def test_a_weight_range_measured_on_destroyed_outputs_falls_back_to_reduced(tmp_path, monkeypatch):
+    """On x86 without VNNI, weight_range=auto measures full, first and reduced in onnxruntime's fused
+    kernels. With one outlier channel every layout scored 0 dB, "full" won by 0.01 dB, recovery then
+    kept two layers in float and the fused kernels saturated: 9.4 dB lost in the backend check and a
+    rebuild. When no layout meets the budget the measurement cannot judge saturation: "reduced"."""
+    from edgec import targets
+    from edgec.passes.quantize import quantize as quantize_module
+
+    monkeypatch.setattr(quantize_module, "host_int8_pair_sums_saturate", lambda: True)
+    monkeypatch.setattr(targets.Target, "int8_pair_sums_saturate", property(lambda self: True))
+    model = _outlier_channel_model(tmp_path / "m.onnx", extra_layers=8)
+    result = edgec.compile(
+        model, target="x86-64", backend="onnx", passes="quantize{calib=minmax}", calib="random:32",
+        output_dir=tmp_path / "o",
+    )
+    stats = last_pipeline_pass(result.report)["stats"]
+    scores = stats["weight_range_scores_db"]
+    assert max(s["exact"] for s in scores.values()) < 12.0 and stats["weight_range"] == "reduced"
+    assert result.ok and stats["recovery"]["ok"] and not any("built again" in w for w in result.report["warnings"])

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 import edgec
 from edgec import ir
 from edgec.passes.quantize.float_integer_ops import float_layers_from_integer_ops
+from edgec.targets import host_int8_pair_sums_saturate
 from tests.helpers import GraphBuilder
 
 INTEGER_OPS = {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeLSTM"}
@@ -74,7 +75,10 @@ def test_every_integer_layer_becomes_a_float_layer_within_activation_rounding(qu
     onnx.checker.check_model(rewritten)
     feeds = _feeds()
     integer, floated, exact = _outputs(made[scheme], feeds), _outputs(rewritten, feeds), _outputs(float_path, feeds)
-    assert _sqnr(integer, floated) > 30.0  # the run-time 8-bit activation rounding, and nothing more
+    if not (scheme == "s8-channel" and host_int8_pair_sums_saturate()):
+        assert _sqnr(integer, floated) > 30.0  # the run-time 8-bit activation rounding, and nothing more
+    # else onnxruntime's u8 x s8 kernels saturate their pair sums (x86 without VNNI): the integer
+    # model itself is off there (12 dB from its rewrite), the rewrite computes what it means
     # Without that rounding the model is closer to the float model it was quantized from.
     assert _sqnr(exact, floated) > _sqnr(exact, integer) + 0.5
     # Conv and MatMul keep their 8-bit weights: the rewrite dequantizes exactly what they computed with.

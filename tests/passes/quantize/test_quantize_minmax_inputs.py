@@ -22,7 +22,9 @@ def _reduce_then_dense(op="ReduceMax", quantize_input=False, second_reader=False
         x = b.op("DequantizeLinear", [b.op("QuantizeLinear", [x, scale, zero]), scale, zero])
     reduced = b.op(op, [x], axes=[1, 2], keepdims=0)
     restored = b.op("DequantizeLinear", [b.op("QuantizeLinear", [reduced, scale, zero]), scale, zero])
-    weights = b.const(b.rng.integers(-127, 128, (64, 128)).astype(np.int8))
+    # [-64, 64], as edgec rounds weights for x86 without VNNI: full-range ones saturate OpenVINO's
+    # u8 x s8 pair sums there (7.0 off at 26.7), which is not what this pass is about
+    weights = b.const(b.rng.integers(-64, 65, (64, 128)).astype(np.int8))
     weight_scale = b.const((b.rng.random(128) * 0.01 + 0.001).astype(np.float32))
     dense = b.op("DequantizeLinear", [weights, weight_scale, b.const(np.zeros(128, np.int8))], axis=1)
     b.output(b.op("MatMul", [restored, dense]))

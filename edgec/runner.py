@@ -131,16 +131,19 @@ def _without_dead_nodes(graph: onnx.GraphProto) -> set[str]:
     such a node's DequantizeLinear of weights and then fails to attach the in-memory initializers
     ("ReplaceInitializedTensorImpl Failed to find existing initializer"): a weight-only int8
     model's original weights, left behind while quantize scored re-rounded ones."""
-    used = {o.name for o in graph.output}
-    live = []
-    for node in reversed(graph.node):  # ONNX keeps nodes in topological order: one sweep back
-        if any(out in used for out in node.output if out):
-            live.append(node)
-            used |= _names_read(node)
-    if len(live) < len(graph.node):
-        live.reverse()
+    nodes = list(graph.node)
+    used, live = {o.name for o in graph.output}, set()
+    grew = True
+    while grew:  # sweeps back from the outputs: one in topological order, more if a pass left it unsorted
+        grew = False
+        for index in range(len(nodes) - 1, -1, -1):
+            if index not in live and any(out in used for out in nodes[index].output if out):
+                live.add(index)
+                used |= _names_read(nodes[index])
+                grew = True
+    if len(live) < len(nodes):
         del graph.node[:]
-        graph.node.extend(live)
+        graph.node.extend(node for index, node in enumerate(nodes) if index in live)
         kept = [t for t in graph.initializer if t.name in used]
         del graph.initializer[:]
         graph.initializer.extend(kept)

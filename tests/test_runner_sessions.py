@@ -175,3 +175,23 @@ def test_a_dead_dequantize_of_weights_does_not_break_a_session():
         got = runner.make_session(model, **options).run(None, sample)
         assert np.array_equal(got[0], serialized.run(None, sample)[0]), options
     assert len(model.graph.nodes) == 4  # the model keeps its dead DequantizeLinear: only sessions drop it
+
+
+def test_dead_node_removal_keeps_every_live_node_of_an_unsorted_graph():
+    """A consumer listed before its producer (onnxruntime sorts for itself) is still live."""
+    from onnx import helper
+
+    from edgec.runner import _without_dead_nodes
+
+    nodes = [
+        helper.make_node("Neg", ["a"], ["y"]),  # reads a, written below
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Abs", ["x"], ["dead"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor("unread", onnx.TensorProto.FLOAT, [1], [1.0])],
+    )
+    assert _without_dead_nodes(graph) == set()
+    assert [n.op_type for n in graph.node] == ["Neg", "Relu"]

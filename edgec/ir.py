@@ -198,10 +198,15 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
 def _subgraph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """The direct subgraphs (If branches, Loop/Scan bodies) of a GraphProto's nodes."""
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield attr.g
-            yield from attr.graphs
+        yield from node_subgraph_protos(node)
+
+
+def node_subgraph_protos(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    """The subgraphs (If branches, a Loop/Scan body) a NodeProto holds as attributes."""
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        yield from attr.graphs
 
 
 def _check_external_files(proto: onnx.ModelProto, base_dir, source: str) -> None:

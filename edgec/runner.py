@@ -153,10 +153,9 @@ def _without_dead_nodes(graph: onnx.GraphProto) -> set[str]:
 def _names_read(node: onnx.NodeProto) -> set[str]:
     """Every name `node` reads, with those its subgraphs read (If/Loop bodies read outer names)."""
     names = set(node.input)
-    for attribute in node.attribute:
-        for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-            for inner in body.node:
-                names |= _names_read(inner)
+    for body in ir.node_subgraph_protos(node):
+        for inner in body.node:
+            names |= _names_read(inner)
     return names
 
 

@@ -410,4 +410,5 @@ def test_a_quarter_of_lenet5_passes_the_fidelity_check(tmp_path):
     out = tmp_path / "quarter"
     assert main(["zoo:lenet5", "-t", "x86-64", "--passes", "prune-channels{ratio=0.25}", "-o", str(out), "-q"]) == 0
     (step,) = json.loads((out / "report.json").read_text())["passes"]
-    assert step["check"]["ok"] and step["stats"]["latency_ms_after"] < step["stats"]["latency_ms_before"]
+    # MACs, not the measured latency: a timing on a shared CI machine is noise (0.142 vs 0.114 ms failed CI once).
+    assert step["check"]["ok"] and step["stats"]["macs_after"] < 0.8 * step["stats"]["macs_before"]

@@ -165,8 +165,24 @@ def search(
             f"accuracy control: {bound.describe(metric)} not met on the held-out split "
             f"({scorer.drop(held, held_out):.3g} with {len(fallback)} layers in float)"
         )
+    if fallback and not _still_quantized(model, quantize, fallback):
+        # The float model meets any bound: an "-O int8, ok" that quantized nothing is what users
+        # cannot tell from a real one (recovery refuses it too).
+        raise CheckFailed(
+            f"accuracy control: {bound.describe(metric)} holds on the held-out split only with every layer in "
+            f"float (all-int8 drop {scorer.drop(all_int8, search_part):.3g} on the search split): no int8 model "
+            "to keep; raise --max-drop or give more --eval samples"
+        )
     ctx.warnings.extend([] if not fallback else [f"accuracy control kept {len(fallback)} layers in float"])
     return report
+
+
+def _still_quantized(model: ir.Model, quantize, fallback: list[str]) -> bool:
+    """Whether any compute layer stays int8 with `fallback` in float."""
+    graph = model.graph.copy()
+    ir.infer_shapes(graph)
+    plan = qdq.plan(graph, quantize.active_scheme(), set(quantize.fallback) | set(fallback))
+    return any(n.op not in SHARED_OPS + ABSORBED_ACTIVATIONS for n in plan.nodes)
 
 
 def _sensitivity(model, quantize, quantized, scorer, part, progress) -> list[dict]:

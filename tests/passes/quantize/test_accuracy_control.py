@@ -85,6 +85,17 @@ def test_tight_bound_falls_back_layers_and_an_impossible_one_fails_with_a_report
     assert json.loads((tmp_path / "impossible.failed" / "report.json").read_text())["ok"] is False  # beside it
 
 
+def test_a_bound_only_float_meets_fails_instead_of_shipping_a_float_model(tmp_path, fmnist_calib):
+    """120 dB: every layer back in float is the only layout that meets it. Before, the build
+    exited 0 as "-O int8" with 0 quantized nodes (MobileNetV2 at --max-drop 0.3 did so once)."""
+    with pytest.raises(CheckFailed, match="only with every layer in float"):
+        edgec.compile(
+            "zoo:lenet5", target="x86-64", opt="int8", calib=fmnist_calib, min_sqnr=120.0, output_dir=tmp_path / "o"
+        )
+    assert not (tmp_path / "o").exists()
+    assert json.loads((tmp_path / "o.failed" / "report.json").read_text())["ok"] is False
+
+
 def test_unlabelled_data_bounds_agreement_with_float32(tmp_path, fmnist_calib):
     result = edgec.compile(
         "zoo:lenet5", target="x86-64", opt="int8", calib=fmnist_calib, max_drop=1.0, output_dir=tmp_path / "o"

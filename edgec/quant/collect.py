@@ -51,20 +51,15 @@ def _per_sample_bytes(tensor: gs.Tensor) -> int:
     return elements * 4
 
 
-def batches(
-    samples: Iterable[dict], model: ir.Model, size: int | None = None, alone: frozenset[int] = frozenset()
-) -> Iterable[tuple[dict, int]]:
+def batches(samples: Iterable[dict], model: ir.Model, size: int | None = None) -> Iterable[tuple[dict, int]]:
     """(feeds, number of samples in them): samples stacked along the batch axis when every
     input's first dimension is dynamic (fewer, larger runs; batch_size() per run unless `size`
-    is given), one at a time otherwise. The samples at the `alone` positions run by themselves."""
+    is given), one at a time otherwise."""
     size = size or batch_size(model)
     dynamic = size > 1
     pending: list[dict] = []
-    for index, sample in enumerate(samples):
-        if not dynamic or index in alone:
-            if pending:
-                yield {k: np.concatenate([s[k] for s in pending]) for k in pending[0]}, len(pending)
-                pending = []
+    for sample in samples:
+        if not dynamic:
             yield sample, 1
             continue
         pending.append(sample)
@@ -82,10 +77,8 @@ def observe(
     progress: bool = False,
     label: str = "calibrating",
     exact_extremes: bool = True,
-    held_out: Sequence[int] = (),
-    fitting_too: bool = True,
     channelwise: Collection[str] = (),
-):
+) -> dict:
     """Run the calibration set once and return a histogram observer per named tensor.
 
     The histogram takes a strided sample of each tensor per run (in the graph when the size is
@@ -94,17 +87,10 @@ def observe(
     `exact_extremes`, onnxruntime also reduces every tensor to its exact min and max (what the
     minmax method needs; the reductions cost as much as the model itself on PP-LCNet).
 
-    With `held_out` (sample positions), returns (observers of every other sample, observers of
-    all): calib=auto fits on the first and scores on the held-out ones, the build calibrates on
-    all, and one run gives both (two were 40% of a ResNet-18 -O int8 build). The held-out samples
-    run alone, so the statistics of all are the same whatever the caller does with the split
-    (without `fitting_too`, the first element is None).
-
     The `channelwise` tensors also get their per-channel (axis 1) extremes, reduced in the graph.
     """
-    alone = frozenset(held_out)
     per_batch = batch_size(model)
-    runs = max(1, -(-(len(calibration) - len(alone)) // per_batch)) + len(alone)
+    runs = max(1, -(-len(calibration) // per_batch))
     # About 2^20 sampled values per tensor over the whole set, never fewer than 4096 per run.
     per_run = max(4096, (1 << 20) // runs)
     summarized, outputs = _summarizing(model, names, per_run, exact_extremes)
@@ -117,14 +103,12 @@ def observe(
     channels = {n: pair for n, pair in channels.items() if n in wanted and all(o in available for o in pair)}
     fetch += [o for pair in channels.values() for o in pair]
     observers = {name: HistogramObserver() for name in wanted}
-    fitting = {name: HistogramObserver() for name in wanted} if alone and fitting_too else None
     feeds_names = [i.name for i in session.get_inputs()]
     with Progress(len(calibration), label, enabled=progress) as bar:
         position = 0
-        for feeds, count in batches(calibration, model, per_batch, alone=alone):
+        for feeds, count in batches(calibration, model, per_batch):
             options = runner.run_options(session, last=position + count >= len(calibration))
             values = dict(zip(fetch, session.run(fetch, {k: feeds[k] for k in feeds_names}, options)))
-            held = count == 1 and position in alone
             for name in wanted:
                 tensor, lo, hi = (values.get(o) for o in outputs[name][:3])
                 size = outputs[name][3]  # static element count when the graph already sampled it
@@ -135,16 +119,11 @@ def observe(
                 elif lo is None:  # a NON_NEGATIVE_OPS output: every range starts at 0 anyway
                     lo = 0.0
                 observers[name].update_summary(float(lo), float(hi), sample, size or flat.size)
-                if fitting is not None and not held:
-                    fitting[name].update_summary(float(lo), float(hi), sample, size or flat.size)
                 if name in channels:
-                    lows, highs = (values[o] for o in channels[name])
-                    observers[name].update_channels(lows, highs)
-                    if fitting is not None and not held:
-                        fitting[name].update_channels(lows, highs)
+                    observers[name].update_channels(*(values[o] for o in channels[name]))
             position += count
             bar.update(count)
-    return (fitting, observers) if alone else observers
+    return observers
 
 
 # Ops whose outputs are never negative: their exact minimum is not reduced in the graph, since

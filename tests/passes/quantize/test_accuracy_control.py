@@ -36,13 +36,15 @@ def test_bound_holds_on_the_held_out_split(tmp_path, fmnist_calib, fmnist_eval):
         opt="int8",
         calib=fmnist_calib,
         eval=fmnist_eval,
-        max_drop=0.3,
+        # 0.5 points = 3 of the 600 held-out images: 0.3 (2 images) was at the noise of the
+        # calibration method (percentile 0.5, minmax 0.0), and only every layer in float met it.
+        max_drop=0.5,
         holdout=0.4,
         output_dir=out,
     )
     control = result.report["accuracy_control"]
     assert control["metric"] == "accuracy" and control["holdout_samples"] == 600
-    assert control["final"]["drop_holdout"] <= 0.3
+    assert control["final"]["drop_holdout"] <= 0.5
     quantize = last_pipeline_pass(result.report)
     assert f"fallback=[{','.join(control['fallback'])}]" in quantize["text"]  # reproducible from the pipeline
     assert quantize["stats"]["fallback"] == control["fallback"]
@@ -57,7 +59,7 @@ def test_bound_holds_on_the_held_out_split(tmp_path, fmnist_calib, fmnist_eval):
         run(onnx.load(edgec.models.registry.get("mobilenetv2-fmnist").path()), {"input": x})[0].argmax(1) == y
     )
     int8 = np.mean(run(onnx.load(out / "model.onnx"), {"input": x})[0].argmax(1) == y)
-    assert 100 * (fp32 - int8) <= 0.3 + 1e-9
+    assert 100 * (fp32 - int8) <= 0.5 + 1e-9
     assert "## Accuracy control" in (out / "report.md").read_text()
 
 
@@ -67,11 +69,12 @@ def test_tight_bound_falls_back_layers_and_an_impossible_one_fails_with_a_report
         target="raspberry-pi-4",
         opt="int8",
         calib=fmnist_calib,
-        min_sqnr=45.0,
+        min_sqnr=36.0,  # all-int8 ~32 dB; 45 dB held only with every layer in float (now refused)
         output_dir=tmp_path / "o",
     )
     control = result.report["accuracy_control"]
-    assert control["fallback"] and control["final"]["holdout"] >= 45.0 > control["all_int8"]["search"]
+    assert control["fallback"] and control["final"]["holdout"] >= 36.0 > control["all_int8"]["search"]
+    assert last_pipeline_pass(result.report)["stats"]["quantized_nodes"] > 0
     assert control["sensitivity"][0]["gain"] >= control["sensitivity"][-1]["gain"]  # ranked
     with pytest.raises(CheckFailed, match="not met on the held-out split"):
         edgec.compile(

@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
 
 from edgec import ir, runner
-from edgec.targets import host_int8_pair_sums_saturate
 from edgec import runtime as edgec_runtime
 from edgec.compress import container, storage
 from edgec.backend import Artifact, Backend, Runner
@@ -41,18 +39,14 @@ class OnnxBackend(Backend):
                 "correctly unoptimized: edgec.runtime.load does so, your own sessions need "
                 "graph_optimization_level=ORT_DISABLE_ALL"
             ]
-        if (
-            ir.compute_precision(model.graph) == "int8"
-            and host_int8_pair_sums_saturate()
-            and not target.int8_pair_sums_saturate
-        ):
-            # The device's kernels take full-range int8 weights; this host's would saturate them and
-            # blame the model for the host's CPU, so the check runs the Q/DQ graph unfused here.
-            info["check_without_qdq_fusion"] = True
-            info.setdefault("notes", []).extend([
-                "checked on this host with onnxruntime's Q/DQ fusion off: its x86 int8 kernels (no VNNI) "
-                f"saturate 16-bit pair sums on full-range weights, {target.name}'s do not"
-            ])
+        if ir.compute_precision(model.graph) == "int8":
+            _explicit_axis_zero_points(out_dir / "model.onnx")
+        if ir.compute_precision(model.graph) == "int8" and target.int8_pair_sums_saturate:
+            info.setdefault("notes", []).append(
+                "on x86 CPUs without VNNI, onnxruntime's default int8 kernels saturate 16-bit pair sums on "
+                "full-range int8 weights: edgec.runtime.load sets the session config entry "
+                "session.x64quantprecision=1 there (u8 x u8 kernels), and your own sessions need it too"
+            )
         return Artifact(self.name, Path("model.onnx"), [f.relative_to(out_dir) for f in files], info=info)
 
     def _lower_compressed(self, model: ir.Model, out_dir: Path) -> Artifact:
@@ -76,15 +70,15 @@ class OnnxBackend(Backend):
     def runner(self, artifact: Artifact, out_dir: Path, threads: int | None = None) -> Runner:
         # Full graph optimizations, as a deployed onnxruntime session would run the file; through
         # edgec.runtime, which decodes a weight container the way a device would.
-        loaded = edgec_runtime.load(out_dir / artifact.main, threads=threads)
-        if artifact.info.get("check_without_qdq_fusion"):
-            options = runner.session_options(optimize=True, threads=threads)
-            options.add_session_config_entry("session.disable_quant_qdq", "1")
-            session = ort.InferenceSession(
-                loaded.proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-            )
-            return lambda feeds: runner.run(session, [feeds])[0]
-        return loaded.run
+        return edgec_runtime.load(out_dir / artifact.main, threads=threads).run
+
+
+def _explicit_axis_zero_points(path: Path) -> None:
+    """The written model with explicit per-axis weight zero points (runner.explicit_axis_zero_points:
+    the same values; sessions in onnxruntime's u8 x u8 mode, users' own too, fail without them)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    if runner.explicit_axis_zero_points(proto.graph):
+        onnx.save(proto, str(path))
 
 
 def _optimizer_refusal(model: ir.Model, path: Path) -> str | None:

@@ -417,12 +417,16 @@ def _short(arg: str) -> str:
 
 
 def _session(path: Path):
+    """Every int8 model, edgec's and the baselines', runs in onnxruntime's non-saturating kernels
+    (as edgec.runtime runs them): the comparison is of quantizers, not of a CPU's int8 kernels."""
     import onnxruntime as ort
+
+    from edgec import runner
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), runner.with_unsaturated_int8(options), providers=["CPUExecutionProvider"])
 
 
 def _outputs(path: Path, stacks: dict[str, np.ndarray]) -> list[list[np.ndarray]]:

@@ -20,7 +20,6 @@ from edgec.quant import scheme as schemes
 from edgec.quant.observers import METHODS as observers_methods
 from edgec.quant.scheme import COMPUTE_OPS
 from edgec.quant.speed import FLOAT_WEIGHT_BUDGET, latency_search
-from edgec.targets import host_int8_pair_sums_saturate
 
 # Calibration samples calib=auto holds out to score each method on: 8, or 16 from sets of
 # HELD_OUT_16_FROM samples up (the fitting keeps >= 75%). On 8, one method's score swung from best
@@ -48,8 +47,6 @@ BIAS_PROBE_SAMPLES = 32
 # out, mp-selfie-segmentation 8.5 -> 11.9, mp-palm-detection 16.3 -> 17.5 (ppocr-cls 18.2 ->
 # 17.8, seven others within 0.2), at a second bias probe (ResNet-50: ~7 CPU s).
 JOINT_MARGIN_DB = 3.0
-# weight_range=auto: the most a candidate may lose to saturating kernels (half the backend check's 1 dB).
-SATURATION_SLACK_DB = 0.5
 
 
 class QuantizePass(Pass):
@@ -82,12 +79,11 @@ class QuantizePass(Pass):
     # (NNCF: 31.5) on 632 held-out pages. Off by default: fidelity first.
     symmetric_activations: bool = False
     per_channel: bool = True
-    # "reduced": weights in [-64, 64], which x86 CPUs without VNNI need: onnxruntime's and OpenVINO's
-    # u8 x s8 kernels there saturate on full-range weights (Target.int8_pair_sums_saturate). "first":
+    # "reduced": weights in [-64, 64], which OpenVINO on x86 CPUs without VNNI needs: its u8 x s8
+    # kernels there saturate on full-range weights (Target.int8_pair_sums_saturate). "first":
     # reduced only on the layers reading a model input, full elsewhere (NNCF's default overflow fix).
-    # "auto" decides from the target and scheme, and when this machine is the saturating target,
-    # measures full, first and reduced in onnxruntime's fused kernels here; the choice goes into
-    # the pipeline text.
+    # "auto": reduced for the openvino scheme on such targets, full elsewhere (onnxruntime has u8 x
+    # u8 kernels for them, runner.session_options); the choice goes into the pipeline text.
     weight_range: Literal["auto", "full", "first", "reduced"] = "auto"
     fallback: tuple[str, ...] = ()  # node names kept entirely in float, weights too
     # Node names that compute in float on int8-stored weights: a small file, but onnxruntime then
@@ -115,7 +111,6 @@ class QuantizePass(Pass):
     _calib_scored_on: ClassVar[int] = 0  # on how many held-out samples
     _per_layer: ClassVar[dict | None] = None  # calib=per-layer's search, when it ran
     _runner_up: ClassVar[str | None] = None  # calib=auto's second method, when close to the first
-    _range_scores: ClassVar[dict | None] = None  # output SQNR per weight range, when auto measured
     _first_layers: ClassVar[set] = set()  # layers reading a model input (weight_range=first)
     _chosen: ClassVar[tuple | None] = None  # calib=auto's winning rewrite, reused by run()
     # calib=auto's scoring samples, the float graph's outputs on them and, when the build adopts
@@ -217,7 +212,6 @@ class QuantizePass(Pass):
                 if self._calib_scores
                 else {}
             ),
-            **({"weight_range_scores_db": self._range_scores} if self._range_scores else {}),
             **({"calib_layers": len(self.calib_layers)} if self.calib_layers else {}),
             **({"per_layer_search": self._per_layer} if self._per_layer else {}),
             "quantized_nodes": len(plan.nodes),
@@ -433,17 +427,11 @@ class QuantizePass(Pass):
         them in the options, so the printed pipeline replays them exactly and accuracy control
         evaluates the layout the build will have."""
         ir.name_nodes(graph)
-        measure_range = False
         if self.weight_range == "auto":
-            saturates = ctx.target is not None and ctx.target.int8_pair_sums_saturate and self.scheme in ("onnx", "openvino")
-            # Only onnxruntime's kernels can be measured here, and only when they are the target's.
-            measure_range = (
-                saturates and self.scheme == "onnx" and ctx.target.detect_host and host_int8_pair_sums_saturate()
-                and ctx.calibration is not None
-            )
+            # onnxruntime runs full-range weights without saturating on every x86 CPU in the u8 x u8
+            # kernels edgec's sessions select there (runner.session_options); OpenVINO has no such mode.
+            saturates = ctx.target is not None and ctx.target.int8_pair_sums_saturate and self.scheme == "openvino"
             self.weight_range = "reduced" if saturates else "full"
-        if measure_range:  # first: the method's scores move with the weights' rounding (ddddocr-det: mse wins on full)
-            self._choose_weight_range(graph, ctx)
         if self.calib in ("auto", "per-layer"):
             self._choose_calibration(graph, ctx)
         if self.select == "latency":
@@ -511,54 +499,6 @@ class QuantizePass(Pass):
         if methods:
             self._scored = (samples, reference, None)  # the bias correction's samples on the wider split
         return bool(methods)
-
-    def _choose_weight_range(self, graph: gs.Graph, ctx: PassContext) -> None:
-        """Full-range weights are ~6 dB closer to float than [-64, 64] (mtcnn-pnet: 23.7 vs 18.4 dB),
-        but this machine's u8 x s8 kernels may saturate on them (LeNet-5: 16 dB from its own Q/DQ
-        graph). Each candidate runs in onnxruntime's fused kernels and in the exact Q/DQ graph.
-        "reduced" cannot saturate (2 x 255 x 64 < 2^15), so its fused-vs-exact gap is what fusion costs
-        without saturation (PP-OCR's classifier: 3.2 dB); a candidate qualifies when its gap exceeds
-        that by under SATURATION_SLACK_DB, and the qualified one closest to float in the fused
-        kernels wins. When no candidate meets the budget, "reduced" does (see below)."""
-        from edgec import runner
-
-        scheme = self.active_scheme()
-        observers = self.observers(graph, scheme, ctx)
-        samples, shared = _scoring_samples(_fit_and_score_split(ctx.calibration)[1], ctx)
-        reference = runner.run_model_shared(ir.Model(graph), samples, ctx.cache if shared else None)
-        candidates = ["reduced", "full"]
-        if qdq.layers_reading_inputs(graph) & {n.name for n in qdq.plan(graph, scheme, set(self.fallback)).nodes}:
-            candidates.insert(1, "first")
-        scores, trials = {}, {}
-        calib = self.calib
-        # saturation hardly depends on the method
-        self.calib = "percentile" if calib in ("auto", "per-layer") else calib
-        for candidate in candidates:
-            self.weight_range = candidate
-            trial = ir.Model(graph).copy()
-            plan = self._rewrite(trial.graph, scheme, observers, set(self.float_compute), set(self.fallback))
-            scores[candidate] = {
-                "fused": _worst_output_db(runner.run_model(trial, samples, optimize=True), reference),
-                "exact": _worst_output_db(runner.run_model(trial, samples), reference),
-            }
-            trials[candidate] = (trial.graph, plan)
-
-        def saturation_db(candidate: str) -> float:
-            gap = scores[candidate]["exact"] - scores[candidate]["fused"]
-            return gap - (scores["reduced"]["exact"] - scores["reduced"]["fused"])
-
-        qualified = [c for c in candidates if saturation_db(c) < SATURATION_SLACK_DB]
-        budget = self.check_tolerance().min_sqnr_db
-        if budget is not None and max(s["exact"] for s in scores.values()) < budget:
-            # Every layout misses the budget: recovery will keep layers in float, and what was measured
-            # here on destroyed outputs (0 dB for all three on an outlier-channel model) says nothing
-            # about the saturation of the model that ships ("full" won by 0.01 dB, then lost 9.4 dB
-            # in the backend check after recovery). "reduced" cannot saturate.
-            qualified = ["reduced"]
-        self.weight_range = max(qualified, key=lambda c: scores[c]["fused"])
-        self._range_scores = scores
-        self._chosen = (graph, self._rewrite_key, *trials[self.weight_range])
-        self.calib = calib
 
     @property
     def _rewrite_key(self) -> tuple:
@@ -806,8 +746,7 @@ def _scoring_outputs(model: ir.Model, samples: list, scheme) -> list[dict]:
     s in all, the same choices, every score within 0.05 dB), and the kernels the onnx backend
     deploys to. Their requantization rounds unlike the Q/DQ graph's float arithmetic; the checks
     stay exact. The candidate gets protect-float-layers first (exact), as the onnx backend gives
-    it, so its float layers stay float. Not on hosts whose u8 x s8 kernels saturate: there the
-    fused kernels would score the host's saturation, not the candidate.
+    it, so its float layers stay float.
     Schemes without Q/DQ on layer outputs (openvino, tensorrt) give onnxruntime nothing to fuse
     into int8 kernels: those candidates run on dequantized weights with the float fusions on and
     onnxruntime's Q/DQ fusions off (runner.run_model float_weights; ResNet-50, openvino backend:
@@ -819,8 +758,6 @@ def _scoring_outputs(model: ir.Model, samples: list, scheme) -> list[dict]:
 
     if not scheme.output_qdq:
         return runner.run_model(model, samples, optimize=True, float_weights=True)
-    if host_int8_pair_sums_saturate():
-        return runner.run_model(model, samples)
     protected = model.copy()
     ProtectFloatLayersPass().run(protected.graph, PassContext())
     return runner.run_model(protected, samples, optimize=True)

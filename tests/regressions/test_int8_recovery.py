@@ -154,15 +154,13 @@ def test_a_float_output_activation_reading_a_rounded_tensor_can_fall_back(tmp_pa
     assert last_pipeline_pass(result.report)["stats"]["quantized_ops"]["Conv"] == 3 - fallback_ops.count("Conv")
 
 
-def test_a_weight_range_measured_on_destroyed_outputs_falls_back_to_reduced(tmp_path, monkeypatch):
-    """On x86 without VNNI, weight_range=auto measures full, first and reduced in onnxruntime's fused
-    kernels. With one outlier channel every layout scored 0 dB, "full" won by 0.01 dB, recovery then
-    kept two layers in float and the fused kernels saturated: 9.4 dB lost in the backend check and a
-    rebuild. When no layout meets the budget the measurement cannot judge saturation: "reduced"."""
+def test_full_range_weights_after_recovery_hold_in_the_backend_check_on_a_target_without_vnni(tmp_path, monkeypatch):
+    """An x86 target without VNNI, one outlier channel: recovery keeps layers in float, and the
+    full-range int8 weights of the rest ran in onnxruntime's default u8 x s8 kernels 9.4 dB below
+    the IR on such a host (the backend check failed and the build ran again). edgec's sessions
+    use the u8 x u8 kernels there; on a VNNI host this checks the same build."""
     from edgec import targets
-    from edgec.passes.quantize import quantize as quantize_module
 
-    monkeypatch.setattr(quantize_module, "host_int8_pair_sums_saturate", lambda: True)
     monkeypatch.setattr(targets.Target, "int8_pair_sums_saturate", property(lambda self: True))
     model = _outlier_channel_model(tmp_path / "m.onnx", extra_layers=8)
     result = edgec.compile(
@@ -170,6 +168,7 @@ def test_a_weight_range_measured_on_destroyed_outputs_falls_back_to_reduced(tmp_
         output_dir=tmp_path / "o",
     )
     stats = last_pipeline_pass(result.report)["stats"]
-    scores = stats["weight_range_scores_db"]
-    assert max(s["exact"] for s in scores.values()) < 12.0 and stats["weight_range"] == "reduced"
+    assert stats["weight_range"] == "full"
     assert result.ok and stats["recovery"]["ok"] and not any("built again" in w for w in result.report["warnings"])
+    check = result.report["backend_check"]
+    assert check["ok"] and (check["sqnr_db"] is None or check["sqnr_db"] > 40)  # None: identical outputs

@@ -106,7 +106,10 @@ def make_session(
 
 
 def _precise_int8(options: ort.SessionOptions) -> bool:
-    return options.get_session_config_entry("session.x64quantprecision") == "1"
+    try:
+        return options.get_session_config_entry("session.x64quantprecision") == "1"
+    except RuntimeError:  # onnxruntime raises for an entry never set (VNNI and non-x86 hosts)
+        return False
 
 
 def copy_of(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -3,9 +3,11 @@ device runtime's sessions keep onnxruntime's default."""
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon
 import onnxruntime as ort
 import pytest
 
+from edgec import ir as edgec_ir
 from edgec import runner, runtime
 from edgec.targets import host_int8_pair_sums_saturate
 from tests.helpers import GraphBuilder
@@ -233,3 +235,14 @@ def test_per_axis_weights_get_explicit_zero_points_that_change_nothing():
             raw.run(None, x)
     (through_edgec,) = runner.run(runner.make_session(proto, optimize=True), [x])[0].values()
     np.testing.assert_allclose(through_edgec, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("saturates", [False, True])
+def test_sessions_build_with_and_without_the_unsaturated_int8_entry(monkeypatch, saturates):
+    """Whatever this host is: onnxruntime raises when asked for an entry never set (VNNI hosts)."""
+    monkeypatch.setattr(runner, "host_int8_pair_sums_saturate", lambda: saturates)
+    x = {"x": np.zeros((1, 3, 8, 8), np.float32)}
+    proto = _float_conv_on_int8_weights()
+    for model in (proto, edgec_ir.Model(onnx_graphsurgeon.import_onnx(proto))):
+        for optimize in (False, True):
+            assert runner.run(runner.make_session(model, optimize=optimize), [x])[0]

@@ -169,9 +169,9 @@ def _session_reading_weights_in_place(
     with external_data.placeholders(model.graph, in_place) as swapped:
         proto = model._proto()
     kept = _without_dead_nodes(proto.graph)
-    if _precise_int8(options):
-        explicit_axis_zero_points(proto.graph)
     external_data.point_outside(proto, swapped, None, _IN_MEMORY_LOCATION)
+    if _precise_int8(options):  # after point_outside: the placeholders' shapes are the real ones again
+        explicit_axis_zero_points(proto.graph)
     weights = {name: np.ascontiguousarray(c.values) for name, c in swapped.items() if name in kept}
     if dequantize:
         proto = dequantized_weights(proto, weights)

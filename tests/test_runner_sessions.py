@@ -203,12 +203,12 @@ def test_dead_node_removal_keeps_every_live_node_of_an_unsorted_graph():
     assert [n.op_type for n in graph.node] == ["Neg", "Relu"]
 
 
-def _float_conv_on_int8_weights() -> onnx.ModelProto:
+def _float_conv_on_int8_weights(channels: int = 4) -> onnx.ModelProto:
     """A Conv kept in float reading per-channel int8 weights through a DequantizeLinear without a
     zero point (how quantize writes a layer recovery kept in float on int8-stored weights)."""
     b = GraphBuilder(seed=3)
-    weight = b.const(b.rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8))
-    scale = b.const(np.full(4, 0.01, np.float32))
+    weight = b.const(b.rng.integers(-127, 128, (channels, 3, 3, 3)).astype(np.int8))
+    scale = b.const(np.full(channels, 0.01, np.float32))
     dequantized = b.op("DequantizeLinear", [weight, scale], axis=0)
     b.output(b.op("Conv", [b.input("x", [1, 3, 8, 8]), dequantized]))
     return b.proto()
@@ -242,7 +242,8 @@ def test_sessions_build_with_and_without_the_unsaturated_int8_entry(monkeypatch,
     """Whatever this host is: onnxruntime raises when asked for an entry never set (VNNI hosts)."""
     monkeypatch.setattr(runner, "host_int8_pair_sums_saturate", lambda: saturates)
     x = {"x": np.zeros((1, 3, 8, 8), np.float32)}
-    proto = _float_conv_on_int8_weights()
+    # 512 channels: scales large enough to reach onnxruntime as in-memory initializers
+    proto = _float_conv_on_int8_weights(channels=512)
     for model in (proto, edgec_ir.Model(onnx_graphsurgeon.import_onnx(proto))):
         for optimize in (False, True):
             assert runner.run(runner.make_session(model, optimize=optimize), [x])[0]

@@ -13,9 +13,8 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from edgec import external_data, fingerprint, fp16_emulation, ir
+from edgec import external_data, fingerprint, fp16_emulation, ir, unsaturated_int8
 from edgec.quant import qdq
-from edgec.targets import host_int8_pair_sums_saturate
 
 # edgec reports runtime failures itself, in one line; onnxruntime would also print them in red.
 ort.set_default_logger_severity(4)
@@ -60,20 +59,7 @@ def session_options(
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return with_unsaturated_int8(options)
-
-
-def with_unsaturated_int8(options: ort.SessionOptions) -> ort.SessionOptions:
-    """`options`, set so that onnxruntime's int8 kernels do not saturate on this CPU."""
-    if host_int8_pair_sums_saturate():
-        # x86 without VNNI: onnxruntime's u8 x s8 kernels add pairs of products into a saturating
-        # int16 (VPMADDUBSW); this makes it convert the weights to u8 and use its u8 x u8 kernels,
-        # which cannot saturate. MobileNetV2-style, full-range int8 weights, on an AVX2 EPYC:
-        # 14.9 dB from the exact Q/DQ graph with onnxruntime's default, 54.7 dB with this, at 733
-        # us a sample instead of 527. Not set elsewhere: onnxruntime's own test for the option
-        # (MlasPlatformU8S8Overflow) also holds on VNNI CPUs, which need no slower kernels.
-        options.add_session_config_entry("session.x64quantprecision", "1")
-    return options
+    return unsaturated_int8.configure(options)
 
 
 def make_session(
@@ -99,49 +85,16 @@ def make_session(
             return ort.InferenceSession(str(path), options, providers=providers)
     if isinstance(model, ir.Model):
         return _session_reading_weights_in_place(model, options, providers, dequantize_weights)
-    if _precise_int8(options) and explicit_axis_zero_points(model.graph, dry_run=True):
+    if unsaturated_int8.enabled(options) and unsaturated_int8.prepare(model.graph, dry_run=True):
         model = copy_of(model)
-        explicit_axis_zero_points(model.graph)
+        unsaturated_int8.prepare(model.graph)  # every initializer is in the proto: copies included
     return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-
-
-def _precise_int8(options: ort.SessionOptions) -> bool:
-    try:
-        return options.get_session_config_entry("session.x64quantprecision") == "1"
-    except RuntimeError:  # onnxruntime raises for an entry never set (VNNI and non-x86 hosts)
-        return False
 
 
 def copy_of(proto: onnx.ModelProto) -> onnx.ModelProto:
     copied = onnx.ModelProto()
     copied.CopyFrom(proto)
     return copied
-
-
-def explicit_axis_zero_points(graph: onnx.GraphProto, dry_run: bool = False) -> int:
-    """Give every per-axis DequantizeLinear of a constant int8 tensor without a zero point an
-    explicit one of zeros (the same values); how many it gave (or would give, `dry_run`).
-    onnxruntime's u8 x u8 mode (session.x64quantprecision) converts such a weight to uint8 with a
-    scalar zero point of 128 where the tensor stays a DequantizeLinear (a layer kept in float on
-    int8-stored weights), which its own kernel then refuses ("For per axis quantization,
-    x_zero_point must be null or 1D tensor"); with an explicit 1-D zero point it converts it right."""
-    int8 = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
-    scales = {t.name: t for t in graph.initializer}
-    given, names = 0, {t.name for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type != "DequantizeLinear" or len(node.input) != 2 or node.input[0] not in int8:
-            continue
-        scale = scales.get(node.input[1])
-        if scale is None or len(scale.dims) != 1 or scale.dims[0] <= 1:
-            continue
-        given += 1
-        if not dry_run:
-            name = f"{node.input[1]}__edgec_zero_point"
-            if name not in names:
-                graph.initializer.append(numpy_helper.from_array(np.zeros(scale.dims[0], np.int8), name))
-                names.add(name)
-            node.input.append(name)
-    return given
 
 
 # NumPy dtypes onnxruntime can wrap without a copy (OrtValue.ortvalue_from_numpy).
@@ -170,9 +123,10 @@ def _session_reading_weights_in_place(
         proto = model._proto()
     kept = _without_dead_nodes(proto.graph)
     external_data.point_outside(proto, swapped, None, _IN_MEMORY_LOCATION)
-    if _precise_int8(options):  # after point_outside: the placeholders' shapes are the real ones again
-        explicit_axis_zero_points(proto.graph)
+    # After point_outside: the placeholders have their real shapes again.
+    copies = unsaturated_int8.prepare(proto.graph) if unsaturated_int8.enabled(options) else {}
     weights = {name: np.ascontiguousarray(c.values) for name, c in swapped.items() if name in kept}
+    weights |= {copy: weights[original] for copy, original in copies.items() if original in weights}
     if dequantize:
         proto = dequantized_weights(proto, weights)
     arrays = list(weights.values())

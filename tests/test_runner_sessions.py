@@ -1,15 +1,9 @@
 """Build-time onnxruntime sessions do not spin idle threads (CPU seconds of the build); the
 device runtime's sessions keep onnxruntime's default."""
 
-import numpy as np
 import onnx
-import onnx_graphsurgeon
-import onnxruntime as ort
-import pytest
 
-from edgec import ir as edgec_ir
 from edgec import runner, runtime
-from edgec.targets import host_int8_pair_sums_saturate
 from tests.helpers import GraphBuilder
 
 
@@ -201,49 +195,3 @@ def test_dead_node_removal_keeps_every_live_node_of_an_unsorted_graph():
     )
     assert _without_dead_nodes(graph) == set()
     assert [n.op_type for n in graph.node] == ["Neg", "Relu"]
-
-
-def _float_conv_on_int8_weights(channels: int = 4) -> onnx.ModelProto:
-    """A Conv kept in float reading per-channel int8 weights through a DequantizeLinear without a
-    zero point (how quantize writes a layer recovery kept in float on int8-stored weights)."""
-    b = GraphBuilder(seed=3)
-    weight = b.const(b.rng.integers(-127, 128, (channels, 3, 3, 3)).astype(np.int8))
-    scale = b.const(np.full(channels, 0.01, np.float32))
-    dequantized = b.op("DequantizeLinear", [weight, scale], axis=0)
-    b.output(b.op("Conv", [b.input("x", [1, 3, 8, 8]), dequantized]))
-    return b.proto()
-
-
-def test_per_axis_weights_get_explicit_zero_points_that_change_nothing():
-    proto = _float_conv_on_int8_weights()
-    x = {"x": np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)}
-    plain = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
-    explicit = runner.copy_of(proto)
-    assert runner.explicit_axis_zero_points(explicit.graph) == 1
-    assert runner.explicit_axis_zero_points(explicit.graph, dry_run=True) == 0  # once
-    (node,) = [n for n in explicit.graph.node if n.op_type == "DequantizeLinear"]
-    assert len(node.input) == 3
-    # In onnxruntime's u8 x u8 mode (set by edgec's sessions on x86 without VNNI), the model
-    # without them fails to run on such a CPU; with them it gives the same values.
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.x64quantprecision", "1")
-    precise = ort.InferenceSession(explicit.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(precise.run(None, x)[0], plain, rtol=1e-5, atol=1e-5)
-    if host_int8_pair_sums_saturate():
-        raw = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        with pytest.raises(Exception, match="per axis quantization"):
-            raw.run(None, x)
-    (through_edgec,) = runner.run(runner.make_session(proto, optimize=True), [x])[0].values()
-    np.testing.assert_allclose(through_edgec, plain, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("saturates", [False, True])
-def test_sessions_build_with_and_without_the_unsaturated_int8_entry(monkeypatch, saturates):
-    """Whatever this host is: onnxruntime raises when asked for an entry never set (VNNI hosts)."""
-    monkeypatch.setattr(runner, "host_int8_pair_sums_saturate", lambda: saturates)
-    x = {"x": np.zeros((1, 3, 8, 8), np.float32)}
-    # 512 channels: scales large enough to reach onnxruntime as in-memory initializers
-    proto = _float_conv_on_int8_weights(channels=512)
-    for model in (proto, edgec_ir.Model(onnx_graphsurgeon.import_onnx(proto))):
-        for optimize in (False, True):
-            assert runner.run(runner.make_session(model, optimize=optimize), [x])[0]

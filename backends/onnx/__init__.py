@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from edgec import ir, runner
+from edgec import ir, unsaturated_int8
 from edgec import runtime as edgec_runtime
 from edgec.compress import container, storage
 from edgec.backend import Artifact, Backend, Runner
@@ -40,7 +40,7 @@ class OnnxBackend(Backend):
                 "graph_optimization_level=ORT_DISABLE_ALL"
             ]
         if ir.compute_precision(model.graph) == "int8":
-            _explicit_axis_zero_points(out_dir / "model.onnx")
+            _ready_for_unsaturated_int8(out_dir / "model.onnx")
         if ir.compute_precision(model.graph) == "int8" and target.int8_pair_sums_saturate:
             info.setdefault("notes", []).append(
                 "on x86 CPUs without VNNI, onnxruntime's default int8 kernels saturate 16-bit pair sums on "
@@ -73,11 +73,13 @@ class OnnxBackend(Backend):
         return edgec_runtime.load(out_dir / artifact.main, threads=threads).run
 
 
-def _explicit_axis_zero_points(path: Path) -> None:
-    """The written model with explicit per-axis weight zero points (runner.explicit_axis_zero_points:
-    the same values; sessions in onnxruntime's u8 x u8 mode, users' own too, fail without them)."""
+def _ready_for_unsaturated_int8(path: Path) -> None:
+    """The written model as onnxruntime's u8 x u8 mode can load it (unsaturated_int8.prepare: the
+    same values; edgec.runtime's sessions, and users' own with the entry, fail without it). The
+    int8 initializers it copies are zero points and shared weights, small next to the model."""
     proto = onnx.load(str(path), load_external_data=False)
-    if runner.explicit_axis_zero_points(proto.graph):
+    if unsaturated_int8.prepare(proto.graph, dry_run=True):
+        unsaturated_int8.prepare(proto.graph)
         onnx.save(proto, str(path))
 
 

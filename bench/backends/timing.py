@@ -38,13 +38,13 @@ def median_us(call: Callable[[], object], runs: int, blocks: int = 3) -> float:
 def onnxruntime_call(path: Path, feeds: dict[str, np.ndarray], threads: int) -> Callable[[], object]:
     import onnxruntime as ort
 
-    from edgec import runner
+    from edgec import unsaturated_int8
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), runner.with_unsaturated_int8(options), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), unsaturated_int8.configure(options), providers=["CPUExecutionProvider"])
     return lambda: session.run(None, feeds)
 
 

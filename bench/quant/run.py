@@ -27,7 +27,7 @@ import onnx
 import onnxruntime as ort
 
 import edgec
-from edgec import runner
+from edgec import unsaturated_int8
 from bench import machine
 from edgec.models import fashion_mnist, registry
 from edgec.quant import evaluation
@@ -85,7 +85,7 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), runner.with_unsaturated_int8(options), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), unsaturated_int8.configure(options), providers=["CPUExecutionProvider"])
 
 
 def outputs(path: Path, x: np.ndarray) -> np.ndarray:

@@ -421,12 +421,12 @@ def _session(path: Path):
     (as edgec.runtime runs them): the comparison is of quantizers, not of a CPU's int8 kernels."""
     import onnxruntime as ort
 
-    from edgec import runner
+    from edgec import unsaturated_int8
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), runner.with_unsaturated_int8(options), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), unsaturated_int8.configure(options), providers=["CPUExecutionProvider"])
 
 
 def _outputs(path: Path, stacks: dict[str, np.ndarray]) -> list[list[np.ndarray]]:

@@ -10,14 +10,13 @@ default, 54.7 dB with the entry, 527 -> 733 us a sample). edgec's sessions set i
 The conversion has two faults this module works around in the graphs it will see (same values):
 a per-axis weight DequantizeLinear without a zero point gets a scalar uint8 zero point, which its
 own kernel then refuses ("For per axis quantization, x_zero_point must be null or 1D tensor"), and
-an int8 initializer read by two weight DequantizeLinears (merge-duplicate-initializers shares equal
-zero points) is converted twice under one name ("AddInitializedOrtValue Attempt to replace the
-existing tensor").
+an int8 initializer read twice by the nodes whose weights it converts (merge-duplicate-initializers
+shares equal zero points between DequantizeLinears; onnxruntime's dynamic quantizer gives an
+LSTM's W and R one zero point) is converted twice under one name ("AddInitializedOrtValue Attempt
+to replace the existing tensor").
 """
 
 from __future__ import annotations
-
-from collections import Counter
 
 import numpy as np
 import onnx
@@ -27,6 +26,12 @@ from onnx import numpy_helper
 from edgec.targets import host_int8_pair_sums_saturate
 
 ENTRY = "session.x64quantprecision"
+# Nodes whose constant int8 inputs the conversion rewrites (onnxruntime's avx2_weight_s8_to_u8 and
+# qdq_s8_to_u8), besides DequantizeLinears of constant int8 tensors.
+CONVERTED_OPS = frozenset({
+    "ConvInteger", "MatMulInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+    "QLinearConv", "QLinearMatMul", "QGemm", "QAttention",
+})
 
 
 def configure(options: ort.SessionOptions) -> ort.SessionOptions:
@@ -46,40 +51,42 @@ def enabled(options: ort.SessionOptions) -> bool:
 
 def prepare(graph: onnx.GraphProto, dry_run: bool = False) -> dict[str, str] | bool:
     """Make `graph` safe for the conversion (see the module docstring): explicit per-axis zero
-    points of zeros, and an own copy of every int8 initializer a weight DequantizeLinear shares.
-    Returns {copy's name: original's name} for the copies (their arrays, when the originals live
-    outside the proto, must be supplied under the new names too); with `dry_run`, only whether
-    anything would change."""
+    points of zeros, and an own copy for every further read of an int8 initializer by the nodes it
+    converts. Returns {copy's name: original's name} for the copies (their arrays, when the
+    originals live outside the proto, must be supplied under the new names too); with `dry_run`,
+    only whether anything would change."""
     initializers = {t.name: t for t in graph.initializer}
-    readers = Counter(name for node in graph.node for name in node.input)
-    weight_dqs = [
+
+    def int8(name: str) -> bool:
+        return name in initializers and initializers[name].data_type == onnx.TensorProto.INT8
+
+    converted = [
         n for n in graph.node
-        if n.op_type == "DequantizeLinear" and n.input[0] in initializers
-        and initializers[n.input[0]].data_type == onnx.TensorProto.INT8
+        if n.op_type in CONVERTED_OPS or (n.op_type == "DequantizeLinear" and int8(n.input[0]))
     ]
     copies: dict[str, str] = {}
+    seen: set[str] = set()
     changed = False
-    for index, node in enumerate(weight_dqs):
-        scale = initializers.get(node.input[1])
-        if len(node.input) == 2 and scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1:
+    for index, node in enumerate(converted):
+        scale = initializers.get(node.input[1]) if node.op_type == "DequantizeLinear" else None
+        if scale is not None and len(node.input) == 2 and len(scale.dims) == 1 and scale.dims[0] > 1:
             changed = True
             if not dry_run:
                 name = f"{node.input[0]}__edgec_zero_point{index}"
                 graph.initializer.append(numpy_helper.from_array(np.zeros(scale.dims[0], np.int8), name))
                 node.input.append(name)
-        for position in (0, 2):
-            if position >= len(node.input) or readers[node.input[position]] < 2:
+        for position, name in enumerate(node.input):
+            if not int8(name):
                 continue
-            original = initializers.get(node.input[position])
-            if original is None or original.data_type != onnx.TensorProto.INT8:
+            if name not in seen:
+                seen.add(name)
                 continue
             changed = True
             if not dry_run:
                 copy = onnx.TensorProto()
-                copy.CopyFrom(original)
-                copy.name = f"{original.name}__edgec_copy{index}"
+                copy.CopyFrom(initializers[name])
+                copy.name = f"{name}__edgec_copy{index}_{position}"
                 graph.initializer.append(copy)
-                copies[copy.name] = original.name
-                readers[original.name] -= 1
+                copies[copy.name] = name
                 node.input[position] = copy.name
     return changed if dry_run else copies

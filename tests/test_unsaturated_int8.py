@@ -73,3 +73,29 @@ def test_edgec_sessions_run_them_on_any_host(monkeypatch, saturates, shared_zero
             assert unsaturated_int8.enabled(session.get_session_options()) == saturates
             (got,) = runner.run(session, [X])[0].values()
             np.testing.assert_allclose(got, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_a_zero_point_two_integer_matmuls_share_is_copied_and_both_compute_exactly():
+    """onnxruntime's dynamic quantizer shares int8 zero points between the nodes it writes (an
+    LSTM's W and R; here two MatMulIntegers): the u8 mode converted the shared one twice and
+    failed to load (ddddocr's recognizer, openvino -O int8 scoring on an AVX2 host: exit 3)."""
+    b = GraphBuilder(seed=1)
+    codes, _, zero_point = b.op("DynamicQuantizeLinear", [b.input("x", [4, 8])], n_out=3)
+    weights = [b.rng.integers(-127, 128, (8, 6)).astype(np.int8) for _ in range(2)]
+    shared = b.const(np.int8(0))
+    products = [b.op("MatMulInteger", [codes, b.const(w), zero_point, shared]) for w in weights]
+    b.output(b.op("Add", [b.op("Cast", [products[0]], to=1), b.op("Cast", [products[1]], to=1)]))
+    proto = b.proto()
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    prepared = runner.copy_of(proto)
+    assert list(unsaturated_int8.prepare(prepared.graph).values()) == [shared]
+    # DynamicQuantizeLinear's codes, then the exact integer products
+    scale = (max(x.max(), 0) - min(x.min(), 0)) / 255
+    offset = np.clip(np.round(-min(x.min(), 0) / scale), 0, 255)
+    q = np.clip(np.round(x / scale) + offset, 0, 255).astype(np.int32)
+    exact = sum((q - offset) @ w.astype(np.int32) for w in weights)
+    session = ort.InferenceSession(prepared.SerializeToString(), _u8_mode(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], exact.astype(np.float32))
+    if host_int8_pair_sums_saturate():
+        with pytest.raises(Exception, match="replace the existing tensor"):
+            ort.InferenceSession(proto.SerializeToString(), _u8_mode(), providers=["CPUExecutionProvider"])

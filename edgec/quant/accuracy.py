@@ -165,7 +165,7 @@ def search(
             f"accuracy control: {bound.describe(metric)} not met on the held-out split "
             f"({scorer.drop(held, held_out):.3g} with {len(fallback)} layers in float)"
         )
-    if fallback and not _still_quantized(model, quantize, fallback):
+    if fallback and not _quantized_layers(model, quantize, fallback):
         # The float model meets any bound: an "-O int8, ok" that quantized nothing is what users
         # cannot tell from a real one (recovery refuses it too).
         raise CheckFailed(
@@ -177,21 +177,18 @@ def search(
     return report
 
 
-def _still_quantized(model: ir.Model, quantize, fallback: list[str]) -> bool:
-    """Whether any compute layer stays int8 with `fallback` in float."""
+def _quantized_layers(model: ir.Model, quantize, fallback: list[str] = ()) -> list:
+    """The layers the quantize pass would quantize with `fallback` in float too, less the ops that
+    only share their neighbours' quantization (the search's candidates)."""
     graph = model.graph.copy()
     ir.infer_shapes(graph)
     plan = qdq.plan(graph, quantize.active_scheme(), set(quantize.fallback) | set(fallback))
-    return any(n.op not in SHARED_OPS + ABSORBED_ACTIVATIONS for n in plan.nodes)
+    return [n for n in plan.nodes if n.op not in SHARED_OPS + ABSORBED_ACTIVATIONS]
 
 
 def _sensitivity(model, quantize, quantized, scorer, part, progress) -> list[dict]:
     """Each quantized layer alone in float: how much of the loss comes back."""
-    graph = model.graph.copy()
-    ir.infer_shapes(graph)
-    scheme = quantize.active_scheme()
-    plan = qdq.plan(graph, scheme, set(quantize.fallback))
-    candidates = [n for n in plan.nodes if n.op not in SHARED_OPS + ABSORBED_ACTIVATIONS]
+    candidates = _quantized_layers(model, quantize)
     baseline = scorer.score(quantized([]), part)
     ranking = []
     with Progress(len(candidates), "ranking layers by sensitivity", enabled=progress) as bar:
